@@ -16,6 +16,15 @@ export const Repository = Type.Object(
   { additionalProperties: false, description: 'Where backup data goes. Only filesystem repositories exist today; object storage will be a sibling field.' },
 );
 
+/** Status fields every job kind shares, so BackupJob and RestoreJob read alike in kubectl. */
+export const jobStatusFields = {
+    startTime: Type.Optional(Timestamp('When the job started.')),
+    completionTime: Type.Optional(Timestamp('When the job finished.')),
+    errors: Type.Optional(Type.Integer({ minimum: 0, description: 'How many volumes failed.' })),
+    conditions: Type.Optional(Conditions),
+    observedGeneration: Type.Optional(Type.Integer({ minimum: 0, description: 'The metadata.generation the status was computed from.' })),
+};
+
 export const Progress = Type.Object(
   {
     volumesTotal: Type.Integer({ minimum: 0, description: 'Volumes in the job.' }),
@@ -69,11 +78,7 @@ export const BackupJobStatus = Type.Object(
     phase: Type.Optional(StringEnum(jobPhases, { description: 'New, Snapshotting, Uploading, Completed, PartiallyFailed or Failed.' })),
     progress: Type.Optional(Progress),
     volumes: Type.Optional(Type.Array(BackupVolumeStatus, { description: 'Per-volume phase, bytes and error.' })),
-    startTime: Type.Optional(Timestamp('When the job started.')),
-    completionTime: Type.Optional(Timestamp('When the job finished.')),
-    errors: Type.Optional(Type.Integer({ minimum: 0, description: 'How many volumes failed.' })),
-    conditions: Type.Optional(Conditions),
-    observedGeneration: Type.Optional(Type.Integer({ minimum: 0, description: 'The metadata.generation the status was computed from.' })),
+    ...jobStatusFields,
   },
   { additionalProperties: false, description: 'The observed state of a BackupJob.' },
 );

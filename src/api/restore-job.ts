@@ -1,6 +1,6 @@
 // RestoreJob: puts a BackupJob's data back into new Volumes and verifies it.
-import { Conditions, ObjectName, StringEnum, Timestamp, Type, type KubeObject, type Static } from './schema.js';
-import { Progress, jobPhases, volumeJobPhases } from './backup-job.js';
+import { ObjectName, StringEnum, Type, type KubeObject, type Static } from './schema.js';
+import { Progress, jobPhases, jobStatusFields, volumeJobPhases } from './backup-job.js';
 
 export const RestoreJobSpec = Type.Object(
   {
@@ -43,11 +43,7 @@ export const RestoreJobStatus = Type.Object(
         { description: 'Per-volume phase, bytes, verification and error.' },
       ),
     ),
-    startTime: Type.Optional(Timestamp('When the job started.')),
-    completionTime: Type.Optional(Timestamp('When the job finished.')),
-    errors: Type.Optional(Type.Integer({ minimum: 0, description: 'How many volumes failed.' })),
-    conditions: Type.Optional(Conditions),
-    observedGeneration: Type.Optional(Type.Integer({ minimum: 0, description: 'The metadata.generation the status was computed from.' })),
+    ...jobStatusFields,
   },
   { additionalProperties: false, description: 'The observed state of a RestoreJob.' },
 );

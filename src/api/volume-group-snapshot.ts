@@ -1,6 +1,6 @@
 // VolumeGroupSnapshot: a crash-consistent snapshot of a set of Volumes in one namespace.
 import { Conditions, LabelSelector, ObjectName, ObservedGeneration, StringEnum, Timestamp, Type, type KubeObject, type Static } from './schema.js';
-import { deletionPolicies } from './volume.js';
+import { DeletionPolicy } from './volume.js';
 
 export const groupSnapshotPhases = ['Pending', 'Snapshotting', 'Ready', 'Failed', 'Deleting'] as const;
 
@@ -15,10 +15,7 @@ export const VolumeGroupSnapshotSpec = Type.Object(
       },
       { additionalProperties: false, description: 'The Volumes to snapshot: a label selector or a list of names, exactly one.' },
     ),
-    deletionPolicy: Type.Optional(StringEnum(deletionPolicies, {
-      default: 'Delete',
-      description: 'Delete removes the snapshots from the backends when this object is deleted; Retain keeps them.',
-    })),
+    deletionPolicy: DeletionPolicy('Delete removes the snapshots from the backends when this object is deleted; Retain keeps them.'),
   },
   { additionalProperties: false, description: 'The desired state of a VolumeGroupSnapshot.' },
 );

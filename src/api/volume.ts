@@ -4,6 +4,11 @@ import { Conditions, ObjectName, ObservedGeneration, PositiveQuantity, StringEnu
 export const volumePhases = ['Pending', 'Creating', 'Available', 'Resizing', 'Deleting', 'Failed'] as const;
 export const deletionPolicies = ['Delete', 'Retain'] as const;
 
+/** Optional Delete | Retain, defaulted to Delete by the API server. */
+export function DeletionPolicy(description: string) {
+  return Type.Optional(StringEnum(deletionPolicies, { default: 'Delete', description }));
+}
+
 export const VolumeSpec = Type.Object(
   {
     backend: ObjectName('The Backend the volume lives on. Immutable.'),
@@ -20,10 +25,7 @@ export const VolumeSpec = Type.Object(
         { additionalProperties: false, description: 'Create the volume with data from a snapshot or a backup. Immutable.' },
       ),
     ),
-    deletionPolicy: Type.Optional(StringEnum(deletionPolicies, {
-      default: 'Delete',
-      description: 'Delete removes the storage when the Volume is deleted; Retain keeps it on the backend.',
-    })),
+    deletionPolicy: DeletionPolicy('Delete removes the storage when the Volume is deleted; Retain keeps it on the backend.'),
   },
   { additionalProperties: false, description: 'The desired state of a Volume.' },
 );
