@@ -1,0 +1,255 @@
+import { expect } from 'chai';
+import { FakeClock, settle } from '../../src/core/clock.js';
+import { TerminalError } from '../../src/core/errors.js';
+import { HierarchicalLocks } from '../../src/core/locks.js';
+import { HierarchyPath } from '../../src/core/path.js';
+import { Controller, type ConcurrencyMode, type ReconcileContext, type ReconcileResult } from '../../src/core/runner.js';
+import { pino } from 'pino';
+import { deferred, type Deferred } from './helpers.js';
+
+interface Run {
+  key: string;
+  context: ReconcileContext;
+  gate: Deferred<ReconcileResult>;
+}
+
+const silent = pino({ level: 'silent' });
+
+/** A controller whose reconciles each wait for the test to resolve them. */
+function harness({ start = true, ...options }: { start?: boolean; maxConcurrentReconciles?: number; concurrency?: ConcurrencyMode; reconcileTimeoutMs?: number } = {}) {
+  const clock = new FakeClock();
+  const locks = new HierarchicalLocks({ clock });
+  const runs: Run[] = [];
+  let running = 0;
+  let peak = 0;
+  const runningKeys = new Set<string>();
+  const controller = new Controller({
+    name: 'test',
+    locks,
+    clock,
+    logger: silent,
+    retry: { baseMs: 100, capMs: 1000, qps: 1000, burst: 1000 },
+    ...options,
+    reconciler: {
+      // Keys are paths; a key ending in "!" wants a read instead of a write.
+      locksFor: (key) => [{ path: HierarchyPath.parse(key.replace(/!$/, '')), mode: key.endsWith('!') ? 'read' : 'write' }],
+      reconcile: async (key, context) => {
+        if (runningKeys.has(key)) throw new Error(`two runs of ${key} at once`);
+        runningKeys.add(key);
+        running++;
+        peak = Math.max(peak, running);
+        const gate = deferred<ReconcileResult>();
+        runs.push({ key, context, gate });
+        try {
+          return await gate.promise;
+        } finally {
+          running--;
+          runningKeys.delete(key);
+        }
+      },
+    },
+  });
+  if (start) controller.start();
+  return {
+    clock,
+    locks,
+    controller,
+    runs,
+    get running() {
+      return running;
+    },
+    get peak() {
+      return peak;
+    },
+    keysOf: (from = 0) => runs.slice(from).map((r) => r.key),
+  };
+}
+
+describe('core/runner', () => {
+  it('add while processing runs exactly twice, never at once', async () => {
+    const h = harness();
+    h.controller.enqueue('a');
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['a']);
+    for (let i = 0; i < 5; i++) h.controller.enqueue('a');
+    await settle();
+    expect(h.runs).to.have.length(1);
+    h.runs[0].gate.resolve();
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['a', 'a']);
+    h.runs[1].gate.resolve();
+    await settle();
+    expect(h.runs).to.have.length(2);
+    await h.controller.stop();
+  });
+
+  it('N adds before dispatch run once', async () => {
+    const h = harness({ start: false });
+    for (let i = 0; i < 10; i++) h.controller.enqueue('a');
+    h.controller.start();
+    await settle();
+    h.runs[0].gate.resolve();
+    await settle();
+    expect(h.runs).to.have.length(1);
+  });
+
+  it('runs at most maxConcurrentReconciles at once', async () => {
+    const h = harness({ maxConcurrentReconciles: 3 });
+    for (let i = 0; i < 10; i++) h.controller.enqueue(`backends/b${i}`);
+    await settle();
+    expect(h.running).to.equal(3);
+    for (let i = 0; i < 10; i++) {
+      h.runs[i].gate.resolve();
+      await settle();
+    }
+    expect(h.runs).to.have.length(10);
+    expect(h.peak).to.equal(3);
+    expect(h.controller.activeWorkers).to.equal(0);
+  });
+
+  it('an error retries with per-key backoff; success forgets it', async () => {
+    const h = harness();
+    h.controller.enqueue('k');
+    const runTimes: number[] = [];
+    const untilRun = async (n: number) => {
+      await settle();
+      while (h.runs.length < n) await h.clock.runNext();
+    };
+    for (let attempt = 0; attempt < 4; attempt++) {
+      await untilRun(attempt + 1);
+      runTimes.push(h.clock.now());
+      h.runs[attempt].gate.reject(new Error('array busy'));
+      await settle();
+    }
+    expect(runTimes).to.deep.equal([0, 100, 300, 700]);
+    await untilRun(5);
+    h.runs[4].gate.resolve();
+    await settle();
+    expect(h.controller.queue.numRequeues('k')).to.equal(0);
+    expect(h.clock.pendingTimers).to.equal(0);
+  });
+
+  it('a failing key does not slow another', async () => {
+    const h = harness();
+    h.controller.enqueue('bad');
+    await settle();
+    h.runs[0].gate.reject(new Error('no'));
+    h.controller.enqueue('good');
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['bad', 'good']);
+    expect(h.clock.now()).to.equal(0);
+  });
+
+  it('requeueAfter runs the key again after the delay and resets its backoff', async () => {
+    const h = harness();
+    h.controller.enqueue('k');
+    await settle();
+    h.runs[0].gate.reject(new Error('once'));
+    await h.clock.advanceAndSettle(100);
+    h.runs[1].gate.resolve({ requeueAfterMs: 5000 });
+    await h.clock.advanceAndSettle(4999);
+    expect(h.runs).to.have.length(2);
+    expect(h.controller.queue.numRequeues('k')).to.equal(0);
+    await h.clock.advanceAndSettle(1);
+    expect(h.runs).to.have.length(3);
+  });
+
+  it('a TerminalError is not retried', async () => {
+    const h = harness();
+    h.controller.enqueue('k');
+    await settle();
+    h.runs[0].gate.reject(new TerminalError('bad spec'));
+    await h.clock.advanceAndSettle(60_000);
+    expect(h.runs).to.have.length(1);
+    expect(h.clock.pendingTimers).to.equal(0);
+    expect(h.controller.queue.stats()).to.deep.equal({ dirty: 0, processing: 0, delayed: 0, ready: 0, fifo: 0, backoff: 0, getters: 1 });
+  });
+
+  it('a synchronous throw or a throwing locksFor never kills the dispatcher', async () => {
+    const clock = new FakeClock();
+    const seen: string[] = [];
+    const controller = new Controller({
+      name: 'throws',
+      logger: silent,
+      locks: new HierarchicalLocks({ clock }),
+      clock,
+      reconciler: {
+        locksFor: (key) => {
+          if (key === 'bad-locks') throw new Error('no locks for you');
+          return [];
+        },
+        reconcile: (key) => {
+          seen.push(key);
+          if (key === 'sync') throw new Error('thrown before any await');
+          return Promise.resolve();
+        },
+      },
+    });
+    controller.start();
+    for (const key of ['sync', 'bad-locks', 'after']) controller.enqueue(key);
+    await settle();
+    expect(seen).to.deep.equal(['sync', 'after']);
+    await controller.stop();
+  });
+
+  it('a timeout aborts the signal but keeps the locks and the key until the reconcile settles', async () => {
+    const h = harness({ reconcileTimeoutMs: 1000 });
+    h.controller.enqueue('backends/a');
+    await settle();
+    const first = h.runs[0];
+    await h.clock.advanceAndSettle(1000);
+    expect(first.context.signal.aborted).to.equal(true);
+    h.controller.enqueue('backends/a');
+    h.controller.enqueue('backends/a/volumes/n.v');
+    await settle();
+    expect(h.runs).to.have.length(1);
+    first.gate.reject(first.context.signal.reason);
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/a', 'backends/a/volumes/n.v']);
+  });
+
+  it('a parent write waits for a running child, and siblings run together', async () => {
+    const h = harness();
+    h.controller.enqueue('backends/a/volumes/n.v1');
+    h.controller.enqueue('backends/a/volumes/n.v2');
+    h.controller.enqueue('backends/a');
+    h.controller.enqueue('backends/b');
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/a/volumes/n.v1', 'backends/a/volumes/n.v2', 'backends/b']);
+    h.runs[0].gate.resolve();
+    await settle();
+    expect(h.runs).to.have.length(3);
+    h.runs[1].gate.resolve();
+    await settle();
+    expect(h.keysOf(3)).to.deep.equal(['backends/a']);
+  });
+
+  it('serial mode never runs two at once, even on different backends', async () => {
+    const h = harness({ concurrency: 'serial' });
+    for (const key of ['backends/a', 'backends/b', 'backends/c/volumes/n.v']) h.controller.enqueue(key);
+    for (let i = 0; i < 3; i++) {
+      await settle();
+      expect(h.running).to.equal(1);
+      h.runs[i].gate.resolve();
+    }
+    await settle();
+    expect(h.runs).to.have.length(3);
+    expect(h.peak).to.equal(1);
+  });
+
+  it('stop drains: in-flight runs finish, queued keys and later adds are dropped', async () => {
+    const h = harness({ maxConcurrentReconciles: 1 });
+    h.controller.enqueue('a');
+    h.controller.enqueue('b');
+    await settle();
+    let stopped = false;
+    const stopping = h.controller.stop().then(() => (stopped = true));
+    h.controller.enqueue('c');
+    await settle();
+    expect(stopped).to.equal(false);
+    h.runs[0].gate.resolve();
+    await stopping;
+    expect(h.keysOf()).to.deep.equal(['a']);
+    expect(h.locks.nodeCount()).to.equal(0);
+  });
+});
