@@ -1,5 +1,121 @@
-// Placeholder until the drivers land: the simulated array's entry point.
-export async function run(_argv: string[]): Promise<number> {
-  process.stderr.write('trellis sim-array: not built yet\n');
-  return 1;
+// `trellis sim-array`: runs the simulated storage array as its own process: the HTTP API,
+// and the CSI controller on a unix socket with --csi-socket. When it is ready it prints one
+// JSON line on stdout ({"ready": true, "url", "port", "csiSocket"?}; log lines also go to
+// stdout and carry "level") for scripts and tests to read; it
+// stops cleanly on SIGINT/SIGTERM and exits 70 at once when a crash fault fires.
+import { parseArgs } from 'node:util';
+import { SimArrayServer } from '../../backends/sim/array.js';
+import { SimCsiServer } from '../../backends/sim/csi-server.js';
+import { defaultLatency } from '../../backends/sim/random.js';
+
+const usage = `usage: trellis sim-array [options]
+
+  --port N                      HTTP port (0 picks a free one; default 8080)
+  --host ADDR                   address to listen on (default 127.0.0.1)
+  --state FILE                  persist state to FILE (atomic writes) and reload it on start
+  --csi-socket PATH             also serve CSI Identity/Controller/GroupController on this unix socket
+  --capacity SIZE               total capacity, bytes or 500Gi/2Ti (default 1Ti)
+  --max-concurrent-operations N operations beyond N in flight get 429 busy (default 16)
+  --retry-after-ms MS           wait suggested to refused clients (default 50)
+  --latency-median-ms MS        median operation latency (default 20; 0 disables)
+  --latency-sigma S             log-normal tail: 0 constant, 1 long (default 0.8)
+  --latency-max-ms MS           cap on one operation's latency (default 10000)
+  --seed N                      seed of latencies, faults and data (default 1)
+  --no-consistency-groups       no native group snapshots
+  --initial-data-bytes SIZE     seeded data in each new volume (default 1Mi)
+  --token TOKEN                 require "Authorization: Bearer TOKEN" on /api
+`;
+
+const units: Record<string, number> = { '': 1, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50 };
+
+/** Bytes for `10Gi`, `500M` or a plain integer. */
+export function parseSize(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$/.exec(text.trim());
+  if (!m) throw new Error(`${flag}: "${text}" is not a size (e.g. 1048576, 10Gi, 500M)`);
+  return Math.round(Number(m[1]) * units[m[2] ?? '']!);
+}
+
+function int(text: string | undefined, flag: string, fallback: number, min = 0): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${flag}: "${text}" must be an integer >= ${min}`);
+  return n;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        port: { type: 'string' },
+        host: { type: 'string' },
+        state: { type: 'string' },
+        'csi-socket': { type: 'string' },
+        capacity: { type: 'string' },
+        'max-concurrent-operations': { type: 'string' },
+        'retry-after-ms': { type: 'string' },
+        'latency-median-ms': { type: 'string' },
+        'latency-sigma': { type: 'string' },
+        'latency-max-ms': { type: 'string' },
+        seed: { type: 'string' },
+        'no-consistency-groups': { type: 'boolean' },
+        'initial-data-bytes': { type: 'string' },
+        token: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    process.stderr.write(`trellis sim-array: ${(err as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(usage);
+    return 0;
+  }
+
+  let array: SimArrayServer;
+  let csi: SimCsiServer | undefined;
+  try {
+    const sigma = values['latency-sigma'] === undefined ? defaultLatency.sigma : Number(values['latency-sigma']);
+    if (!(sigma >= 0)) throw new Error(`--latency-sigma: "${values['latency-sigma']}" must be a number >= 0`);
+    array = await SimArrayServer.start({
+      port: int(values.port, '--port', 8080),
+      host: values.host ?? '127.0.0.1',
+      ...(values.state ? { statePath: values.state } : {}),
+      ...(values.token ? { token: values.token } : {}),
+      capacityBytes: values.capacity ? parseSize(values.capacity, '--capacity') : 1024 ** 4,
+      maxConcurrentOperations: int(values['max-concurrent-operations'], '--max-concurrent-operations', 16, 1),
+      retryAfterMs: int(values['retry-after-ms'], '--retry-after-ms', 50),
+      latency: {
+        ...defaultLatency,
+        medianMs: int(values['latency-median-ms'], '--latency-median-ms', 20),
+        sigma,
+        maxMs: int(values['latency-max-ms'], '--latency-max-ms', defaultLatency.maxMs),
+      },
+      seed: int(values.seed, '--seed', 1),
+      nativeConsistencyGroups: !values['no-consistency-groups'],
+      initialDataBytes: values['initial-data-bytes'] ? parseSize(values['initial-data-bytes'], '--initial-data-bytes') : 1024 * 1024,
+      onCrash: () => {
+        csi?.crash();
+        process.stderr.write('trellis sim-array: crashed (injected fault)\n');
+        process.exit(70);
+      },
+    });
+    if (values['csi-socket']) csi = await SimCsiServer.start(array.state, { socketPath: values['csi-socket'] });
+  } catch (err) {
+    process.stderr.write(`trellis sim-array: ${(err as Error).message}\n`);
+    return 1;
+  }
+
+  process.stdout.write(`${JSON.stringify({ ready: true, url: array.url, port: array.port, ...(csi ? { csiSocket: csi.socketPath } : {}) })}\n`);
+
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await csi?.close();
+  await array.close();
+  return 0;
 }

@@ -1,0 +1,370 @@
+// The csi driver: drives any CSI plugin's controller over gRPC on a unix socket
+// (csi.proto v1.12.0). Guarantees beyond the StorageDriver contract:
+// - gRPC codes become typed errors: UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED and
+//   DEADLINE_EXCEEDED are retryable; INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS and
+//   OUT_OF_RANGE terminal. RESOURCE_EXHAUSTED that speaks of capacity or space is the
+//   terminal noSpace, since retrying cannot create room.
+// - Busy answers (RESOURCE_EXHAUSTED without a capacity message, ABORTED for a pending
+//   operation) are retried with capped exponential backoff until the caller's signal fires.
+// - Group snapshots go through GroupController.CreateVolumeGroupSnapshot when the plugin
+//   advertises it; otherwise createGroupSnapshot resolves undefined (the caller fans out).
+// - Every call carries a deadline and is cancelled when the caller's signal fires.
+// CSI has no data path, so readSnapshot and writeVolume fail with a terminal error.
+import * as grpc from '@grpc/grpc-js';
+import type { Readable } from 'node:stream';
+import { Type, type Static } from 'typebox';
+import { abortReason, DriverError, type DriverErrorReason } from '../errors.js';
+import {
+  sleep,
+  throwIfAborted,
+  type CreateSnapshotRequest,
+  type CreateVolumeRequest,
+  type GroupSnapshotInfo,
+  type ProbeResult,
+  type SnapshotInfo,
+  type StorageDriver,
+  type VolumeInfo,
+} from '../driver.js';
+import { fromTimestamp, loadCsi } from './proto.js';
+
+export const accessModes = [
+  'SINGLE_NODE_WRITER',
+  'SINGLE_NODE_READER_ONLY',
+  'MULTI_NODE_READER_ONLY',
+  'MULTI_NODE_SINGLE_WRITER',
+  'MULTI_NODE_MULTI_WRITER',
+  'SINGLE_NODE_SINGLE_WRITER',
+  'SINGLE_NODE_MULTI_WRITER',
+] as const;
+
+export const CsiConfig = Type.Object(
+  {
+    endpoint: Type.String({ pattern: '^unix:///.+', description: 'The plugin controller socket, e.g. unix:///run/csi/controller.sock' }),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: 60_000, description: 'Deadline of one gRPC call.' })),
+    accessMode: Type.Optional(Type.Unsafe<(typeof accessModes)[number]>({ type: 'string', enum: [...accessModes], default: 'SINGLE_NODE_WRITER' })),
+    volumeMode: Type.Optional(Type.Union([Type.Literal('mount'), Type.Literal('block')], { default: 'mount' })),
+    fsType: Type.Optional(Type.String({ minLength: 1, description: 'Filesystem for mount volumes, e.g. ext4.' })),
+    busyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 20, description: 'First backoff after a busy answer.' })),
+    maxBusyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 2_000, description: 'Longest backoff after busy answers.' })),
+  },
+  { additionalProperties: false },
+);
+export type CsiConfig = Static<typeof CsiConfig>;
+
+/** Secrets passed to every CSI call that takes them (the Backend's credentials Secret). */
+export const CsiCredentials = Type.Record(Type.String(), Type.String());
+export type CsiCredentials = Static<typeof CsiCredentials>;
+
+interface CsiVolume {
+  volume_id: string;
+  capacity_bytes: number;
+  volume_context?: Record<string, string>;
+  content_source?: { snapshot?: { snapshot_id: string } | null } | null;
+}
+
+interface CsiSnapshot {
+  snapshot_id: string;
+  source_volume_id: string;
+  size_bytes: number;
+  creation_time?: { seconds?: number; nanos?: number } | null;
+  ready_to_use: boolean;
+  group_snapshot_id?: string;
+}
+
+interface CsiGroupSnapshot {
+  group_snapshot_id: string;
+  snapshots: CsiSnapshot[];
+  creation_time?: { seconds?: number; nanos?: number } | null;
+}
+
+const reasonOf: Partial<Record<grpc.status, DriverErrorReason>> = {
+  [grpc.status.UNAVAILABLE]: 'unavailable',
+  [grpc.status.RESOURCE_EXHAUSTED]: 'busy',
+  [grpc.status.ABORTED]: 'busy',
+  [grpc.status.DEADLINE_EXCEEDED]: 'timeout',
+  [grpc.status.INVALID_ARGUMENT]: 'invalid',
+  [grpc.status.OUT_OF_RANGE]: 'invalid',
+  [grpc.status.FAILED_PRECONDITION]: 'invalid',
+  [grpc.status.UNIMPLEMENTED]: 'invalid',
+  [grpc.status.NOT_FOUND]: 'notFound',
+  [grpc.status.ALREADY_EXISTS]: 'alreadyExists',
+};
+
+/** The typed error for a failed CSI call, keeping the plugin's message. */
+export function csiError(err: grpc.ServiceError, rpc: string): DriverError {
+  let reason = reasonOf[err.code] ?? 'unavailable';
+  if (err.code === grpc.status.RESOURCE_EXHAUSTED && /capacity|space/i.test(err.details)) reason = 'noSpace';
+  return new DriverError(reason, `csi ${rpc}: ${grpc.status[err.code]}: ${err.details}`, { cause: err });
+}
+
+type Unary = (req: object, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall;
+
+interface Clients {
+  identity: grpc.Client;
+  controller: grpc.Client;
+  group: grpc.Client;
+  controllerCaps: Set<string>;
+  groupSnapshots: boolean;
+}
+
+export class CsiDriver implements StorageDriver {
+  readonly kind = 'csi';
+  private clients: Promise<Clients> | undefined;
+  private readonly cfg: CsiConfig & Required<Pick<CsiConfig, 'timeoutMs' | 'busyBackoffMs' | 'maxBusyBackoffMs'>>;
+
+  constructor(
+    config: CsiConfig,
+    private readonly secrets: CsiCredentials = {},
+  ) {
+    this.cfg = { timeoutMs: 60_000, busyBackoffMs: 20, maxBusyBackoffMs: 2_000, ...config };
+  }
+
+  private connect(signal: AbortSignal): Promise<Clients> {
+    this.clients ??= (async () => {
+      const csi = await loadCsi();
+      const creds = grpc.credentials.createInsecure();
+      const identity = new csi.Identity(this.cfg.endpoint, creds);
+      const controller = new csi.Controller(this.cfg.endpoint, creds);
+      const group = new csi.GroupController(this.cfg.endpoint, creds);
+      const base = { identity, controller, group, controllerCaps: new Set<string>(), groupSnapshots: false };
+      const plugin = await this.once<{ capabilities: { service?: { type: string } | null }[] }>(identity, 'GetPluginCapabilities', {}, signal);
+      const caps = await this.once<{ capabilities: { rpc?: { type: string } | null }[] }>(controller, 'ControllerGetCapabilities', {}, signal);
+      for (const c of caps.capabilities) if (c.rpc) base.controllerCaps.add(c.rpc.type);
+      if (plugin.capabilities.some((c) => c.service?.type === 'GROUP_CONTROLLER_SERVICE')) {
+        const g = await this.once<{ capabilities: { rpc?: { type: string } | null }[] }>(group, 'GroupControllerGetCapabilities', {}, signal);
+        base.groupSnapshots = g.capabilities.some((c) => c.rpc?.type === 'CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT');
+      }
+      return base;
+    })();
+    // A failed discovery is retried on the next call.
+    this.clients.catch(() => {
+      this.clients = undefined;
+    });
+    return this.clients;
+  }
+
+  /** One gRPC call with a deadline, cancelled by `signal`. */
+  private once<T>(client: grpc.Client, rpc: string, req: object, signal: AbortSignal): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (signal.aborted) return reject(abortReason(signal));
+      const method = (client as unknown as Record<string, Unary>)[rpc]!.bind(client);
+      const onAbort = () => call.cancel();
+      const call = method(req, new grpc.Metadata(), { deadline: Date.now() + this.cfg.timeoutMs }, (err, res) => {
+        signal.removeEventListener('abort', onAbort);
+        if (signal.aborted) return reject(abortReason(signal));
+        if (err) return reject(csiError(err, rpc));
+        resolve(res as T);
+      });
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** A call whose busy answers are retried with backoff until `signal` fires. */
+  private async call<T>(which: 'identity' | 'controller' | 'group', rpc: string, req: object, signal: AbortSignal): Promise<T> {
+    const clients = await this.connect(signal);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.once<T>(clients[which], rpc, req, signal);
+      } catch (err) {
+        if (!(err instanceof DriverError && err.reason === 'busy')) throw err;
+        const backoff = Math.min(this.cfg.maxBusyBackoffMs, this.cfg.busyBackoffMs * 2 ** Math.min(attempt, 20));
+        await sleep(backoff * (0.5 + Math.random()), signal);
+      }
+    }
+  }
+
+  private volumeCapability(): object {
+    const access = this.cfg.volumeMode === 'block' ? { block: {} } : { mount: { fs_type: this.cfg.fsType ?? '', mount_flags: [] } };
+    return { access_mode: { mode: this.cfg.accessMode ?? 'SINGLE_NODE_WRITER' }, ...access };
+  }
+
+  private toVolume(v: CsiVolume, name = ''): VolumeInfo {
+    const info: VolumeInfo = { handle: v.volume_id, name, capacityBytes: Number(v.capacity_bytes), params: v.volume_context ?? {} };
+    const snap = v.content_source?.snapshot?.snapshot_id;
+    if (snap) info.sourceSnapshot = snap;
+    return info;
+  }
+
+  private toSnapshot(s: CsiSnapshot, name = ''): SnapshotInfo {
+    const info: SnapshotInfo = {
+      handle: s.snapshot_id,
+      name,
+      sourceVolume: s.source_volume_id,
+      sizeBytes: Number(s.size_bytes),
+      readyToUse: s.ready_to_use,
+      createdAt: fromTimestamp(s.creation_time),
+    };
+    if (s.group_snapshot_id) info.groupHandle = s.group_snapshot_id;
+    return info;
+  }
+
+  async probe(signal: AbortSignal): Promise<ProbeResult> {
+    const capabilities = { nativeGroupSnapshot: false, snapshotData: false, volumeData: false, resize: false };
+    try {
+      const clients = await this.connect(signal);
+      capabilities.nativeGroupSnapshot = clients.groupSnapshots;
+      capabilities.resize = clients.controllerCaps.has('EXPAND_VOLUME');
+      const probe = await this.call<{ ready?: { value: boolean } | null }>('identity', 'Probe', {}, signal);
+      let capacityBytes = 0;
+      if (clients.controllerCaps.has('GET_CAPACITY')) {
+        // CSI reports only what is still available, not a total.
+        const cap = await this.call<{ available_capacity: number }>('controller', 'GetCapacity', { volume_capabilities: [this.volumeCapability()], parameters: {} }, signal);
+        capacityBytes = Number(cap.available_capacity);
+      }
+      const ready = probe.ready?.value ?? true;
+      return { healthy: ready, capacityBytes, usedBytes: 0, capabilities, ...(ready ? {} : { message: 'plugin reports not ready' }) };
+    } catch (err) {
+      if (signal.aborted) throw abortReason(signal);
+      return { healthy: false, capacityBytes: 0, usedBytes: 0, capabilities, message: (err as Error).message };
+    }
+  }
+
+  async createVolume(req: CreateVolumeRequest, signal: AbortSignal): Promise<VolumeInfo> {
+    const request: Record<string, unknown> = {
+      name: req.name,
+      capacity_range: { required_bytes: req.capacityBytes, limit_bytes: 0 },
+      volume_capabilities: [this.volumeCapability()],
+      parameters: req.params ?? {},
+      secrets: this.secrets,
+    };
+    if (req.sourceSnapshot) request.volume_content_source = { snapshot: { snapshot_id: req.sourceSnapshot } };
+    const res = await this.call<{ volume: CsiVolume }>('controller', 'CreateVolume', request, signal);
+    return this.toVolume(res.volume, req.name);
+  }
+
+  async deleteVolume(handle: string, signal: AbortSignal): Promise<void> {
+    try {
+      await this.call('controller', 'DeleteVolume', { volume_id: handle, secrets: this.secrets }, signal);
+    } catch (err) {
+      // The spec says deleting a missing volume succeeds; some plugins say NOT_FOUND anyway.
+      if (!(err instanceof DriverError && err.reason === 'notFound')) throw err;
+    }
+  }
+
+  async resizeVolume(handle: string, capacityBytes: number, signal: AbortSignal): Promise<VolumeInfo> {
+    const clients = await this.connect(signal);
+    if (!clients.controllerCaps.has('EXPAND_VOLUME')) throw new DriverError('invalid', 'csi: the plugin cannot expand volumes (no EXPAND_VOLUME)');
+    const current = await this.getVolume(handle, signal);
+    if (capacityBytes < current.capacityBytes) {
+      throw new DriverError('invalid', `csi: cannot shrink volume ${handle} from ${current.capacityBytes} to ${capacityBytes} bytes`);
+    }
+    const res = await this.call<{ capacity_bytes: number }>(
+      'controller',
+      'ControllerExpandVolume',
+      { volume_id: handle, capacity_range: { required_bytes: capacityBytes, limit_bytes: 0 }, secrets: this.secrets, volume_capability: this.volumeCapability() },
+      signal,
+    );
+    return { ...current, capacityBytes: Number(res.capacity_bytes) };
+  }
+
+  async getVolume(handle: string, signal: AbortSignal): Promise<VolumeInfo> {
+    const clients = await this.connect(signal);
+    if (clients.controllerCaps.has('GET_VOLUME')) {
+      const res = await this.call<{ volume: CsiVolume }>('controller', 'ControllerGetVolume', { volume_id: handle }, signal);
+      return this.toVolume(res.volume);
+    }
+    const found = (await this.listVolumes(signal)).find((v) => v.handle === handle);
+    if (!found) throw new DriverError('notFound', `csi: volume ${handle} not found`);
+    return found;
+  }
+
+  /** All pages of a paginated list RPC. */
+  private async all<T>(rpc: string, req: object, signal: AbortSignal): Promise<T[]> {
+    const out: T[] = [];
+    let token = '';
+    do {
+      const res = await this.call<{ entries: T[]; next_token: string }>('controller', rpc, { ...req, starting_token: token }, signal);
+      out.push(...res.entries);
+      token = res.next_token;
+    } while (token);
+    return out;
+  }
+
+  async listVolumes(signal: AbortSignal): Promise<VolumeInfo[]> {
+    const clients = await this.connect(signal);
+    if (!clients.controllerCaps.has('LIST_VOLUMES')) throw new DriverError('invalid', 'csi: the plugin cannot list volumes (no LIST_VOLUMES)');
+    return (await this.all<{ volume: CsiVolume }>('ListVolumes', {}, signal)).map((e) => this.toVolume(e.volume));
+  }
+
+  async createSnapshot(req: CreateSnapshotRequest, signal: AbortSignal): Promise<SnapshotInfo> {
+    const res = await this.call<{ snapshot: CsiSnapshot }>(
+      'controller',
+      'CreateSnapshot',
+      { name: req.name, source_volume_id: req.sourceVolume, secrets: this.secrets, parameters: {} },
+      signal,
+    );
+    return this.toSnapshot(res.snapshot, req.name);
+  }
+
+  async deleteSnapshot(handle: string, signal: AbortSignal): Promise<void> {
+    try {
+      await this.call('controller', 'DeleteSnapshot', { snapshot_id: handle, secrets: this.secrets }, signal);
+    } catch (err) {
+      if (!(err instanceof DriverError && err.reason === 'notFound')) throw err;
+    }
+  }
+
+  async getSnapshot(handle: string, signal: AbortSignal): Promise<SnapshotInfo> {
+    const clients = await this.connect(signal);
+    if (clients.controllerCaps.has('GET_SNAPSHOT')) {
+      const res = await this.call<{ snapshot: CsiSnapshot }>('controller', 'GetSnapshot', { snapshot_id: handle, secrets: this.secrets }, signal);
+      return this.toSnapshot(res.snapshot);
+    }
+    const [found] = await this.all<{ snapshot: CsiSnapshot }>('ListSnapshots', { snapshot_id: handle, secrets: this.secrets }, signal);
+    if (!found) throw new DriverError('notFound', `csi: snapshot ${handle} not found`);
+    return this.toSnapshot(found.snapshot);
+  }
+
+  async listSnapshots(signal: AbortSignal): Promise<SnapshotInfo[]> {
+    return (await this.all<{ snapshot: CsiSnapshot }>('ListSnapshots', { secrets: this.secrets }, signal)).map((e) => this.toSnapshot(e.snapshot));
+  }
+
+  async createGroupSnapshot(name: string, volumeHandles: string[], signal: AbortSignal): Promise<GroupSnapshotInfo | undefined> {
+    const clients = await this.connect(signal);
+    if (!clients.groupSnapshots) return undefined;
+    const res = await this.call<{ group_snapshot: CsiGroupSnapshot }>(
+      'group',
+      'CreateVolumeGroupSnapshot',
+      { name, source_volume_ids: volumeHandles, secrets: this.secrets, parameters: {} },
+      signal,
+    );
+    const g = res.group_snapshot;
+    const byVolume = new Map(g.snapshots.map((s) => [s.source_volume_id, this.toSnapshot(s)]));
+    const snapshots = volumeHandles.map((v) => byVolume.get(v)).filter((s): s is SnapshotInfo => !!s);
+    return { handle: g.group_snapshot_id, name, snapshots, native: true, createdAt: fromTimestamp(g.creation_time) };
+  }
+
+  async deleteGroupSnapshot(handle: string, signal: AbortSignal): Promise<void> {
+    const clients = await this.connect(signal);
+    if (!clients.groupSnapshots) return;
+    let snapshotIds: string[];
+    try {
+      const res = await this.call<{ group_snapshot: CsiGroupSnapshot }>('group', 'GetVolumeGroupSnapshot', { group_snapshot_id: handle, secrets: this.secrets }, signal);
+      snapshotIds = res.group_snapshot.snapshots.map((s) => s.snapshot_id);
+    } catch (err) {
+      if (err instanceof DriverError && err.reason === 'notFound') return;
+      throw err;
+    }
+    await this.call('group', 'DeleteVolumeGroupSnapshot', { group_snapshot_id: handle, snapshot_ids: snapshotIds, secrets: this.secrets }, signal);
+  }
+
+  async readSnapshot(_handle: string, signal: AbortSignal): Promise<Readable> {
+    throwIfAborted(signal);
+    throw new DriverError('invalid', 'csi: CSI has no data path; snapshot data cannot be read through a CSI controller');
+  }
+
+  async writeVolume(_handle: string, _data: Readable, signal: AbortSignal): Promise<{ bytes: number }> {
+    throwIfAborted(signal);
+    throw new DriverError('invalid', 'csi: CSI has no data path; volume data cannot be written through a CSI controller');
+  }
+
+  async close(): Promise<void> {
+    const clients = this.clients;
+    this.clients = undefined;
+    if (!clients) return;
+    const c = await clients.catch(() => undefined);
+    c?.identity.close();
+    c?.controller.close();
+    c?.group.close();
+  }
+}
