@@ -71,7 +71,10 @@ describe('core/errors', () => {
     const error = await runAll([0, 1, 2, 3], { parallelism: 1, keyOf: String, signal: abort.signal }, async (i) => {
       ran.push(i);
       if (i === 1) abort.abort(new TerminalError('cancelled'));
-    }).catch((e: unknown) => e as AggregateFailure);
+    }).then(
+      () => undefined,
+      (e: unknown) => e as AggregateFailure,
+    );
     expect(ran).to.deep.equal([0, 1]);
     expect(error!.failures.map((f) => f.key)).to.deep.equal(['2', '3']);
     expect(error!.terminal).to.equal(true);

@@ -32,7 +32,7 @@ describe('core/metrics', () => {
         'trellis_backend_operation_duration_seconds',
       ].sort(),
     );
-    expect(metrics.lockWait).to.exist;
+    expect(metrics.lockWait).to.not.equal(undefined);
   });
 
   it('fills them from a controller run, with low-cardinality labels only', async () => {
