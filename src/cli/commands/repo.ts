@@ -1,5 +1,119 @@
-// Placeholder until the drivers land: the backup repository operator commands.
-export async function run(_argv: string[]): Promise<number> {
-  process.stderr.write('trellis repo: not built yet\n');
-  return 1;
+// `trellis repo verify|stats|gc --path DIR`: operate a backup repository by hand.
+// Results go to stdout (text, or JSON with --json); progress of long work goes to stderr,
+// at most once a second, so a pipe of stdout stays clean. Exit codes: 0 fine, 1 the
+// repository has problems (verify) or the command failed, 2 bad usage.
+import { parseArgs } from 'node:util';
+import { collectGarbage, openFilesystemRepository, repositoryStats, verifyRepository, type BackupRepository } from '../../repository/index.js';
+
+const usage = `usage: trellis repo <command> --path DIR [options]
+
+commands:
+  verify   check that every manifest's chunks exist and hash right (exit 1 if not)
+  stats    backups, manifests, chunks, logical vs stored bytes, dedup ratio
+  gc       delete backups whose ttl has passed, then chunks no manifest references
+
+options:
+  --path DIR    the repository (required)
+  --json        print the result as JSON
+  --dry-run     gc: report what would be deleted, delete nothing
+  --quiet       no progress on stderr
+`;
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function progressPrinter(quiet: boolean): (text: string) => void {
+  let last = 0;
+  return (text) => {
+    if (quiet) return;
+    const now = Date.now();
+    if (now - last < 1000) return;
+    last = now;
+    process.stderr.write(`${text}\n`);
+  };
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        path: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        'dry-run': { type: 'boolean', default: false },
+        quiet: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`trellis repo: ${(err as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const command = positionals[0];
+  if (values.help) {
+    process.stdout.write(usage);
+    return 0;
+  }
+  if (!command || !['verify', 'stats', 'gc'].includes(command) || positionals.length > 1 || !values.path) {
+    process.stderr.write(`trellis repo: ${!values.path && command ? '--path is required' : 'expected one of verify, stats, gc'}\n\n${usage}`);
+    return 2;
+  }
+  const print = (json: unknown, text: string): void => {
+    process.stdout.write(values.json ? `${JSON.stringify(json, null, 2)}\n` : text);
+  };
+  const progress = progressPrinter(values.quiet);
+
+  let repo: BackupRepository;
+  try {
+    repo = await openFilesystemRepository(values.path);
+  } catch (err) {
+    process.stderr.write(`trellis repo: ${(err as Error).message}\n`);
+    return 1;
+  }
+
+  try {
+    if (command === 'verify') {
+      const r = await verifyRepository(repo, { onProgress: (chunks, bytes) => progress(`verify: ${chunks} chunks, ${mib(bytes)} checked`) });
+      const lines = r.problems.map((p) => `PROBLEM ${p.problem}: ${p.message}\n`).join('');
+      print(r, `${lines}verified ${r.manifests} manifests, ${r.chunksChecked} chunks, ${mib(r.bytesChecked)}: ${r.problems.length === 0 ? 'clean' : `${r.problems.length} problems`}\n`);
+      return r.problems.length === 0 ? 0 : 1;
+    }
+    if (command === 'stats') {
+      const s = await repositoryStats(repo, (chunks) => progress(`stats: ${chunks} chunks listed`));
+      print(
+        s,
+        [
+          `backups            ${s.backups} (${s.completeBackups} complete)`,
+          `manifests          ${s.manifests}`,
+          `chunks             ${s.chunks} (${s.referencedChunks} referenced, ${s.unreferencedChunks} unreferenced)`,
+          `logical bytes      ${s.logicalBytes} (${mib(s.logicalBytes)})`,
+          `unique bytes       ${s.uniqueBytes} (${mib(s.uniqueBytes)})`,
+          `stored bytes       ${s.storedBytes} (${mib(s.storedBytes)})`,
+          `dedup ratio        ${s.dedupRatio.toFixed(2)}`,
+          `compression ratio  ${s.compressionRatio.toFixed(2)}`,
+          `uploads in progress ${s.uploadsInProgress}`,
+          '',
+        ].join('\n'),
+      );
+      return 0;
+    }
+    const dryRun = values['dry-run'];
+    const expired = dryRun ? [] : await repo.expireBackups();
+    const g = await collectGarbage(repo, { dryRun, onProgress: (phase, done, total) => progress(`gc ${phase}: ${done}${total ? `/${total}` : ''} chunks`) });
+    const verb = dryRun ? 'would delete' : 'deleted';
+    print(
+      { expiredBackups: expired, ...g },
+      `${expired.length ? `expired backups: ${expired.join(', ')}\n` : ''}scanned ${g.chunksScanned} chunks, ${g.chunksReferenced} referenced; ${verb} ${g.chunksDeleted} chunks (${mib(g.bytesDeleted)})` +
+        `${g.chunksKeptForUploads ? `; kept ${g.chunksKeptForUploads} a concurrent upload relies on` : ''}` +
+        `${g.expiredUploadsRemoved ? `; removed ${g.expiredUploadsRemoved} abandoned uploads` : ''}\n`,
+    );
+    return 0;
+  } catch (err) {
+    process.stderr.write(`trellis repo ${command}: ${(err as Error).message}\n`);
+    return 1;
+  }
 }

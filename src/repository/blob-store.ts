@@ -1,0 +1,61 @@
+// The storage a backup repository sits on: named immutable-or-replaced blobs. The
+// repository only ever talks to this interface, so an object-store backend can be added
+// beside the filesystem one.
+//
+// Contract every implementation keeps:
+// - Keys are '/'-separated segments of [A-Za-z0-9._-] that do not start with '.' (names
+//   starting with '.' are the store's own, e.g. temporary files).
+// - putIfAbsent and put are atomic (a reader sees the old blob or the whole new one, never
+//   a part) and durable once they resolve.
+// - putIfAbsent never replaces an existing blob; it reports whether it wrote.
+// - list(prefix) yields every key under the folder `prefix` (recursively), each once, in no
+//   particular order; a blob whose put resolved before list started is always listed.
+// - move is atomic where the medium allows (a filesystem rename); elsewhere copy-then-delete.
+
+export interface BlobStat {
+  size: number;
+  modifiedAt: Date;
+}
+
+export interface BlobStore {
+  /** A human-readable location for messages, e.g. the filesystem path. */
+  readonly location: string;
+  /** Writes `data` under `key` unless a blob is already there. True when it wrote. */
+  putIfAbsent(key: string, data: Buffer): Promise<boolean>;
+  /** Writes or replaces `key`. */
+  put(key: string, data: Buffer): Promise<void>;
+  /** The blob's bytes; throws BlobNotFoundError when absent. */
+  get(key: string): Promise<Buffer>;
+  has(key: string): Promise<boolean>;
+  /** Size and modification time, or undefined when absent. */
+  stat(key: string): Promise<BlobStat | undefined>;
+  list(prefix: string): AsyncIterable<string>;
+  /** Removes `key`; false when it was not there. */
+  delete(key: string): Promise<boolean>;
+  /** Renames `from` to `to` (replacing `to`); false when `from` was not there. */
+  move(from: string, to: string): Promise<boolean>;
+  /** Removes leftovers of interrupted writes older than `before`; returns how many. Optional. */
+  removeStaleTemporaries?(before: Date): Promise<number>;
+  /** Removes folders left empty under `prefix`, where the medium has folders. Optional. */
+  pruneEmptyFolders?(prefix: string): Promise<void>;
+}
+
+export class BlobNotFoundError extends Error {
+  constructor(
+    readonly key: string,
+    location: string,
+  ) {
+    super(`blob ${key} not found in ${location}`);
+    this.name = 'BlobNotFoundError';
+  }
+}
+
+const segment = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+
+/** Throws unless `key` is a valid blob key (see the contract above). */
+export function checkKey(key: string): void {
+  const parts = key.split('/');
+  for (const part of parts) {
+    if (!segment.test(part)) throw new Error(`invalid blob key ${JSON.stringify(key)}`);
+  }
+}

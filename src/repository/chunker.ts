@@ -1,0 +1,111 @@
+// Content-defined chunking (FastCDC-style gear hash with normalized chunking).
+// Guarantees:
+// - Deterministic: the same bytes with the same options always give the same cut points,
+//   however the input is split into pieces, so chunks deduplicate across backups.
+// - Local: a cut depends only on the bytes since the previous cut (the gear hash looks at
+//   the last 32 bytes), so an insert or change re-cuts only the chunks around it.
+// - Bounded: every chunk but the last is between minSize and maxSize bytes; the input is
+//   streamed, never buffered whole (at most one maxSize buffer per chunk in flight).
+import { createHash } from 'node:crypto';
+
+export interface ChunkerOptions {
+  /** No cut before this many bytes (the hash is not even computed there). */
+  minSize: number;
+  /** The size cuts are normalized around; a power of two. */
+  avgSize: number;
+  /** A cut is forced here. */
+  maxSize: number;
+}
+
+export const defaultChunkerOptions: ChunkerOptions = { minSize: 256 * 1024, avgSize: 1024 * 1024, maxSize: 4 * 1024 * 1024 };
+
+/** Checks the options; throws a message that says which bound is wrong. */
+export function validateChunkerOptions(o: ChunkerOptions): void {
+  const ints = [o.minSize, o.avgSize, o.maxSize].every((n) => Number.isInteger(n) && n > 0);
+  if (!ints) throw new Error(`chunker sizes must be positive integers: ${JSON.stringify(o)}`);
+  if (!(o.minSize >= 64 && o.minSize < o.avgSize && o.avgSize < o.maxSize)) {
+    throw new Error(`chunker sizes must satisfy 64 <= min < avg < max: ${JSON.stringify(o)}`);
+  }
+  if ((o.avgSize & (o.avgSize - 1)) !== 0) throw new Error(`chunker avgSize must be a power of two: ${o.avgSize}`);
+  if (o.avgSize > 2 ** 28) throw new Error(`chunker avgSize must be at most 256 MiB: ${o.avgSize}`);
+}
+
+// The gear table is part of the repository format: changing it changes every cut point
+// and so breaks deduplication against existing backups. It is derived from SHA-256 so it
+// is reproducible from this one line rather than a 256-entry literal.
+const gear: Uint32Array = (() => {
+  const table = new Uint32Array(256);
+  for (let i = 0; i < 256; i++) table[i] = createHash('sha256').update(`trellis-gear-${i}`).digest().readUInt32BE(0);
+  return table;
+})();
+
+/** A mask of `bits` ones in the high half of the hash, where a gear hash mixes the most bytes. */
+function highMask(bits: number): number {
+  return ((2 ** bits - 1) * 2 ** (32 - bits)) | 0;
+}
+
+/**
+ * Splits a byte stream into content-defined chunks. Each yielded Buffer is owned by the
+ * caller (never reused by the chunker).
+ */
+export async function* chunkStream(input: AsyncIterable<Uint8Array>, options: ChunkerOptions = defaultChunkerOptions): AsyncGenerator<Buffer> {
+  validateChunkerOptions(options);
+  const { minSize, avgSize, maxSize } = options;
+  const bits = Math.log2(avgSize);
+  // Normalized chunking: a stricter mask below the average size and a looser one above
+  // it pulls chunk sizes towards the average (FastCDC's normalization level 2).
+  const maskSmall = highMask(bits + 2);
+  const maskLarge = highMask(bits - 2);
+
+  let chunk = Buffer.allocUnsafe(maxSize);
+  let length = 0;
+  let hash = 0;
+
+  for await (const piece of input) {
+    const data = Buffer.isBuffer(piece) ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
+    let pos = 0;
+    while (pos < data.length) {
+      if (length < minSize) {
+        const take = Math.min(minSize - length, data.length - pos);
+        data.copy(chunk, length, pos, pos + take);
+        length += take;
+        pos += take;
+        continue;
+      }
+      // Scan for a cut point from `pos`; `length` counts bytes already in the chunk.
+      const start = pos;
+      let cut = -1;
+      const smallEnd = Math.min(data.length, pos + Math.max(0, avgSize - length));
+      let i = pos;
+      for (; i < smallEnd; i++) {
+        hash = ((hash << 1) + gear[data[i]!]!) | 0;
+        if ((hash & maskSmall) === 0) {
+          cut = i + 1;
+          break;
+        }
+      }
+      if (cut < 0) {
+        const largeEnd = Math.min(data.length, start + (maxSize - length));
+        for (; i < largeEnd; i++) {
+          hash = ((hash << 1) + gear[data[i]!]!) | 0;
+          if ((hash & maskLarge) === 0) {
+            cut = i + 1;
+            break;
+          }
+        }
+        if (cut < 0 && length + (largeEnd - start) === maxSize) cut = largeEnd;
+      }
+      const end = cut < 0 ? data.length : cut;
+      data.copy(chunk, length, start, end);
+      length += end - start;
+      pos = end;
+      if (cut >= 0) {
+        yield chunk.subarray(0, length);
+        chunk = Buffer.allocUnsafe(maxSize);
+        length = 0;
+        hash = 0;
+      }
+    }
+  }
+  if (length > 0) yield chunk.subarray(0, length);
+}

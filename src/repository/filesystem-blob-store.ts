@@ -1,0 +1,219 @@
+// A BlobStore on a local or network filesystem (an NFS export or a PVC mount).
+// Guarantees, on top of the BlobStore contract:
+// - A write goes to a temporary file in the blob's own folder, is fsynced, then linked
+//   (putIfAbsent: link fails if the name exists, so it never replaces) or renamed (put)
+//   into place, and the folder is fsynced: after a crash a blob is whole or absent.
+// - Temporary files start with '.tmp-' and are never listed; removeStaleTemporaries
+//   sweeps the ones a killed writer left behind.
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { BlobNotFoundError, checkKey, type BlobStat, type BlobStore } from './blob-store.js';
+
+const tempPrefix = '.tmp-';
+
+function isErrno(err: unknown, code: string): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === code;
+}
+
+export class FilesystemBlobStore implements BlobStore {
+  readonly location: string;
+  /** Folders known to exist and to be durable in their parent; saves a mkdir per write. */
+  private readonly knownDirs = new Set<string>();
+
+  constructor(readonly root: string) {
+    this.location = root;
+  }
+
+  private pathOf(key: string): string {
+    checkKey(key);
+    return join(this.root, ...key.split('/'));
+  }
+
+  async putIfAbsent(key: string, data: Buffer): Promise<boolean> {
+    const path = this.pathOf(key);
+    const tmp = await this.writeTemporary(path, data);
+    let wrote = true;
+    try {
+      await link(tmp, path);
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw err;
+      wrote = false;
+    } finally {
+      await unlink(tmp).catch(() => undefined);
+    }
+    if (wrote) await fsyncDir(dirname(path));
+    return wrote;
+  }
+
+  async put(key: string, data: Buffer): Promise<void> {
+    const path = this.pathOf(key);
+    const tmp = await this.writeTemporary(path, data);
+    try {
+      await rename(tmp, path);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+    await fsyncDir(dirname(path));
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      return await readFile(this.pathOf(key));
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) throw new BlobNotFoundError(key, this.location);
+      throw err;
+    }
+  }
+
+  async has(key: string): Promise<boolean> {
+    return (await this.stat(key)) !== undefined;
+  }
+
+  async stat(key: string): Promise<BlobStat | undefined> {
+    try {
+      const s = await stat(this.pathOf(key));
+      return s.isFile() ? { size: s.size, modifiedAt: s.mtime } : undefined;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return undefined;
+      throw err;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    const trimmed = prefix.replace(/\/+$/, '');
+    const dir = trimmed === '' ? this.root : this.pathOf(trimmed);
+    for await (const path of walkFiles(dir)) {
+      yield relative(this.root, path).split(sep).join('/');
+    }
+  }
+
+  async delete(key: string): Promise<boolean> {
+    // The folder is not fsynced: a delete lost in a crash only leaves garbage that the
+    // next garbage collection finds again, and skipping the fsync keeps GC fast.
+    try {
+      await unlink(this.pathOf(key));
+      return true;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return false;
+      throw err;
+    }
+  }
+
+  async move(from: string, to: string): Promise<boolean> {
+    const target = this.pathOf(to);
+    await this.ensureDir(dirname(target));
+    try {
+      await rename(this.pathOf(from), target);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return false;
+      throw err;
+    }
+    await fsyncDir(dirname(target));
+    return true;
+  }
+
+  async removeStaleTemporaries(before: Date): Promise<number> {
+    let removed = 0;
+    for await (const path of walkFiles(this.root, true)) {
+      const name = path.slice(path.lastIndexOf(sep) + 1);
+      if (!name.startsWith(tempPrefix)) continue;
+      const s = await stat(path).catch(() => undefined);
+      if (s && s.mtime < before && (await unlink(path).then(() => true, () => false))) removed++;
+    }
+    return removed;
+  }
+
+  /** Removes empty folders under `prefix` (after a backup's files are gone). */
+  async pruneEmptyFolders(prefix: string): Promise<void> {
+    const dir = this.pathOf(prefix);
+    await pruneDir(dir);
+    for (const known of this.knownDirs) if (known === dir || known.startsWith(dir + sep)) this.knownDirs.delete(known);
+  }
+
+  private async writeTemporary(path: string, data: Buffer): Promise<string> {
+    const dir = dirname(path);
+    await this.ensureDir(dir);
+    const tmp = join(dir, `${tempPrefix}${randomBytes(8).toString('hex')}`);
+    let handle;
+    try {
+      handle = await open(tmp, 'wx');
+    } catch (err) {
+      // Another store pruned the folder since this one cached it: make it again, once.
+      if (!isErrno(err, 'ENOENT')) throw err;
+      this.knownDirs.delete(dir);
+      await this.ensureDir(dir);
+      handle = await open(tmp, 'wx');
+    }
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } catch (err) {
+      await handle.close();
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+    await handle.close();
+    return tmp;
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.knownDirs.has(dir)) return;
+    const first = await mkdir(dir, { recursive: true });
+    if (first !== undefined) {
+      // Each folder mkdir created must itself survive a crash: fsync its parent, from the
+      // deepest up to the parent of the first one created.
+      for (let d = dir; ; d = dirname(d)) {
+        await fsyncDir(dirname(d));
+        if (d === first || dirname(d) === d) break;
+      }
+    }
+    this.knownDirs.add(dir);
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function* walkFiles(dir: string, includeHidden = false): AsyncGenerator<string> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return;
+    throw err;
+  }
+  for (const entry of entries) {
+    if (!includeHidden && entry.name.startsWith('.')) continue;
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) yield* walkFiles(path, includeHidden);
+    else if (entry.isFile()) yield path;
+  }
+}
+
+async function pruneDir(dir: string): Promise<boolean> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return true;
+    throw err;
+  }
+  let empty = true;
+  for (const entry of entries) {
+    if (entry.isDirectory() && (await pruneDir(join(dir, entry.name)))) continue;
+    empty = false;
+  }
+  if (!empty) return false;
+  return rmdir(dir).then(
+    () => true,
+    () => false,
+  );
+}

@@ -1,0 +1,24 @@
+// The backup repository's public surface: open one on a filesystem path (or any
+// BlobStore), back volumes up into it, read them back verified, and keep it tidy.
+import { FilesystemBlobStore } from './filesystem-blob-store.js';
+import { BackupRepository, type CreateOptions, type RepositoryOptions } from './repository.js';
+
+export { BlobNotFoundError, type BlobStat, type BlobStore } from './blob-store.js';
+export { chunkStream, defaultChunkerOptions, type ChunkerOptions } from './chunker.js';
+export { defaultCodec, type CodecName } from './codec.js';
+export { RepositoryIntegrityError, type IntegrityProblem } from './errors.js';
+export { FilesystemBlobStore } from './filesystem-blob-store.js';
+export type { BackupIndex, JobRecord, Manifest, VolumeSource } from './format.js';
+export { collectGarbage, type GcOptions, type GcResult } from './gc.js';
+export { repositoryStats, verifyRepository, type RepositoryStats, type VerifyProblem, type VerifyResult } from './inspect.js';
+export { BackupRepository, type BackupSummary, type UploadProgress, type UploadResult, type WriteVolumeOptions } from './repository.js';
+
+/** Opens the repository at `path`; with `create`, makes one there first if there is none. */
+export async function openFilesystemRepository(
+  path: string,
+  options: RepositoryOptions & { create?: boolean | CreateOptions } = {},
+): Promise<BackupRepository> {
+  const store = new FilesystemBlobStore(path);
+  if (options.create) return BackupRepository.create(store, options.create === true ? {} : options.create, options);
+  return BackupRepository.open(store, options);
+}

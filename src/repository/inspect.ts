@@ -1,0 +1,142 @@
+// Whole-repository checks for operators: verify (every manifest's chunks exist and hash
+// right; each distinct chunk is read once however many manifests share it) and stats
+// (what is stored, and what deduplication and compression save).
+import { chunkHashOf, keys, manifestKeyParts, type Manifest } from './format.js';
+import type { IntegrityProblem } from './errors.js';
+import type { BackupRepository } from './repository.js';
+
+export interface VerifyProblem {
+  job: string;
+  volume: string;
+  problem: IntegrityProblem | 'manifest';
+  /** The chunk at fault, with its position in the volume. */
+  chunk?: { hash: string; index: number; key: string };
+  message: string;
+}
+
+export interface VerifyResult {
+  manifests: number;
+  chunksChecked: number;
+  bytesChecked: number;
+  problems: VerifyProblem[];
+}
+
+export interface VerifyOptions {
+  /** Chunks read at once (default 4). */
+  concurrency?: number;
+  onProgress?: (chunksChecked: number, bytesChecked: number) => void;
+}
+
+export async function verifyRepository(repo: BackupRepository, options: VerifyOptions = {}): Promise<VerifyResult> {
+  const result: VerifyResult = { manifests: 0, chunksChecked: 0, bytesChecked: 0, problems: [] };
+  // hash -> undefined when fine, else what is wrong with it; shared across manifests.
+  const checked = new Map<string, { problem: IntegrityProblem; detail: string } | undefined>();
+  const concurrency = Math.max(1, options.concurrency ?? 4);
+
+  for await (const key of repo.manifestKeys()) {
+    const { job, volume } = manifestKeyParts(key)!;
+    let manifest: Manifest;
+    try {
+      manifest = await repo.readManifest(key);
+    } catch (err) {
+      result.problems.push({ job, volume, problem: 'manifest', message: `${key}: ${(err as Error).message}` });
+      continue;
+    }
+    result.manifests++;
+    const sum = manifest.chunks.reduce((n, [, size]) => n + size, 0);
+    if (sum !== manifest.size) {
+      result.problems.push({ job, volume, problem: 'manifest', message: `${key}: chunk sizes add up to ${sum} bytes, the manifest says ${manifest.size}` });
+    }
+
+    const todo = manifest.chunks.map(([hash, size], index) => ({ hash, size, index })).filter((c) => !checked.has(c.hash));
+    const worker = async (): Promise<void> => {
+      for (let c = todo.shift(); c; c = todo.shift()) {
+        if (checked.has(c.hash)) continue;
+        checked.set(c.hash, undefined);
+        const r = await repo.readChunk(c.hash, c.size);
+        checked.set(c.hash, r.ok ? undefined : { problem: r.problem, detail: r.detail });
+        result.chunksChecked++;
+        result.bytesChecked += c.size;
+        options.onProgress?.(result.chunksChecked, result.bytesChecked);
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+
+    for (const [index, [hash]] of manifest.chunks.entries()) {
+      const fault = checked.get(hash);
+      if (!fault) continue;
+      result.problems.push({
+        job,
+        volume,
+        problem: fault.problem,
+        chunk: { hash, index, key: keys.chunk(hash) },
+        message: `backup ${job} volume ${volume}: chunk ${index} (${keys.chunk(hash)}) ${fault.detail}`,
+      });
+    }
+  }
+  return result;
+}
+
+export interface RepositoryStats {
+  backups: number;
+  completeBackups: number;
+  manifests: number;
+  /** Chunks in the store. */
+  chunks: number;
+  /** Distinct chunks some manifest references. */
+  referencedChunks: number;
+  /** Sum of all manifests' volume sizes: what a naive copy would store. */
+  logicalBytes: number;
+  /** Uncompressed bytes of the distinct referenced chunks. */
+  uniqueBytes: number;
+  /** Bytes all chunks take in the store (after compression, including unreferenced ones). */
+  storedBytes: number;
+  unreferencedChunks: number;
+  uploadsInProgress: number;
+  /** logicalBytes / uniqueBytes. */
+  dedupRatio: number;
+  /** uniqueBytes / bytes of the referenced chunks as stored. */
+  compressionRatio: number;
+}
+
+export async function repositoryStats(repo: BackupRepository, onProgress?: (chunks: number) => void): Promise<RepositoryStats> {
+  const backups = await repo.listBackups();
+  const referenced = new Map<string, number>();
+  let manifests = 0;
+  let logicalBytes = 0;
+  for await (const key of repo.manifestKeys()) {
+    const manifest = await repo.readManifest(key);
+    manifests++;
+    logicalBytes += manifest.size;
+    for (const [hash, size] of manifest.chunks) referenced.set(hash, size);
+  }
+  let chunks = 0;
+  let storedBytes = 0;
+  let referencedStored = 0;
+  let unreferencedChunks = 0;
+  for await (const key of repo.store.list(keys.chunkFolder)) {
+    const hash = chunkHashOf(key);
+    if (!hash) continue;
+    const size = (await repo.store.stat(key))?.size ?? 0;
+    chunks++;
+    storedBytes += size;
+    if (referenced.has(hash)) referencedStored += size;
+    else unreferencedChunks++;
+    if (chunks % 1000 === 0) onProgress?.(chunks);
+  }
+  const uniqueBytes = [...referenced.values()].reduce((n, s) => n + s, 0);
+  return {
+    backups: backups.length,
+    completeBackups: backups.filter((b) => b.complete).length,
+    manifests,
+    chunks,
+    referencedChunks: referenced.size,
+    logicalBytes,
+    uniqueBytes,
+    storedBytes,
+    unreferencedChunks,
+    uploadsInProgress: (await repo.listUploads()).length,
+    dedupRatio: uniqueBytes === 0 ? 1 : logicalBytes / uniqueBytes,
+    compressionRatio: referencedStored === 0 ? 1 : uniqueBytes / referencedStored,
+  };
+}

@@ -1,0 +1,88 @@
+import { expect } from 'chai';
+import { readFile, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { RepositoryIntegrityError, verifyRepository, type BackupRepository, type FilesystemBlobStore } from '../../src/repository/index.js';
+import type { VolumeShape } from './data.js';
+import { backUp, removeTempDirs, tempRepository } from './helpers.js';
+
+function chunkPath(repo: BackupRepository, hash: string): string {
+  return join((repo.store as FilesystemBlobStore).root, 'chunks', hash.slice(0, 2), hash);
+}
+
+/** Reads the volume to the end; returns the bytes emitted and the error it failed with. */
+async function drain(repo: BackupRepository, job: string, volume: string): Promise<{ bytes: number; error?: Error }> {
+  let bytes = 0;
+  try {
+    for await (const piece of repo.readVolume(job, volume)) bytes += (piece as Buffer).length;
+  } catch (err) {
+    return { bytes, error: err as Error };
+  }
+  return { bytes };
+}
+
+describe('repository integrity', function () {
+  this.timeout(30_000);
+  after(removeTempDirs);
+
+  for (const kind of ['random', 'structured'] as const) {
+    it(`names the chunk when one byte of a stored ${kind} chunk is flipped, in verify and in restore`, async () => {
+      const repo = await tempRepository();
+      const shape: VolumeShape = { seed: 21, size: 3 * 1024 * 1024, kind };
+      const { manifest } = await backUp(repo, 'job', 'team.db', shape);
+      const victim = 7;
+      const [hash] = manifest.chunks[victim]!;
+      const path = chunkPath(repo, hash);
+      const stored = await readFile(path);
+      stored[Math.floor(stored.length / 2)]! ^= 0x01;
+      await writeFile(path, stored);
+
+      const v = await verifyRepository(repo);
+      expect(v.problems).to.have.length(1);
+      expect(v.problems[0]!.problem).to.equal('corrupt');
+      expect(v.problems[0]!.chunk).to.deep.include({ hash, index: victim });
+      expect(v.problems[0]!.message).to.include(hash).and.include('team.db');
+
+      const offset = manifest.chunks.slice(0, victim).reduce((n, [, s]) => n + s, 0);
+      const { bytes, error } = await drain(repo, 'job', 'team.db');
+      expect(error).to.be.instanceOf(RepositoryIntegrityError);
+      expect(error!.message).to.include(hash).and.include('team.db').and.include(`chunk ${victim}`);
+      // Nothing of the bad chunk (nor after it) was handed out.
+      expect(bytes).to.equal(offset);
+    });
+  }
+
+  it('reports a missing chunk by name in verify and in restore', async () => {
+    const repo = await tempRepository();
+    const { manifest } = await backUp(repo, 'job', 'team.db', { seed: 4, size: 1024 * 1024, kind: 'random' });
+    const [hash] = manifest.chunks[2]!;
+    await unlink(chunkPath(repo, hash));
+    const v = await verifyRepository(repo);
+    expect(v.problems.map((p) => [p.problem, p.chunk?.hash])).to.deep.equal([['missing', hash]]);
+    const { error } = await drain(repo, 'job', 'team.db');
+    expect((error as RepositoryIntegrityError).problem).to.equal('missing');
+    expect(error!.message).to.include(hash);
+  });
+
+  it('fails the whole-volume check when the manifest’s checksum does not match its chunks', async () => {
+    const repo = await tempRepository();
+    await backUp(repo, 'job', 'team.db', { seed: 4, size: 512 * 1024, kind: 'random' });
+    const key = 'backups/job/volumes/team.db.json';
+    const m = JSON.parse((await repo.store.get(key)).toString());
+    m.sha256 = '0'.repeat(64);
+    await repo.store.put(key, Buffer.from(JSON.stringify(m)));
+    const { error } = await drain(repo, 'job', 'team.db');
+    expect((error as RepositoryIntegrityError).problem).to.equal('checksum');
+    expect(error!.message).to.include('team.db');
+  });
+
+  it('verifies a clean repository with shared chunks, reading each chunk once', async () => {
+    const repo = await tempRepository();
+    const shape: VolumeShape = { seed: 8, size: 2 * 1024 * 1024, kind: 'random' };
+    const a = await backUp(repo, 'one', 'ns.a', shape);
+    await backUp(repo, 'two', 'ns.a', shape);
+    const v = await verifyRepository(repo);
+    expect(v.problems).to.deep.equal([]);
+    expect(v.manifests).to.equal(2);
+    expect(v.chunksChecked).to.equal(new Set(a.manifest.chunks.map(([h]) => h)).size);
+  });
+});

@@ -1,0 +1,78 @@
+import { expect } from 'chai';
+import { defaultChunkerOptions } from '../../src/repository/index.js';
+import { blockSize, sha256Of, type VolumeShape } from './data.js';
+import { backUp, expected, removeTempDirs, tempRepository } from './helpers.js';
+
+describe('repository round trip', function () {
+  this.timeout(120_000);
+  after(removeTempDirs);
+
+  const sizes = [0, 1, 4095, 65_536, 1_000_003, 6 * 1024 * 1024 + 17];
+  for (const kind of ['random', 'structured'] as const) {
+    for (const size of sizes) {
+      it(`restores ${size} bytes of ${kind} data byte-identical`, async () => {
+        const repo = await tempRepository();
+        const shape: VolumeShape = { seed: size + 7, size, kind };
+        const up = await backUp(repo, 'job-a', 'ns.vol', shape);
+        const want = await expected(shape);
+        expect(up.manifest.size).to.equal(size);
+        expect(up.manifest.sha256).to.equal(want.sha256);
+        expect(await sha256Of(repo.readVolume('job-a', 'ns.vol'))).to.deep.equal(want);
+      });
+    }
+  }
+
+  it('restores a 300 MB volume streamed through default-sized chunks byte-identical', async () => {
+    const repo = await tempRepository({ chunking: defaultChunkerOptions });
+    const shape: VolumeShape = { seed: 300, size: 300 * 1024 * 1024 + 12_345, kind: 'random' };
+    const up = await backUp(repo, 'big', 'ns.big', shape);
+    const want = await expected(shape);
+    expect(up.manifest.sha256).to.equal(want.sha256);
+    const sizes = up.manifest.chunks.map(([, s]) => s);
+    expect(Math.max(...sizes)).to.be.at.most(defaultChunkerOptions.maxSize);
+    expect(Math.min(...sizes.slice(0, -1))).to.be.at.least(defaultChunkerOptions.minSize);
+    const mean = shape.size / sizes.length;
+    expect(mean).to.be.within(defaultChunkerOptions.avgSize / 2, defaultChunkerOptions.avgSize * 2);
+    expect(await sha256Of(repo.readVolume('big', 'ns.big'))).to.deep.equal(want);
+  });
+
+  for (const kind of ['random', 'structured'] as const) {
+    it(`stores under 1% new bytes when the same ${kind} data is backed up again`, async () => {
+      const repo = await tempRepository();
+      const shape: VolumeShape = { seed: 11, size: 8 * 1024 * 1024, kind };
+      await backUp(repo, 'monday', 'ns.db', shape);
+      const second = await backUp(repo, 'tuesday', 'ns.db', shape);
+      expect(second.bytesRead).to.equal(shape.size);
+      expect(second.bytesUploaded / shape.size).to.be.below(0.01);
+      expect(await sha256Of(repo.readVolume('tuesday', 'ns.db'))).to.deep.equal(await expected(shape));
+    });
+  }
+
+  it('stores roughly the changed region’s chunks when one region changes', async () => {
+    const repo = await tempRepository();
+    const size = 16 * 1024 * 1024;
+    const base: VolumeShape = { seed: 5, size, kind: 'random' };
+    await backUp(repo, 'before', 'ns.db', base);
+    // 256 KiB changed in the middle of 16 MiB.
+    const changed: VolumeShape = { ...base, changed: { fromBlock: 120, toBlock: 124, seed: 99 } };
+    const second = await backUp(repo, 'after', 'ns.db', changed);
+    const region = 4 * blockSize;
+    // The region itself plus at most a couple of neighbouring chunks (max 64 KiB each).
+    expect(second.bytesUploaded).to.be.at.least(region);
+    expect(second.bytesUploaded).to.be.at.most(region + 4 * 64 * 1024);
+    expect(await sha256Of(repo.readVolume('after', 'ns.db'))).to.deep.equal(await expected(changed));
+    expect(await sha256Of(repo.readVolume('before', 'ns.db'))).to.deep.equal(await expected(base));
+  });
+
+  it('deduplicates across volumes and returns at once for a volume already backed up', async () => {
+    const repo = await tempRepository();
+    const shape: VolumeShape = { seed: 3, size: 2 * 1024 * 1024, kind: 'structured' };
+    const first = await backUp(repo, 'job', 'ns.a', shape);
+    const other = await backUp(repo, 'job', 'ns.b', shape);
+    expect(other.bytesUploaded).to.equal(0);
+    const again = await backUp(repo, 'job', 'ns.a', shape);
+    expect(again.alreadyComplete).to.equal(true);
+    expect(again.bytesRead).to.equal(0);
+    expect(again.manifest.sha256).to.equal(first.manifest.sha256);
+  });
+});
