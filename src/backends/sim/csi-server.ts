@@ -154,7 +154,7 @@ export class SimCsiServer {
       Probe: unary('Probe', () => ({ ready: { value: true } })),
     });
 
-    const controllerCaps = ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'GET_VOLUME', 'GET_SNAPSHOT'];
+    const controllerCaps = ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'GET_VOLUME', 'GET_SNAPSHOT', 'MODIFY_VOLUME'];
     const unimplemented = (rpc: string) => unary(rpc, () => {
       throw new CsiError(grpc.status.UNIMPLEMENTED, `${rpc} is not supported by ${pluginName}`);
     });
@@ -166,8 +166,6 @@ export class SimCsiServer {
         const name = req.name;
         if (typeof name !== 'string' || name === '') throw invalid('name is required');
         checkCapabilities(req.volume_capabilities);
-        const mutable = req.mutable_parameters as Record<string, string> | undefined;
-        if (mutable && Object.keys(mutable).length > 0) throw invalid('mutable_parameters are not supported (no MODIFY_VOLUME)');
         const range = (req.capacity_range ?? {}) as CapacityRange;
         const required = Number(range.required_bytes ?? 0);
         const limit = Number(range.limit_bytes ?? 0);
@@ -179,6 +177,7 @@ export class SimCsiServer {
           name,
           capacityBytes: size,
           params: (req.parameters ?? {}) as Record<string, string>,
+          mutableParams: (req.mutable_parameters ?? {}) as Record<string, string>,
           minBytes: required,
           maxBytes: limit,
           ...(source?.snapshot ? { sourceSnapshotId: requireId(source.snapshot as Req, 'snapshot_id') } : {}),
@@ -209,7 +208,7 @@ export class SimCsiServer {
 
       GetCapacity: unary('GetCapacity', async () => {
         const a = await state.getArray();
-        return { available_capacity: a.capacityBytes - a.usedBytes, maximum_volume_size: a.capacityBytes, minimum_volume_size: { value: 1 } };
+        return { available_capacity: a.capacityBytes - a.usedBytes, maximum_volume_size: { value: a.capacityBytes }, minimum_volume_size: { value: 1 } };
       }),
 
       ControllerGetVolume: unary('ControllerGetVolume', async (req) => {
@@ -253,7 +252,10 @@ export class SimCsiServer {
 
       ControllerPublishVolume: unimplemented('ControllerPublishVolume'),
       ControllerUnpublishVolume: unimplemented('ControllerUnpublishVolume'),
-      ControllerModifyVolume: unimplemented('ControllerModifyVolume'),
+      ControllerModifyVolume: unary('ControllerModifyVolume', async (req) => {
+        await state.modifyVolume(requireId(req, 'volume_id'), (req.mutable_parameters ?? {}) as Record<string, string>);
+        return {};
+      }),
     });
 
     server.addService(csi.GroupController.service, {

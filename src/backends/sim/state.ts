@@ -51,6 +51,7 @@ export const operations = [
   'createVolume',
   'deleteVolume',
   'resizeVolume',
+  'modifyVolume',
   'getVolume',
   'listVolumes',
   'writeVolume',
@@ -109,6 +110,8 @@ export interface VolumeRecord {
   name: string;
   capacityBytes: number;
   params: Record<string, string>;
+  /** Tunables that may change after creation (CSI mutable parameters): iops, throughput. */
+  mutableParams?: Record<string, string>;
   sourceSnapshotId?: string;
   sourceVolumeId?: string;
   content: Content;
@@ -177,6 +180,7 @@ export interface CreateVolumeSpec {
   name: string;
   capacityBytes: number;
   params?: Record<string, string>;
+  mutableParams?: Record<string, string>;
   sourceSnapshotId?: string;
   sourceVolumeId?: string;
   /**
@@ -185,6 +189,18 @@ export interface CreateVolumeSpec {
    */
   minBytes?: number;
   maxBytes?: number;
+}
+
+/** The volume tunables the array lets a client change after creation. */
+export const mutableParamKeys = ['iops', 'throughput'] as const;
+
+function checkMutableParams(params: Record<string, string>): void {
+  for (const [key, value] of Object.entries(params)) {
+    if (!(mutableParamKeys as readonly string[]).includes(key)) {
+      throw new SimError('invalid', `unsupported mutable parameter "${key}" (supported: ${mutableParamKeys.join(', ')})`);
+    }
+    if (!/^\d+$/.test(value)) throw new SimError('invalid', `mutable parameter "${key}" must be a whole number, got "${value}"`);
+  }
 }
 
 const now = () => performance.timeOrigin + performance.now();
@@ -480,6 +496,7 @@ export class ArrayState {
       throw new SimError('invalid', `capacityBytes must be a positive integer, got ${spec.capacityBytes}`);
     }
     const params = spec.params ?? {};
+    if (spec.mutableParams) checkMutableParams(spec.mutableParams);
     const locks: Locks = { write: [`name:volume:${spec.name}`], read: [spec.sourceSnapshotId, spec.sourceVolumeId].filter((x): x is string => !!x) };
     return this.run('createVolume', `name:${spec.name}`, locks, async () => {
       const existing = this.findVolumeByName(spec.name);
@@ -516,6 +533,7 @@ export class ArrayState {
         content = { kind: 'seeded', seed: deriveSeed(this.options.seed, id), bytes: Math.min(spec.capacityBytes, this.options.initialDataBytes) };
       }
       const vol: VolumeRecord = { id, name: spec.name, capacityBytes: spec.capacityBytes, params, content, createdAt: new Date().toISOString() };
+      if (spec.mutableParams && Object.keys(spec.mutableParams).length > 0) vol.mutableParams = { ...spec.mutableParams };
       if (spec.sourceSnapshotId) vol.sourceSnapshotId = spec.sourceSnapshotId;
       if (spec.sourceVolumeId) vol.sourceVolumeId = spec.sourceVolumeId;
       this.volumes.set(id, vol);
@@ -551,6 +569,19 @@ export class ArrayState {
       if (growth > free) throw new SimError('noSpace', `insufficient capacity: ${growth} more bytes requested, ${free} free`);
       if (growth > 0) {
         vol.capacityBytes = capacityBytes;
+        await this.persist();
+      }
+      return vol;
+    });
+  }
+
+  /** Changes a volume's tunables (CSI ControllerModifyVolume); keys not given keep their value. */
+  modifyVolume(id: string, mutableParams: Record<string, string>): Promise<VolumeRecord> {
+    checkMutableParams(mutableParams);
+    return this.run('modifyVolume', id, { write: [id] }, async () => {
+      const vol = this.mustVolume(id);
+      if (Object.keys(mutableParams).length > 0) {
+        vol.mutableParams = { ...vol.mutableParams, ...mutableParams };
         await this.persist();
       }
       return vol;
