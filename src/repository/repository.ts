@@ -379,6 +379,13 @@ export class BackupRepository {
     }
     if (failure) throw failure;
 
+    // A lease that garbage collection expired no longer protected these chunks: some may
+    // be gone, so this attempt must not vouch for them. A retry uploads what is missing.
+    const held = await this.tryRecord<Lease>(keys.lease(job, volume));
+    if (held?.attempt !== lease.attempt) {
+      throw new Error(`backup ${job} volume ${volume}: upload attempt ${lease.attempt} lost its lease (not renewed within ${this.leaseTtlMs} ms, or taken over); retry the upload`);
+    }
+
     const manifest: Manifest = {
       format: repositoryFormat,
       job,

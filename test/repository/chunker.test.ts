@@ -1,0 +1,72 @@
+import { expect } from 'chai';
+import { createHash } from 'node:crypto';
+import { chunkStream, type ChunkerOptions } from '../../src/repository/chunker.js';
+import { volumeBytes } from './data.js';
+
+const options: ChunkerOptions = { minSize: 2048, avgSize: 8192, maxSize: 32768 };
+
+async function collect(input: AsyncIterable<Uint8Array>, o = options): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for await (const c of chunkStream(input, o)) out.push(Buffer.from(c));
+  return out;
+}
+
+async function* pieces(data: Buffer, sizes: number[]) {
+  let pos = 0;
+  for (let i = 0; pos < data.length; i++) {
+    const n = sizes[i % sizes.length]!;
+    yield data.subarray(pos, pos + n);
+    pos += n;
+  }
+}
+
+async function bytesOf(size: number, seed = 1): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const p of volumeBytes({ seed, size, kind: 'random' })) parts.push(Buffer.from(p));
+  return Buffer.concat(parts);
+}
+
+const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('content-defined chunker', () => {
+  it('cuts at the same places however the input is split into pieces', async () => {
+    const data = await bytesOf(1024 * 1024);
+    const whole = (await collect(pieces(data, [data.length]))).map(digest);
+    const ragged = (await collect(pieces(data, [1, 7, 4096, 100_000, 3]))).map(digest);
+    expect(ragged).to.deep.equal(whole);
+    expect(Buffer.concat(await collect(pieces(data, [999])))).to.deep.equal(data);
+  });
+
+  it('keeps every chunk but the last within min and max, with sizes centred near the average', async () => {
+    const data = await bytesOf(4 * 1024 * 1024, 2);
+    const sizes = (await collect(pieces(data, [65536]))).map((c) => c.length);
+    for (const s of sizes.slice(0, -1)) expect(s).to.be.within(options.minSize, options.maxSize);
+    const mean = data.length / sizes.length;
+    expect(mean).to.be.within(options.avgSize * 0.7, options.avgSize * 1.5);
+  });
+
+  it('forces a cut at max size on data without cut points (zeros)', async () => {
+    const zeros = Buffer.alloc(100_000);
+    const sizes = (await collect(pieces(zeros, [4096]))).map((c) => c.length);
+    expect(sizes.reduce((a, b) => a + b, 0)).to.equal(zeros.length);
+    for (const s of sizes.slice(0, -1)) expect(s).to.be.at.most(options.maxSize);
+  });
+
+  it('re-cuts only the chunks near an insert; the rest keep their hashes', async () => {
+    const data = await bytesOf(2 * 1024 * 1024, 3);
+    const at = 1024 * 1024 + 123;
+    const edited = Buffer.concat([data.subarray(0, at), Buffer.from('an insert of a few bytes'), data.subarray(at)]);
+    const before = new Set((await collect(pieces(data, [65536]))).map(digest));
+    const after = (await collect(pieces(edited, [65536]))).map(digest);
+    const fresh = after.filter((h) => !before.has(h));
+    expect(fresh.length).to.be.at.least(1);
+    expect(fresh.length).to.be.at.most(3);
+  });
+
+  it('yields nothing for an empty stream and rejects impossible sizes', async () => {
+    expect(await collect(pieces(Buffer.alloc(0), [1]))).to.deep.equal([]);
+    let error: Error | undefined;
+    await collect(pieces(Buffer.alloc(10), [1]), { minSize: 4096, avgSize: 3000, maxSize: 8192 }).catch((e: Error) => (error = e));
+    expect(error?.message).to.match(/min < avg < max/);
+  });
+});

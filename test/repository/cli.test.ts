@@ -1,0 +1,75 @@
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FilesystemBlobStore } from '../../src/repository/index.js';
+import { backUp, removeTempDirs, tempDir, tempRepository } from './helpers.js';
+
+const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+
+function trellis(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', main, 'repo', ...args], { env: { ...process.env, TRELLIS_LOG_LEVEL: 'silent' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('trellis repo verify|stats|gc', function () {
+  this.timeout(60_000);
+  after(removeTempDirs);
+
+  it('reports stats, collects garbage (dry run first) and verifies, naming a corrupt chunk', async () => {
+    const repo = await tempRepository();
+    const path = (repo.store as FilesystemBlobStore).root;
+    const shape = { seed: 9, size: 1024 * 1024, kind: 'random' as const };
+    const kept = await backUp(repo, 'monday', 'ns.a', shape);
+    await backUp(repo, 'tuesday', 'ns.a', shape);
+    const gone = await backUp(repo, 'tuesday', 'ns.b', { ...shape, seed: 10 });
+    await repo.finishBackup('monday');
+    await repo.deleteBackup('tuesday');
+
+    const stats = await trellis('stats', '--path', path, '--json');
+    expect(stats.code).to.equal(0);
+    expect(JSON.parse(stats.stdout)).to.include({
+      backups: 1,
+      completeBackups: 1,
+      manifests: 1,
+      logicalBytes: shape.size,
+      chunks: kept.manifest.chunks.length + gone.manifest.chunks.length,
+      unreferencedChunks: gone.manifest.chunks.length,
+    });
+
+    const dry = await trellis('gc', '--path', path, '--dry-run');
+    expect(dry.code).to.equal(0);
+    expect(dry.stdout).to.include(`would delete ${gone.manifest.chunks.length} chunks`);
+    const gc = await trellis('gc', '--path', path, '--json');
+    expect(JSON.parse(gc.stdout)).to.include({ chunksDeleted: gone.manifest.chunks.length, dryRun: false });
+
+    const clean = await trellis('verify', '--path', path);
+    expect(clean.code).to.equal(0);
+    expect(clean.stdout).to.match(/verified 1 manifests, \d+ chunks.*: clean/);
+
+    const [hash] = kept.manifest.chunks[1]!;
+    const file = join(path, 'chunks', hash.slice(0, 2), hash);
+    const bytes = await readFile(file);
+    bytes[10]! ^= 0xff;
+    await writeFile(file, bytes);
+    const bad = await trellis('verify', '--path', path);
+    expect(bad.code).to.equal(1);
+    expect(bad.stdout).to.include(hash).and.include('ns.a').and.include('1 problems');
+  });
+
+  it('fails clearly without a repository and on bad usage', async () => {
+    const empty = await trellis('stats', '--path', await tempDir());
+    expect(empty.code).to.equal(1);
+    expect(empty.stderr).to.include('no backup repository');
+    expect((await trellis('stats')).code).to.equal(2);
+    expect((await trellis('compact', '--path', '/tmp')).code).to.equal(2);
+  });
+});

@@ -1,0 +1,173 @@
+import { expect } from 'chai';
+import {
+  BackupRepository,
+  collectGarbage,
+  FilesystemBlobStore,
+  repositoryStats,
+  verifyRepository,
+} from '../../src/repository/index.js';
+import { keys } from '../../src/repository/format.js';
+import { sha256Of, volumeBytes, type VolumeShape } from './data.js';
+import { backUp, expected, removeTempDirs, smallChunks, tempDir, tempRepository } from './helpers.js';
+
+const shared: VolumeShape = { seed: 1, size: 2 * 1024 * 1024, kind: 'random' };
+const onlyOld: VolumeShape = { seed: 2, size: 1024 * 1024, kind: 'random' };
+
+async function chunkCount(repo: BackupRepository): Promise<number> {
+  return (await repositoryStats(repo)).chunks;
+}
+
+/** A volume that stops after `first` bytes until `release` is called. */
+function gated(shape: VolumeShape, first: number) {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  async function* bytes() {
+    let sent = 0;
+    for await (const piece of volumeBytes(shape, 1)) {
+      if (sent >= first) await gate;
+      sent += piece.length;
+      yield piece;
+    }
+  }
+  return { bytes: bytes(), release };
+}
+
+/** Resolves once the upload reports `n` chunks done. */
+function afterChunks(n: number) {
+  let reached!: () => void;
+  const done = new Promise<void>((resolve) => (reached = resolve));
+  return { done, onProgress: (p: { chunksDone: number }) => p.chunksDone >= n && reached() };
+}
+
+describe('repository retention and garbage collection', function () {
+  this.timeout(30_000);
+  after(removeTempDirs);
+
+  it('removes the chunks only a deleted backup referenced and keeps shared ones', async () => {
+    const repo = await tempRepository();
+    const keep = await backUp(repo, 'keep', 'ns.a', shared);
+    await backUp(repo, 'old', 'ns.a', shared);
+    const old = await backUp(repo, 'old', 'ns.b', onlyOld);
+    const before = await chunkCount(repo);
+    expect(await repo.deleteBackup('old')).to.equal(2);
+    expect((await repo.listBackups()).map((b) => b.job)).to.deep.equal(['keep']);
+
+    const dry = await collectGarbage(repo, { dryRun: true });
+    expect(dry.chunksDeleted).to.equal(old.manifest.chunks.length);
+    expect(await chunkCount(repo)).to.equal(before);
+
+    const g = await collectGarbage(repo);
+    expect(g.chunksDeleted).to.equal(old.manifest.chunks.length);
+    expect(await chunkCount(repo)).to.equal(before - old.manifest.chunks.length);
+    expect(g.chunksReferenced).to.equal(new Set(keep.manifest.chunks.map(([h]) => h)).size);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+    expect(await sha256Of(repo.readVolume('keep', 'ns.a'))).to.deep.equal(await expected(shared));
+    expect((await collectGarbage(repo)).chunksDeleted).to.equal(0);
+  });
+
+  it('never collects the chunks of a backup that is being written, new or deduplicated against garbage', async () => {
+    const repo = await tempRepository();
+    // Yesterday's backup of half of today's data is deleted: its chunks are garbage that
+    // today's upload will find present and rely on.
+    const today: VolumeShape = { seed: 3, size: 4 * 1024 * 1024, kind: 'random' };
+    const yesterday: VolumeShape = { ...today, size: 2 * 1024 * 1024 };
+    const old = await backUp(repo, 'yesterday', 'ns.a', yesterday);
+    await repo.deleteBackup('yesterday');
+
+    const source = gated(today, 3 * 1024 * 1024);
+    const progress = afterChunks(100);
+    const upload = repo.writeVolume('today', { volume: 'ns.a' }, source.bytes, { onProgress: progress.onProgress });
+    await progress.done;
+    const g = await collectGarbage(repo);
+    source.release();
+    const result = await upload;
+
+    expect(result.bytesDeduplicated).to.be.above(1024 * 1024);
+    // Only yesterday's chunks today's data does not contain (its cut-off tail) may go.
+    const todays = new Set(result.manifest.chunks.map(([h]) => h));
+    expect(g.chunksDeleted).to.equal(old.manifest.chunks.filter(([h]) => !todays.has(h)).length);
+    expect(g.chunksDeleted).to.be.at.most(2);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+    expect(await sha256Of(repo.readVolume('today', 'ns.a'))).to.deep.equal(await expected(today));
+  });
+
+  it('puts back chunks an upload relied on between its first look and its deletions', async () => {
+    // A store that lets a whole backup of the same data run just before GC moves its
+    // first victim: that backup deduplicates against every victim and finishes, so only
+    // GC's second look (leases, then manifests) can save its chunks.
+    const dir = await tempDir();
+    class RacingStore extends FilesystemBlobStore {
+      hook?: () => Promise<unknown>;
+      override async move(from: string, to: string): Promise<boolean> {
+        const hook = this.hook;
+        this.hook = undefined;
+        if (hook && to.startsWith('trash/')) await hook();
+        return super.move(from, to);
+      }
+    }
+    const store = new RacingStore(dir);
+    const repo = await BackupRepository.create(store, { chunking: smallChunks });
+    await backUp(repo, 'old', 'ns.a', shared);
+    await repo.deleteBackup('old');
+    let racer: Awaited<ReturnType<typeof backUp>> | undefined;
+    store.hook = async () => (racer = await backUp(repo, 'new', 'ns.a', shared));
+
+    const g = await collectGarbage(repo);
+    expect(racer!.bytesUploaded).to.equal(0);
+    expect(g.chunksDeleted).to.equal(0);
+    expect(g.chunksKeptForUploads).to.equal(g.candidates);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+    expect(await sha256Of(repo.readVolume('new', 'ns.a'))).to.deep.equal(await expected(shared));
+  });
+
+  it('puts back what a killed GC run left in the trash', async () => {
+    const repo = await tempRepository();
+    const { manifest } = await backUp(repo, 'keep', 'ns.a', shared);
+    const [hash] = manifest.chunks[0]!;
+    await repo.store.move(keys.chunk(hash), keys.trashed('killed-run', hash));
+    expect((await verifyRepository(repo)).problems).to.have.length(1);
+    const g = await collectGarbage(repo);
+    expect(g.trashRecovered).to.equal(1);
+    expect(g.chunksDeleted).to.equal(0);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+  });
+
+  it('expires a backup once its ttl has passed, and then GC frees its chunks', async () => {
+    let now = new Date('2026-01-01T00:00:00Z');
+    const repo = await BackupRepository.open((await tempRepository()).store, { now: () => now });
+    await repo.beginBackup('nightly', { ttlSeconds: 3600 });
+    await backUp(repo, 'nightly', 'ns.a', onlyOld);
+    const index = await repo.finishBackup('nightly');
+    expect(index.expiresAt).to.equal('2026-01-01T01:00:00.000Z');
+    expect(index.volumes.map((v) => v.volume)).to.deep.equal(['ns.a']);
+    now = new Date('2026-01-01T00:59:59Z');
+    expect(await repo.expireBackups()).to.deep.equal([]);
+    now = new Date('2026-01-01T01:00:00Z');
+    expect(await repo.expireBackups()).to.deep.equal(['nightly']);
+    expect(await repo.listBackups()).to.deep.equal([]);
+    await collectGarbage(repo);
+    expect(await chunkCount(repo)).to.equal(0);
+  });
+
+  it('stops protecting the chunks of an upload whose lease was not renewed within its ttl', async () => {
+    let now = new Date('2026-01-01T00:00:00Z');
+    const repo = await BackupRepository.open((await tempRepository()).store, { now: () => now, leaseTtlMs: 60_000 });
+    const source = gated(shared, 1024 * 1024);
+    const progress = afterChunks(20);
+    const abandoned = repo.writeVolume('job', { volume: 'ns.a' }, source.bytes, { onProgress: progress.onProgress });
+    await progress.done;
+    now = new Date('2026-01-01T00:00:30Z');
+    expect((await collectGarbage(repo)).chunksDeleted).to.equal(0);
+    expect((await repo.listUploads()).map((u) => u.active)).to.deep.equal([true]);
+    now = new Date('2026-01-01T00:01:01Z');
+    const g = await collectGarbage(repo);
+    expect(g.expiredUploadsRemoved).to.equal(1);
+    expect(g.chunksDeleted).to.be.at.least(20);
+    expect(await repo.listUploads()).to.deep.equal([]);
+    source.release();
+    let failure: Error | undefined;
+    await abandoned.catch((err: Error) => (failure = err));
+    expect(failure?.message).to.match(/lost its lease/);
+    expect(await repo.listVolumes('job')).to.deep.equal([]);
+  });
+});
