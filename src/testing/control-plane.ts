@@ -14,7 +14,7 @@
 //   from the kernel if the Node process dies outright (setpriv --pdeathsig).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
@@ -173,7 +173,10 @@ class Component {
     });
   }
 
-  async stop(graceMs = 10_000): Promise<void> {
+  // kube-apiserver drains open watches (kube-controller-manager's) for up to a minute on
+  // SIGTERM; nothing here keeps state that SIGKILL could lose (etcd's writes are in the page
+  // cache), so a short grace keeps restarts quick.
+  async stop(graceMs = 3_000): Promise<void> {
     const child = this.child;
     if (!child || !this.running) return this.exited;
     child.kill('SIGTERM');
@@ -358,6 +361,35 @@ function kubeconfigYaml(server: string, caData: string, user: string, token: str
   });
 }
 
+const DATA_DIR_PREFIX = 'trellis-cp-';
+const OWNER_FILE = 'owner.pid';
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes temp dirs left by control planes whose Node process was SIGKILLed (its children
+ * died with it through pdeathsig, but nothing could remove the files).
+ */
+function removeOrphanedDataDirs(): void {
+  for (const entry of readdirSync(tmpdir())) {
+    if (!entry.startsWith(DATA_DIR_PREFIX)) continue;
+    const dir = join(tmpdir(), entry);
+    try {
+      const owner = Number(readFileSync(join(dir, OWNER_FILE), 'utf8'));
+      if (owner > 0 && !processAlive(owner)) rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // no owner file yet (being created) or not ours: leave it
+    }
+  }
+}
+
 /** Starts a control plane; see the module comment for what it guarantees. */
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
   installExitHooks();
@@ -369,8 +401,10 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   const binaries = await ensureTools(CONTROL_PLANE_TOOLS, progress);
   progress(`control plane: binaries ready (${elapsed(begun)})`);
 
-  const dataDir = await mkdtemp(join(tmpdir(), 'trellis-cp-'));
+  removeOrphanedDataDirs();
+  const dataDir = await mkdtemp(join(tmpdir(), DATA_DIR_PREFIX));
   liveDirs.add(dataDir);
+  writeFileSync(join(dataDir, OWNER_FILE), String(process.pid));
   const components: Component[] = [];
   let stopping: Promise<void> | undefined;
 

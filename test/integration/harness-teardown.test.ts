@@ -1,9 +1,37 @@
 // The harness leaves nothing behind: after stop() no process it started is alive and its
 // temp dir is gone. Uses a private control plane so the shared one keeps serving.
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { CONTROL_PLANE_START_TIMEOUT_MS, startControlPlane } from '../../src/testing/control-plane.js';
+import { join } from 'node:path';
+import { CONTROL_PLANE_START_TIMEOUT_MS, repoRoot, startControlPlane } from '../../src/testing/control-plane.js';
 import { leftoverProcesses } from '../support/control-plane-hooks.js';
+
+/** Starts a control plane in a child Node process; resolves with what it reports. */
+async function controlPlaneInChild() {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'test', 'support', 'control-plane-child.ts')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const line = await new Promise<string>((resolveLine, reject) => {
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      out += c;
+      if (out.includes('\n')) resolveLine(out.split('\n')[0]);
+    });
+    child.once('exit', (code) => reject(new Error(`control plane child exited ${code} before it was up`)));
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  return { child, exited, ...(JSON.parse(line) as { dataDir: string; pids: number[] }) };
+}
+
+/** Resolves once `condition` holds, polling; rejects after `timeoutMs`. */
+async function eventually(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 describe('control plane harness teardown @integration', function () {
   this.timeout(CONTROL_PLANE_START_TIMEOUT_MS);
@@ -22,5 +50,32 @@ describe('control plane harness teardown @integration', function () {
     await controlPlane.stop();
     expect(leftoverProcesses(afterRestart, controlPlane.dataDir)).to.deep.equal([]);
     expect(existsSync(controlPlane.dataDir)).to.equal(false);
+  });
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    it(`stops everything and removes its temp dir when the Node process gets ${signal}`, async () => {
+      const started = await controlPlaneInChild();
+      expect(leftoverProcesses(started.pids, started.dataDir)).to.have.length(2);
+      started.child.kill(signal);
+      await started.exited;
+      expect(leftoverProcesses(started.pids, started.dataDir)).to.deep.equal([]);
+      expect(existsSync(started.dataDir)).to.equal(false);
+    });
+  }
+
+  it('leaves no process when the Node process is SIGKILLed, and the next start removes its files', async () => {
+    const started = await controlPlaneInChild();
+    started.child.kill('SIGKILL');
+    await started.exited;
+    // The kernel delivers the parent-death signal (setpriv --pdeathsig) to every component.
+    await eventually('components to die with their parent', () => leftoverProcesses(started.pids, started.dataDir).length === 0);
+    expect(existsSync(started.dataDir)).to.equal(true);
+
+    const next = await startControlPlane({ crdsDir: false, controllerManager: false, progress: () => {} });
+    try {
+      expect(existsSync(started.dataDir)).to.equal(false);
+    } finally {
+      await next.stop();
+    }
   });
 });
