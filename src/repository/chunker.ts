@@ -5,7 +5,7 @@
 // - Local: a cut depends only on the bytes since the previous cut (the gear hash looks at
 //   the last 32 bytes), so an insert or change re-cuts only the chunks around it.
 // - Bounded: every chunk but the last is between minSize and maxSize bytes; the input is
-//   streamed, never buffered whole (at most one maxSize buffer per chunk in flight).
+//   streamed, never buffered whole (one maxSize working buffer, plus the chunks the caller holds).
 import { createHash } from 'node:crypto';
 
 export interface ChunkerOptions {
@@ -44,6 +44,24 @@ function highMask(bits: number): number {
   return ((2 ** bits - 1) * 2 ** (32 - bits)) | 0;
 }
 
+/** The rolling hash, carried between scan calls (kept out of the generator's frame: a plain
+ * function with module state is what V8 optimizes best for this hot loop). */
+let scanHash = 0;
+
+/** The index just past the first cut point in data[from, to), or -1; advances scanHash. */
+function scan(data: Buffer, from: number, to: number, mask: number): number {
+  let h = scanHash;
+  for (let i = from; i < to; i++) {
+    h = ((h << 1) + gear[data[i]!]!) | 0;
+    if ((h & mask) === 0) {
+      scanHash = h;
+      return i + 1;
+    }
+  }
+  scanHash = h;
+  return -1;
+}
+
 /**
  * Splits a byte stream into content-defined chunks. Each yielded Buffer is owned by the
  * caller (never reused by the chunker).
@@ -57,7 +75,7 @@ export async function* chunkStream(input: AsyncIterable<Uint8Array>, options: Ch
   const maskSmall = highMask(bits + 2);
   const maskLarge = highMask(bits - 2);
 
-  let chunk = Buffer.allocUnsafe(maxSize);
+  const chunk = Buffer.allocUnsafe(maxSize);
   let length = 0;
   let hash = 0;
 
@@ -76,36 +94,26 @@ export async function* chunkStream(input: AsyncIterable<Uint8Array>, options: Ch
       const start = pos;
       let cut = -1;
       const smallEnd = Math.min(data.length, pos + Math.max(0, avgSize - length));
-      let i = pos;
-      for (; i < smallEnd; i++) {
-        hash = ((hash << 1) + gear[data[i]!]!) | 0;
-        if ((hash & maskSmall) === 0) {
-          cut = i + 1;
-          break;
-        }
-      }
+      scanHash = hash;
+      cut = scan(data, pos, smallEnd, maskSmall);
       if (cut < 0) {
         const largeEnd = Math.min(data.length, start + (maxSize - length));
-        for (; i < largeEnd; i++) {
-          hash = ((hash << 1) + gear[data[i]!]!) | 0;
-          if ((hash & maskLarge) === 0) {
-            cut = i + 1;
-            break;
-          }
-        }
+        cut = scan(data, smallEnd, largeEnd, maskLarge);
         if (cut < 0 && length + (largeEnd - start) === maxSize) cut = largeEnd;
       }
+      hash = scanHash;
       const end = cut < 0 ? data.length : cut;
       data.copy(chunk, length, start, end);
       length += end - start;
       pos = end;
       if (cut >= 0) {
-        yield chunk.subarray(0, length);
-        chunk = Buffer.allocUnsafe(maxSize);
+        // A copy of exact size: the working buffer is reused, and callers that hold many
+        // chunks in flight hold only their real size.
+        yield Buffer.from(chunk.subarray(0, length));
         length = 0;
         hash = 0;
       }
     }
   }
-  if (length > 0) yield chunk.subarray(0, length);
+  if (length > 0) yield Buffer.from(chunk.subarray(0, length));
 }

@@ -13,7 +13,7 @@
 //   *before* it checks whether the chunk exists; garbage collection (gc.ts) re-reads
 //   leases and then manifests after it has moved its victims aside, so it never removes a
 //   chunk that a concurrent upload relies on (see gc.ts for the argument).
-import { createHash } from 'node:crypto';
+import { createHash, subtle } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import { componentLogger } from '../log.js';
@@ -111,8 +111,9 @@ export interface UploadState {
 
 export type ChunkReadResult = { ok: true; data: Buffer } | { ok: false; problem: IntegrityProblem; detail: string };
 
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
+/** SHA-256 on the libuv thread pool (WebCrypto), so chunk hashing runs beside the chunker. */
+async function hashOffThread(data: Buffer): Promise<string> {
+  return Buffer.from(await subtle.digest('SHA-256', data)).toString('hex');
 }
 
 export class BackupRepository {
@@ -305,9 +306,13 @@ export class BackupRepository {
     const seen = new Set<string>();
     const inflight = new Set<Promise<void>>();
     let failure: unknown;
-    let batch: { hash: string; data: Buffer }[] = [];
     let seq = 0;
     let chunksDone = 0;
+    type Pending = { ref: ChunkRef; hashing: Promise<string>; data: Buffer };
+    let batch: Pending[] = [];
+    // The batch being handed to writers while the next one is chunked (one at a time,
+    // which bounds read-ahead to two batches).
+    let dispatching: Promise<void> = Promise.resolve();
 
     const storeChunk = async (hash: string, chunk: Buffer): Promise<void> => {
       const key = keys.chunk(hash);
@@ -327,20 +332,22 @@ export class BackupRepository {
       }
     };
 
-    const flush = async (): Promise<void> => {
-      if (batch.length === 0) return;
+    const dispatch = async (pending: Pending[]): Promise<void> => {
+      const hashes = await Promise.all(pending.map((p) => p.hashing));
+      pending.forEach((p, i) => (p.ref[0] = hashes[i]!));
       // The intent record must be durable before any existence check of its chunks:
       // that order is what lets garbage collection see what this upload relies on.
-      const record: IntentRecord = { attempt: lease.attempt, seq: ++seq, chunks: batch.map((c) => c.hash) };
+      const record: IntentRecord = { attempt: lease.attempt, seq: ++seq, chunks: hashes };
       await this.store.put(keys.intent(job, volume, lease.attempt, seq), encodeRecord(record));
       if (Date.now() - lastRenew >= this.leaseRenewMs) {
         lease.renewedAt = this.now().toISOString();
         await this.store.put(keys.lease(job, volume), encodeRecord(lease));
         lastRenew = Date.now();
       }
-      for (const { hash, data: chunk } of batch) {
+      for (const [i, { data: chunk }] of pending.entries()) {
+        const hash = hashes[i]!;
         while (inflight.size >= concurrency) await Promise.race(inflight);
-        if (failure) throw failure;
+        if (failure) return;
         if (seen.has(hash)) {
           result.bytesDeduplicated += chunk.length;
           chunksDone++;
@@ -360,21 +367,33 @@ export class BackupRepository {
         );
         inflight.add(task);
       }
+    };
+
+    const handOver = async (): Promise<void> => {
+      await dispatching;
+      if (failure) throw failure;
+      if (batch.length === 0) return;
+      const pending = batch;
       batch = [];
+      dispatching = dispatch(pending).catch((err: unknown) => {
+        failure ??= err;
+      });
     };
 
     try {
       for await (const chunk of chunkStream(data, this.config.chunking)) {
-        const hash = sha256(chunk);
         volumeHash.update(chunk);
-        refs.push([hash, chunk.length]);
+        const ref: ChunkRef = ['', chunk.length];
+        refs.push(ref);
         result.bytesRead += chunk.length;
-        batch.push({ hash, data: chunk });
-        if (batch.length >= intentBatch) await flush();
+        batch.push({ ref, hashing: hashOffThread(chunk), data: chunk });
+        if (batch.length >= intentBatch) await handOver();
       }
-      await flush();
+      await handOver();
     } finally {
       // Never leave writes running behind the caller's back, even on failure.
+      await dispatching;
+      for (const p of batch) await p.hashing.catch(() => undefined);
       while (inflight.size > 0) await Promise.race(inflight);
     }
     if (failure) throw failure;
@@ -507,7 +526,7 @@ export class BackupRepository {
       return { ok: false, problem: 'corrupt', detail: `does not decode: ${(err as Error).message}` };
     }
     if (data.length !== size) return { ok: false, problem: 'corrupt', detail: `has ${data.length} bytes, the manifest says ${size}` };
-    const actual = sha256(data);
+    const actual = await hashOffThread(data);
     if (actual !== hash) return { ok: false, problem: 'corrupt', detail: `is corrupt: its content hashes to ${actual}` };
     return { ok: true, data };
   }
