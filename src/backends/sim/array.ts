@@ -93,7 +93,7 @@ export class SimArrayServer {
         resolve();
       });
     });
-    log.info({ url: array.url, statePath: options.statePath }, 'sim array listening');
+    log.debug({ url: array.url, statePath: options.statePath }, 'sim array listening');
     return array;
   }
 
@@ -320,6 +320,10 @@ export class SimArrayServer {
     if (method === 'POST' && what === 'reset-stats') {
       s.resetStats();
       return this.send(res, 200, s.stats());
+    }
+    if (method === 'POST' && what === 'release-stalls') {
+      s.abortStalls();
+      return this.send(res, 200, {});
     }
     if (method === 'GET' && what === 'faults') return this.send(res, 200, s.listFaults());
     if (method === 'POST' && what === 'faults') {

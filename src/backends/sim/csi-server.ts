@@ -297,7 +297,7 @@ export class SimCsiServer {
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(`unix:${options.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
     });
-    log.info({ socket: options.socketPath }, 'sim array CSI server listening');
+    log.debug({ socket: options.socketPath }, 'sim array CSI server listening');
     return new SimCsiServer(server, options.socketPath);
   }
 

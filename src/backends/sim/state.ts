@@ -228,6 +228,8 @@ export class ArrayState {
   private readonly faults = new Map<OpName, FaultSpec>();
   private readonly random: () => number;
   private readonly closing = new AbortController();
+  /** Aborted (and replaced) to end every running stall early. */
+  private stallRelease = new AbortController();
 
   private inFlight = 0;
   private peakInFlight = 0;
@@ -314,7 +316,8 @@ export class ArrayState {
       groups: [...this.groups.values()],
     };
     const tmp = `${path}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify(state), { flush: true });
+    // No fsync: the array simulates process crashes, not power loss; rename alone is atomic.
+    await writeFile(tmp, JSON.stringify(state));
     await rename(tmp, path);
     this.savedGen = gen;
   }
@@ -384,7 +387,12 @@ export class ArrayState {
       this.onCrash();
       throw new SimError('unavailable', `array crashed during ${op} (injected)`);
     }
-    if (fault?.stallMs) await sleep(fault.stallMs, this.closing.signal);
+    if (fault?.stallMs) {
+      const released = this.stallRelease.signal;
+      await sleep(fault.stallMs, AbortSignal.any([this.closing.signal, released])).catch((err: unknown) => {
+        if (!released.aborted || this.closing.signal.aborted) throw err;
+      });
+    }
     if (fault?.errorRate && this.random() < fault.errorRate) {
       this.counters.faultsInjected++;
       throw new SimError('unavailable', `${op} failed: controller error (injected)`);
@@ -448,6 +456,12 @@ export class ArrayState {
     if (spec.stallMs !== undefined && !(spec.stallMs >= 0)) throw new SimError('invalid', 'stallMs must be >= 0');
     if (!spec.errorRate && !spec.stallMs && !spec.crash) this.faults.delete(op);
     else this.faults.set(op, { ...spec });
+  }
+
+  /** Ends every stall now; the stalled operations go on as if their stall had run out. */
+  abortStalls(): void {
+    this.stallRelease.abort();
+    this.stallRelease = new AbortController();
   }
 
   listFaults(): Partial<Record<OpName, FaultSpec>> {

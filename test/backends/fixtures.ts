@@ -1,0 +1,97 @@
+// Fixtures that start real backends for the driver tests: a sim array (HTTP, optionally
+// CSI on a unix socket) on a free port with a state file in a temp dir, and a hostpath root.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createDriver } from '../../src/backends/registry.js';
+import { SimArrayServer, type SimArrayServerOptions } from '../../src/backends/sim/array.js';
+import { SimCsiServer } from '../../src/backends/sim/csi-server.js';
+import type { ContractFixture } from './contract.js';
+
+export async function tempDir(prefix: string): Promise<string> {
+  return mkdtemp(join(tmpdir(), `trellis-${prefix}-`));
+}
+
+export async function startArray(options: SimArrayServerOptions = {}, dir?: string): Promise<{ array: SimArrayServer; dir: string }> {
+  const d = dir ?? (await tempDir('sim'));
+  const array = await SimArrayServer.start({
+    port: 0,
+    statePath: join(d, 'state.json'),
+    retryAfterMs: 5,
+    latency: { medianMs: 0, sigma: 0, maxMs: 1000, factors: {} },
+    ...options,
+  });
+  return { array, dir: d };
+}
+
+/** Busy and stall hooks over an array's own state, shared by the sim and csi fixtures. */
+function arrayHooks(array: SimArrayServer): Pick<ContractFixture, 'busy' | 'stallCreates'> {
+  const s = array.state;
+  return {
+    busy: async () => {
+      // Fill the array's only slot with a probe that stalls until released.
+      const limit = s.options.maxConcurrentOperations;
+      const before = s.stats().rejectedBusy;
+      s.configure({ maxConcurrentOperations: 1 });
+      s.setFault('getArray', { stallMs: 60_000 });
+      const holder = s.getArray().catch(() => undefined);
+      s.setFault('getArray', {});
+      return {
+        refusals: async () => s.stats().rejectedBusy - before,
+        release: async () => {
+          s.configure({ maxConcurrentOperations: limit });
+          s.abortStalls();
+          await holder;
+        },
+      };
+    },
+    stallCreates: async () => {
+      s.setFault('createVolume', { stallMs: 60_000 });
+      return async () => {
+        s.setFault('createVolume', {});
+        s.abortStalls();
+      };
+    },
+  };
+}
+
+export async function simFixture(): Promise<ContractFixture> {
+  const { array, dir } = await startArray();
+  const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1, busyBackoffMs: 2 });
+  return {
+    driver,
+    ...arrayHooks(array),
+    teardown: async () => {
+      await array.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function csiFixture(): Promise<ContractFixture & { array: SimArrayServer; socket: string }> {
+  const { array, dir } = await startArray();
+  const socket = join(dir, 'csi.sock');
+  const csi = await SimCsiServer.start(array.state, { socketPath: socket });
+  const driver = createDriver('csi', { endpoint: `unix://${socket}`, busyBackoffMs: 2, timeoutMs: 30_000 });
+  return {
+    driver,
+    array,
+    socket,
+    ...arrayHooks(array),
+    teardown: async () => {
+      csi.crash();
+      await csi.close();
+      await array.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function hostpathFixture(): Promise<ContractFixture & { root: string }> {
+  const root = await tempDir('hostpath');
+  return {
+    driver: createDriver('hostpath', { root }),
+    root,
+    teardown: () => rm(root, { recursive: true, force: true }),
+  };
+}

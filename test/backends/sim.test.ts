@@ -1,0 +1,248 @@
+// The simulated array and its driver beyond the shared contract: behaviour under 10x its
+// API limit, the job protocol, fault injection, the operation log, seeded data and state
+// that survives a restart or a crash.
+import { rm } from 'node:fs/promises';
+import { expect } from 'chai';
+import { BackendLimiter } from '../../src/core/limiter.js';
+import { snapshotGroup } from '../../src/backends/driver.js';
+import { createDriver } from '../../src/backends/registry.js';
+import type { SimArrayServer } from '../../src/backends/sim/array.js';
+import type { OplogEntry } from '../../src/backends/sim/state.js';
+import { expectDriverError, sha256 } from './contract.js';
+import { startArray } from './fixtures.js';
+
+const never = new AbortController().signal;
+const MiB = 1024 * 1024;
+
+/** Overlapping entries for one target where one side wrote: what must never happen. */
+function unsafeOverlaps(log: OplogEntry[]): [OplogEntry, OplogEntry][] {
+  const writes = new Set(['deleteVolume', 'resizeVolume', 'writeVolume', 'modifyVolume']);
+  const ok = log.filter((e) => e.outcome === 'ok');
+  const pairs: [OplogEntry, OplogEntry][] = [];
+  for (let i = 0; i < ok.length; i++) {
+    for (let j = i + 1; j < ok.length; j++) {
+      const a = ok[i]!;
+      const b = ok[j]!;
+      if (a.target === b.target && (writes.has(a.op) || writes.has(b.op)) && a.start < b.end && b.start < a.end) pairs.push([a, b]);
+    }
+  }
+  return pairs;
+}
+
+describe('sim array', function () {
+  let array: SimArrayServer;
+  let dir: string;
+
+  afterEach(async () => {
+    await array?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  describe('under 10x its API limit', () => {
+    const limit = 8;
+    const clients = limit * 10;
+
+    async function workload(run: <T>(op: string, fn: () => Promise<T>) => Promise<T>, driverUrl: string) {
+      const driver = createDriver('sim', { endpoint: driverUrl, pollIntervalMs: 1, busyBackoffMs: 2 });
+      // Each client: create a volume, snapshot it, resize it, read it back.
+      const results = await Promise.all(
+        Array.from({ length: clients }, async (_, i) => {
+          const vol = await run('createVolume', () => driver.createVolume({ name: `load-${i}`, capacityBytes: 4 * MiB }, never));
+          const snap = await run('createSnapshot', () => driver.createSnapshot({ name: `load-snap-${i}`, sourceVolume: vol.handle }, never));
+          await run('resizeVolume', () => driver.resizeVolume(vol.handle, 8 * MiB, never));
+          const got = await run('getVolume', () => driver.getVolume(vol.handle, never));
+          return { vol, snap, got };
+        }),
+      );
+      await driver.close();
+      return results;
+    }
+
+    beforeEach(async () => {
+      ({ array, dir } = await startArray({
+        maxConcurrentOperations: limit,
+        retryAfterMs: 10,
+        latency: { medianMs: 3, sigma: 0.6, maxMs: 50, factors: { createSnapshot: 2 } },
+      }));
+    });
+
+    it('unthrottled clients: the driver backs off on busy and every operation succeeds, once', async () => {
+      const results = await workload((_op, fn) => fn(), array.url);
+      const stats = array.state.stats();
+      expect(stats.rejectedBusy, 'the array must have refused some requests').to.be.greaterThan(0);
+      expect(stats.peakInFlight).to.be.at.most(limit);
+      expect(results.map((r) => r.got.capacityBytes)).to.deep.equal(Array(clients).fill(8 * MiB));
+      // Retries after busy created nothing twice.
+      expect(stats.volumes).to.equal(clients);
+      expect(stats.snapshots).to.equal(clients);
+      expect(unsafeOverlaps(array.state.oplog())).to.deep.equal([]);
+    });
+
+    it("through the core's BackendLimiter at maxConcurrentOperations: the array never sees more, so never refuses", async () => {
+      const limiter = new BackendLimiter();
+      limiter.configure('sim', { maxConcurrent: limit });
+      const results = await workload((op, fn) => limiter.run('sim', op, fn), array.url);
+      const stats = array.state.stats();
+      expect(results).to.have.length(clients);
+      expect(stats.peakInFlight).to.be.at.most(limit);
+      expect(stats.peakInFlight, 'the load must have run in parallel').to.be.greaterThan(1);
+      expect(stats.rejectedBusy, 'any excess would have been refused').to.equal(0);
+      expect(limiter.maxInFlight('sim')).to.be.at.most(limit);
+      expect(stats.volumes).to.equal(clients);
+    });
+  });
+
+  describe('HTTP API', () => {
+    beforeEach(async () => {
+      ({ array, dir } = await startArray({ maxConcurrentOperations: 1, retryAfterMs: 1500 }));
+    });
+
+    it('a create answers 202 with a job that the client polls to its result', async () => {
+      const res = await fetch(`${array.url}/api/volumes`, { method: 'POST', body: JSON.stringify({ name: 'j', capacityBytes: MiB }) });
+      expect(res.status).to.equal(202);
+      const { jobId } = (await res.json()) as { jobId: string };
+      let job: { state: string; result?: { name: string } };
+      do job = (await (await fetch(`${array.url}/api/jobs/${jobId}`)).json()) as typeof job;
+      while (job.state === 'running');
+      expect(job.state).to.equal('succeeded');
+      expect(job.result?.name).to.equal('j');
+    });
+
+    it('beyond the limit a request gets 429 with Retry-After, and job polls are never refused', async () => {
+      array.state.setFault('createVolume', { stallMs: 60_000 });
+      const first = await fetch(`${array.url}/api/volumes`, { method: 'POST', body: JSON.stringify({ name: 'a', capacityBytes: MiB }) });
+      const { jobId } = (await first.json()) as { jobId: string };
+      const refused = await fetch(`${array.url}/api/volumes`, { method: 'POST', body: JSON.stringify({ name: 'b', capacityBytes: MiB }) });
+      expect(refused.status).to.equal(429);
+      expect(refused.headers.get('retry-after')).to.equal('2');
+      expect(((await refused.json()) as { error: { code: string; retryAfterMs: number } }).error).to.include({ code: 'busy', retryAfterMs: 1500 });
+      expect((await fetch(`${array.url}/api/jobs/${jobId}`)).status).to.equal(200);
+      // A repeat of the running create joins its job instead of asking for a second slot.
+      const again = await fetch(`${array.url}/api/volumes`, { method: 'POST', body: JSON.stringify({ name: 'a', capacityBytes: MiB }) });
+      expect(again.status).to.equal(202);
+      expect(((await again.json()) as { jobId: string }).jobId).to.equal(jobId);
+      array.state.abortStalls();
+    });
+  });
+
+  describe('faults, log and data', () => {
+    beforeEach(async () => {
+      ({ array, dir } = await startArray({ seed: 42 }));
+    });
+
+    it('an injected error rate fails operations as retryable unavailable, with the array\'s message', async () => {
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const vol = await driver.createVolume({ name: 'f', capacityBytes: MiB }, never);
+      const set = await fetch(`${array.url}/admin/faults`, { method: 'POST', body: JSON.stringify({ getVolume: { errorRate: 1 } }) });
+      expect(set.status).to.equal(200);
+      const err = await expectDriverError(driver.getVolume(vol.handle, never), 'unavailable');
+      expect(err.message).to.match(/injected/);
+      await fetch(`${array.url}/admin/faults`, { method: 'POST', body: JSON.stringify({ getVolume: {} }) });
+      expect((await driver.getVolume(vol.handle, never)).handle).to.equal(vol.handle);
+      expect(array.state.stats().faultsInjected).to.equal(1);
+    });
+
+    it('the operation log records op, target, start and end of each operation, served at /admin/oplog', async () => {
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const vol = await driver.createVolume({ name: 'logged', capacityBytes: MiB }, never);
+      await driver.resizeVolume(vol.handle, 2 * MiB, never);
+      const { entries } = (await (await fetch(`${array.url}/admin/oplog`)).json()) as { entries: OplogEntry[] };
+      const ops = entries.map((e) => `${e.op} ${e.target} ${e.outcome}`);
+      expect(ops).to.deep.equal(['createVolume name:logged ok', `resizeVolume ${vol.handle} ok`]);
+      for (const e of entries) expect(e.end).to.be.at.least(e.start);
+      expect(entries[1]!.start).to.be.at.least(entries[0]!.end);
+    });
+
+    it('an operation on a volume that is being written is refused as pending, never run alongside', async () => {
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const vol = await driver.createVolume({ name: 'busyvol', capacityBytes: MiB }, never);
+      array.state.setFault('resizeVolume', { stallMs: 60_000 });
+      const resize = driver.resizeVolume(vol.handle, 2 * MiB, never);
+      while (array.state.stats().inFlight === 0) await new Promise((r) => setTimeout(r, 2));
+      const del = await fetch(`${array.url}/api/volumes/${vol.handle}`, { method: 'DELETE' });
+      expect(del.status).to.equal(409);
+      expect(((await del.json()) as { error: { code: string } }).error.code).to.equal('pending');
+      expect(array.state.stats().conflicts).to.equal(1);
+      array.state.abortStalls();
+      await resize;
+      expect(unsafeOverlaps(array.state.oplog())).to.deep.equal([]);
+    });
+
+    it('snapshot data is a deterministic seeded stream per volume, the same on every read', async () => {
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const a = await driver.createVolume({ name: 'da', capacityBytes: 2 * MiB }, never);
+      const b = await driver.createVolume({ name: 'db', capacityBytes: 2 * MiB }, never);
+      const sa = await driver.createSnapshot({ name: 'sa', sourceVolume: a.handle }, never);
+      const sb = await driver.createSnapshot({ name: 'sb', sourceVolume: b.handle }, never);
+      const ha1 = await sha256(await driver.readSnapshot(sa.handle, never));
+      const ha2 = await sha256(await driver.readSnapshot(sa.handle, never));
+      const hb = await sha256(await driver.readSnapshot(sb.handle, never));
+      expect(ha1).to.equal(ha2);
+      expect(ha1).not.to.equal(hb);
+      let bytes = 0;
+      for await (const chunk of await driver.readSnapshot(sa.handle, never)) bytes += (chunk as Buffer).length;
+      expect(bytes).to.equal(MiB);
+    });
+
+    it('native group snapshots can be switched off: the driver then reports them absent and the caller fans out', async () => {
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const vols = await Promise.all(['g1', 'g2'].map((name) => driver.createVolume({ name, capacityBytes: MiB }, never)));
+      const native = await snapshotGroup(driver, 'cg', vols.map((v) => v.handle), never);
+      expect(native.native).to.equal(true);
+      await fetch(`${array.url}/admin/config`, { method: 'PATCH', body: JSON.stringify({ nativeConsistencyGroups: false }) });
+      expect((await driver.probe(never)).capabilities.nativeGroupSnapshot).to.equal(false);
+      expect(await driver.createGroupSnapshot('cg2', vols.map((v) => v.handle), never)).to.equal(undefined);
+      const fanned = await snapshotGroup(driver, 'cg2', vols.map((v) => v.handle), never);
+      expect(fanned.native).to.equal(false);
+      expect(fanned.snapshots.map((s) => s.sourceVolume)).to.deep.equal(vols.map((v) => v.handle));
+    });
+
+    it('capacity is enforced: a volume beyond the free space is a terminal noSpace', async () => {
+      await array.close();
+      ({ array } = await startArray({ capacityBytes: 10 * MiB }, dir));
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      await driver.createVolume({ name: 'fits', capacityBytes: 8 * MiB }, never);
+      await expectDriverError(driver.createVolume({ name: 'too-big', capacityBytes: 4 * MiB }, never), 'noSpace');
+      const p = await driver.probe(never);
+      expect(p).to.include({ capacityBytes: 10 * MiB, usedBytes: 8 * MiB });
+    });
+  });
+
+  describe('persistence', () => {
+    it('a restarted array keeps every acknowledged volume, snapshot and group, and keeps ids unique', async () => {
+      ({ array, dir } = await startArray());
+      let driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const vol = await driver.createVolume({ name: 'keep', capacityBytes: 2 * MiB, params: { tier: 'gold' } }, never);
+      const snap = await driver.createSnapshot({ name: 'keep-snap', sourceVolume: vol.handle }, never);
+      const group = await snapshotGroup(driver, 'keep-group', [vol.handle], never);
+      const before = await sha256(await driver.readSnapshot(snap.handle, never));
+      await array.close();
+
+      ({ array } = await startArray({}, dir));
+      driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      expect(await driver.getVolume(vol.handle, never)).to.deep.include({ name: 'keep', capacityBytes: 2 * MiB, params: { tier: 'gold' } });
+      expect((await driver.getSnapshot(snap.handle, never)).sourceVolume).to.equal(vol.handle);
+      expect(await sha256(await driver.readSnapshot(snap.handle, never))).to.equal(before);
+      expect((await snapshotGroup(driver, 'keep-group', [vol.handle], never)).handle).to.equal(group.handle);
+      // Idempotency survives the restart, and new objects get fresh ids.
+      expect((await driver.createVolume({ name: 'keep', capacityBytes: 2 * MiB, params: { tier: 'gold' } }, never)).handle).to.equal(vol.handle);
+      const fresh = await driver.createVolume({ name: 'fresh', capacityBytes: MiB }, never);
+      expect([vol.handle, snap.handle, group.handle, ...group.snapshots.map((s) => s.handle)]).not.to.include(fresh.handle);
+    });
+
+    it('a crash drops every connection; after a restart from the state file, acknowledged work is there and the retry succeeds', async () => {
+      ({ array, dir } = await startArray());
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const kept = await driver.createVolume({ name: 'before-crash', capacityBytes: MiB }, never);
+      const port = array.port;
+      await fetch(`${array.url}/admin/faults`, { method: 'POST', body: JSON.stringify({ createVolume: { crash: true } }) });
+      await expectDriverError(driver.createVolume({ name: 'during-crash', capacityBytes: MiB }, never), 'unavailable');
+      expect(array.isCrashed).to.equal(true);
+
+      ({ array } = await startArray({ port }, dir));
+      expect((await driver.getVolume(kept.handle, never)).name).to.equal('before-crash');
+      const retried = await driver.createVolume({ name: 'during-crash', capacityBytes: MiB }, never);
+      expect((await driver.listVolumes(never)).filter((v) => v.name === 'during-crash').map((v) => v.handle)).to.deep.equal([retried.handle]);
+    });
+  });
+});
