@@ -1,7 +1,7 @@
 // Backup repository throughput, measured side by side with a plain file copy of the same
 // bytes on the same disk (the ratio is the figure), and the dedup of a second backup.
 //
-//   npm run bench:repository -- [--size MB] [--kind random|structured] [--codec zstd|gzip|none] [--dir DIR]
+//   npm run bench:repository -- [--size MB] [--kind random|structured] [--codec zstd|gzip|none] [--dir DIR] [--runs N]
 //
 // MB here is 10^6 bytes. Every writer fsyncs what it wrote before its clock stops. The
 // page cache is not dropped (that needs root), so reads of just-written data are mostly
@@ -14,7 +14,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { isCodecName } from '../src/repository/codec.js';
-import { openFilesystemRepository, repositoryStats, type BackupRepository } from '../src/repository/index.js';
+import { openFilesystemRepository, repositoryStats, type BackupRepository, type UploadResult } from '../src/repository/index.js';
 import { volumeBytes } from '../test/repository/data.js';
 
 const { values } = parseArgs({
@@ -23,8 +23,10 @@ const { values } = parseArgs({
     kind: { type: 'string', default: 'random' },
     codec: { type: 'string', default: 'zstd' },
     dir: { type: 'string', default: tmpdir() },
+    runs: { type: 'string', default: '3' },
   },
 });
+const runCount = Math.max(1, Number(values.runs) || 1);
 const size = Math.round(Number(values.size) * 1e6);
 const kind = values.kind === 'structured' ? 'structured' : 'random';
 if (!(size >= 0) || !isCodecName(values.codec)) {
@@ -65,32 +67,44 @@ try {
   await pipeline(volumeBytes({ seed: 42, size, kind }), createWriteStream(source));
   await fsyncFile(source);
 
-  const repo = await openFilesystemRepository(join(work, 'repo'), { create: { codec } });
-  // Alternate the order so neither side always reads a colder cache.
-  const copy = await timed(() => copyFile(source, join(work, 'copy.img')));
-  const backup = await timed(() => repo.writeVolume('first', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
-  const restore = await timed(() => restoreTo(repo, 'first', join(work, 'restored.img')));
-  const copyBack = await timed(() => copyFile(join(work, 'copy.img'), join(work, 'copy-back.img')));
-  const second = await timed(() => repo.writeVolume('second', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
-  const verifyRead = await timed(async () => {
-    await pipeline(repo.readVolume('second', 'bench.volume'), new Writable({ write: (_c, _e, done) => done() }));
-  });
+  // Each run uses a fresh repository; the median of the runs is reported, because other
+  // work on a shared machine makes single runs noisy.
+  const runs: Record<'copy' | 'backup' | 'restore' | 'copyBack' | 'second' | 'verifyRead', number>[] = [];
+  let last: { repo: BackupRepository; first: UploadResult; second: UploadResult } | undefined;
+  for (let run = 0; run < runCount; run++) {
+    process.stderr.write(`run ${run + 1}/${runCount} ...\n`);
+    await rm(join(work, 'repo'), { recursive: true, force: true });
+    const repo = await openFilesystemRepository(join(work, 'repo'), { create: { codec } });
+    const copy = await timed(() => copyFile(source, join(work, 'copy.img')));
+    const backup = await timed(() => repo.writeVolume('first', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
+    const restore = await timed(() => restoreTo(repo, 'first', join(work, 'restored.img')));
+    const copyBack = await timed(() => copyFile(join(work, 'copy.img'), join(work, 'copy-back.img')));
+    const second = await timed(() => repo.writeVolume('second', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
+    const verifyRead = await timed(() => pipeline(repo.readVolume('second', 'bench.volume'), new Writable({ write: (_c, _e, done) => done() })));
+    runs.push({ copy: copy.seconds, backup: backup.seconds, restore: restore.seconds, copyBack: copyBack.seconds, second: second.seconds, verifyRead: verifyRead.seconds });
+    last = { repo, first: backup.value, second: second.value };
+  }
+  const median = (name: keyof (typeof runs)[number]) => {
+    const sorted = runs.map((r) => r[name]).sort((a, b) => a - b);
+    return sorted[Math.floor(sorted.length / 2)]!;
+  };
+  const { repo, first, second } = last!;
   const stats = await repositoryStats(repo);
 
   const lines = [
-    `repository bench: ${(size / 1e6).toFixed(0)} MB of ${kind} data, codec ${codec}, chunks avg ${repo.config.chunking.avgSize / 1024} KiB, on ${values.dir}`,
-    row('plain copy (write+fsync)', copy.seconds),
-    row('backup (chunk+hash+compress+fsync)', backup.seconds),
-    `  write ratio backup/copy          ${(copy.seconds / backup.seconds).toFixed(2)}`,
-    row('plain copy of the copy (read)', copyBack.seconds),
-    row('restore to file (verified)', restore.seconds),
-    `  read ratio restore/copy          ${(copyBack.seconds / restore.seconds).toFixed(2)}`,
-    row('restore to nowhere (verified)', verifyRead.seconds),
-    row('second backup, same data', second.seconds),
-    `second backup stored ${second.value.bytesUploaded} new bytes of ${size} (${((100 * second.value.bytesUploaded) / Math.max(1, size)).toFixed(3)}%)`,
+    `repository bench: ${(size / 1e6).toFixed(0)} MB of ${kind} data, codec ${codec}, chunks avg ${repo.config.chunking.avgSize / 1024} KiB, on ${values.dir}, median of ${runCount} runs`,
+    row('plain copy (write+fsync)', median('copy')),
+    row('backup (chunk+hash+compress+fsync)', median('backup')),
+    `  write ratio backup/copy          ${(median('copy') / median('backup')).toFixed(2)}`,
+    row('plain copy of the copy (read)', median('copyBack')),
+    row('restore to file (verified)', median('restore')),
+    `  read ratio restore/copy          ${(median('copyBack') / median('restore')).toFixed(2)}`,
+    row('restore to nowhere (verified)', median('verifyRead')),
+    row('second backup, same data', median('second')),
+    `second backup stored ${second.bytesUploaded} new bytes of ${size} (${((100 * second.bytesUploaded) / Math.max(1, size)).toFixed(3)}%)`,
     `dedup ratio (logical/unique) after two backups: ${stats.dedupRatio.toFixed(2)}; compression ratio ${stats.compressionRatio.toFixed(2)}; ` +
       `stored ${(stats.storedBytes / 1e6).toFixed(1)} MB for ${(stats.logicalBytes / 1e6).toFixed(1)} MB logical in ${stats.chunks} chunks`,
-    `first backup: ${backup.value.chunks} chunks, stored ${(backup.value.storedBytesUploaded / 1e6).toFixed(1)} MB`,
+    `first backup: ${first.chunks} chunks, stored ${(first.storedBytesUploaded / 1e6).toFixed(1)} MB`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 } finally {

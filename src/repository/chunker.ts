@@ -92,10 +92,9 @@ export async function* chunkStream(input: AsyncIterable<Uint8Array>, options: Ch
       }
       // Scan for a cut point from `pos`; `length` counts bytes already in the chunk.
       const start = pos;
-      let cut = -1;
       const smallEnd = Math.min(data.length, pos + Math.max(0, avgSize - length));
       scanHash = hash;
-      cut = scan(data, pos, smallEnd, maskSmall);
+      let cut = scan(data, pos, smallEnd, maskSmall);
       if (cut < 0) {
         const largeEnd = Math.min(data.length, start + (maxSize - length));
         cut = scan(data, smallEnd, largeEnd, maskLarge);

@@ -36,10 +36,18 @@ async function compress(codec: CodecName, data: Buffer): Promise<Buffer> {
   }
 }
 
+const sampleSize = 64 * 1024;
+
 /** Encodes a chunk for storage: one codec byte, then the (possibly compressed) payload. */
 export async function encodeChunk(codec: CodecName, data: Buffer): Promise<Buffer> {
   let used: CodecName = codec;
-  let payload = await compress(codec, data);
+  // Already-compressed or encrypted data is common in volumes: a sample that does not
+  // shrink spares compressing the whole chunk only to throw the result away.
+  if (codec !== 'none' && data.length >= 4 * sampleSize) {
+    const sample = await compress(codec, data.subarray(0, sampleSize));
+    if (sample.length >= sampleSize * 0.98) used = 'none';
+  }
+  let payload = used === 'none' ? data : await compress(codec, data);
   if (payload.length >= data.length) {
     used = 'none';
     payload = data;

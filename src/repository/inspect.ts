@@ -74,6 +74,20 @@ export async function verifyRepository(repo: BackupRepository, options: VerifyOp
       });
     }
   }
+  // A complete backup's index must agree with the manifests it lists.
+  for (const backup of await repo.listBackups()) {
+    if (!backup.complete) continue;
+    for (const entry of (await repo.getIndex(backup.job))?.volumes ?? []) {
+      const manifest = await repo.getManifest(backup.job, entry.volume).catch(() => undefined);
+      if (manifest?.sha256 === entry.sha256 && manifest.size === entry.size) continue;
+      result.problems.push({
+        job: backup.job,
+        volume: entry.volume,
+        problem: 'manifest',
+        message: `backup ${backup.job}: its index lists volume ${entry.volume} (${entry.sha256}) but ${manifest ? `the manifest says ${manifest.sha256}` : 'there is no such manifest'}`,
+      });
+    }
+  }
   return result;
 }
 

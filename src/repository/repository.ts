@@ -209,6 +209,12 @@ export class BackupRepository {
     return out;
   }
 
+  /** The job's index, once finishBackup wrote it. */
+  async getIndex(job: string): Promise<BackupIndex | undefined> {
+    checkName('job', job);
+    return this.tryRecord<BackupIndex>(keys.index(job));
+  }
+
   async listVolumes(job: string): Promise<string[]> {
     const out: string[] = [];
     for await (const key of this.store.list(keys.manifests(job))) {

@@ -75,6 +75,18 @@ describe('repository integrity', function () {
     expect(error!.message).to.include('team.db');
   });
 
+  it('reports a complete backup whose index lists a volume that has no manifest', async () => {
+    const repo = await tempRepository();
+    await backUp(repo, 'job', 'ns.a', { seed: 4, size: 256 * 1024, kind: 'random' });
+    await backUp(repo, 'job', 'ns.b', { seed: 5, size: 256 * 1024, kind: 'random' });
+    await repo.finishBackup('job');
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+    await repo.store.delete('backups/job/volumes/ns.b.json');
+    const v = await verifyRepository(repo);
+    expect(v.problems.map((p) => [p.problem, p.volume])).to.deep.equal([['manifest', 'ns.b']]);
+    expect(v.problems[0]!.message).to.include('no such manifest');
+  });
+
   it('verifies a clean repository with shared chunks, reading each chunk once', async () => {
     const repo = await tempRepository();
     const shape: VolumeShape = { seed: 8, size: 2 * 1024 * 1024, kind: 'random' };
