@@ -6,7 +6,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import type { Static, TSchema } from 'typebox';
 import { DriverError } from './errors.js';
 
-const ajv = new Ajv({ allErrors: false, strict: false, useDefaults: true, coerceTypes: false });
+const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: true, coerceTypes: false });
 const compiled = new WeakMap<TSchema, ReturnType<typeof ajv.compile>>();
 
 function optionPath(err: ErrorObject): string {
@@ -36,7 +36,10 @@ export function validateDriverConfig<S extends TSchema>(driver: string, schema: 
   }
   const copy: unknown = config === undefined ? {} : structuredClone(config);
   if (!validate(copy)) {
-    const err = validate.errors![0]!;
+    // A typo is the likeliest mistake, and it also shows up as a missing required option:
+    // name the unknown option first.
+    const errors = validate.errors ?? [];
+    const err = errors.find((e) => e.keyword === 'additionalProperties') ?? errors[0]!;
     const option = optionPath(err);
     throw new DriverError('invalid', `${driver} driver config: ${describe(err, option)}`, { option });
   }

@@ -30,6 +30,8 @@ const statusOf: Record<SimErrorCode, number> = {
   notFound: 404,
   noSpace: 507,
   alreadyExists: 409,
+  inUse: 409,
+  hostLimit: 409,
 };
 
 export interface JobView {

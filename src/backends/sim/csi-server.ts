@@ -8,8 +8,9 @@
 //   pending on the volume -> ABORTED, injected faults -> UNAVAILABLE; missing objects are
 //   NOT_FOUND, out of space RESOURCE_EXHAUSTED, bad sizes OUT_OF_RANGE.
 // - Deleting what is gone succeeds.
-// The Node service is a stub (no capabilities; NodeUnpublishVolume answers NOT_FOUND) so a
-// conformance run with its Node tests skipped can still clean up.
+// The Node service is a stub: NodeGetInfo names the host volumes are mapped to (for
+// ControllerPublishVolume); it has no capabilities, and NodeUnpublishVolume answers
+// NOT_FOUND, so a conformance run with its Node tests skipped can still clean up.
 import { rm } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { componentLogger } from '../../log.js';
@@ -32,6 +33,8 @@ const codeOf: Record<SimErrorCode, grpc.status> = {
   notFound: grpc.status.NOT_FOUND,
   noSpace: grpc.status.RESOURCE_EXHAUSTED,
   alreadyExists: grpc.status.ALREADY_EXISTS,
+  inUse: grpc.status.FAILED_PRECONDITION,
+  hostLimit: grpc.status.RESOURCE_EXHAUSTED,
 };
 
 class CsiError extends Error {
@@ -130,6 +133,8 @@ function checkCapabilities(caps: unknown): void {
 export interface SimCsiServerOptions {
   /** Filesystem path of the unix socket; a stale socket file there is replaced. */
   socketPath: string;
+  /** The node id NodeGetInfo reports; one of the array's hosts (default: the first). */
+  nodeId?: string;
 }
 
 export class SimCsiServer {
@@ -142,6 +147,7 @@ export class SimCsiServer {
     const csi = await loadCsi();
     const server = new grpc.Server();
     const cgEnabled = () => state.options.nativeConsistencyGroups;
+    const nodeId = options.nodeId ?? state.options.hosts[0] ?? 'sim-node-1';
 
     server.addService(csi.Identity.service, {
       GetPluginInfo: unary('GetPluginInfo', () => ({ name: pluginName, vendor_version: pluginVersion, manifest: {} })),
@@ -154,7 +160,7 @@ export class SimCsiServer {
       Probe: unary('Probe', () => ({ ready: { value: true } })),
     });
 
-    const controllerCaps = ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'GET_VOLUME', 'GET_SNAPSHOT', 'MODIFY_VOLUME'];
+    const controllerCaps = ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'GET_VOLUME', 'GET_SNAPSHOT', 'MODIFY_VOLUME', 'PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY'];
     const unimplemented = (rpc: string) => unary(rpc, () => {
       throw new CsiError(grpc.status.UNIMPLEMENTED, `${rpc} is not supported by ${pluginName}`);
     });
@@ -250,8 +256,20 @@ export class SimCsiServer {
 
       GetSnapshot: unary('GetSnapshot', async (req) => ({ snapshot: csiSnapshot(await state.getSnapshot(requireId(req, 'snapshot_id'))) })),
 
-      ControllerPublishVolume: unimplemented('ControllerPublishVolume'),
-      ControllerUnpublishVolume: unimplemented('ControllerUnpublishVolume'),
+      // Publishing maps the volume to a host, as an array's LUN masking does.
+      ControllerPublishVolume: unary('ControllerPublishVolume', async (req) => {
+        const id = requireId(req, 'volume_id');
+        const node = requireId(req, 'node_id');
+        if (!req.volume_capability) throw invalid('volume_capability is required');
+        checkCapabilities([req.volume_capability]);
+        const { lun } = await state.publishVolume(id, node, req.readonly === true);
+        return { publish_context: { lun: String(lun) } };
+      }),
+      ControllerUnpublishVolume: unary('ControllerUnpublishVolume', async (req) => {
+        const node = typeof req.node_id === 'string' && req.node_id !== '' ? req.node_id : undefined;
+        await state.unpublishVolume(requireId(req, 'volume_id'), node);
+        return {};
+      }),
       ControllerModifyVolume: unary('ControllerModifyVolume', async (req) => {
         await state.modifyVolume(requireId(req, 'volume_id'), (req.mutable_parameters ?? {}) as Record<string, string>);
         return {};
@@ -290,7 +308,8 @@ export class SimCsiServer {
       NodePublishVolume: unimplemented('NodePublishVolume'),
       NodeGetVolumeStats: unimplemented('NodeGetVolumeStats'),
       NodeExpandVolume: unimplemented('NodeExpandVolume'),
-      NodeGetInfo: unimplemented('NodeGetInfo'),
+      // The identity of the host this plugin runs for; the array knows it as a mapping target.
+      NodeGetInfo: unary('NodeGetInfo', () => ({ node_id: nodeId, max_volumes_per_node: state.options.maxVolumesPerHost })),
     });
 
     await rm(options.socketPath, { force: true });

@@ -49,6 +49,8 @@ const reasonOf: Record<string, DriverErrorReason> = {
   notFound: 'notFound',
   noSpace: 'noSpace',
   alreadyExists: 'alreadyExists',
+  inUse: 'invalid',
+  hostLimit: 'invalid',
 };
 
 interface ErrorBody {

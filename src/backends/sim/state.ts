@@ -33,7 +33,9 @@ export type SimErrorCode =
   | 'unsupported'
   | 'notFound'
   | 'noSpace'
-  | 'alreadyExists';
+  | 'alreadyExists'
+  | 'inUse'
+  | 'hostLimit';
 
 export class SimError extends Error {
   override readonly name = 'SimError';
@@ -52,6 +54,8 @@ export const operations = [
   'deleteVolume',
   'resizeVolume',
   'modifyVolume',
+  'publishVolume',
+  'unpublishVolume',
   'getVolume',
   'listVolumes',
   'writeVolume',
@@ -89,6 +93,10 @@ export interface SimArrayOptions {
   statePath?: string;
   /** Operation log entries kept (the oldest are dropped first). */
   oplogLimit: number;
+  /** Hosts (CSI node ids) volumes can be mapped to. */
+  hosts: string[];
+  /** Volumes one host can have mapped at once (a LUN limit). */
+  maxVolumesPerHost: number;
 }
 
 export const defaultOptions: SimArrayOptions = {
@@ -100,6 +108,8 @@ export const defaultOptions: SimArrayOptions = {
   nativeConsistencyGroups: true,
   initialDataBytes: 1024 * 1024,
   oplogLimit: 100_000,
+  hosts: ['sim-node-1'],
+  maxVolumesPerHost: 8,
 };
 
 /** What a volume or snapshot holds: seeded bytes, or bytes written into it (a blob by SHA-256). */
@@ -116,6 +126,8 @@ export interface VolumeRecord {
   sourceVolumeId?: string;
   content: Content;
   createdAt: string;
+  /** Host -> mapping; a mapped volume cannot be deleted. */
+  publishedTo?: Record<string, { readonly: boolean }>;
 }
 
 export interface SnapshotRecord {
@@ -561,6 +573,8 @@ export class ArrayState {
     return this.run('deleteVolume', id, { write: [id] }, async () => {
       const vol = this.volumes.get(id);
       if (!vol) return;
+      const hosts = Object.keys(vol.publishedTo ?? {});
+      if (hosts.length > 0) throw new SimError('inUse', `volume ${id} is mapped to ${hosts.join(', ')}; unmap it first`);
       this.volumes.delete(id);
       this.volumeNames.delete(vol.name);
       await this.persist();
@@ -599,6 +613,39 @@ export class ArrayState {
         await this.persist();
       }
       return vol;
+    });
+  }
+
+  /** Maps a volume to a host (CSI ControllerPublishVolume); mapping it again the same way is a no-op. */
+  publishVolume(id: string, host: string, readonly: boolean): Promise<{ lun: number }> {
+    return this.run('publishVolume', id, { write: [id] }, async () => {
+      const vol = this.mustVolume(id);
+      if (!this.options.hosts.includes(host)) throw new SimError('notFound', `host ${host} not found (known: ${this.options.hosts.join(', ')})`);
+      const lun = () => Object.keys(vol.publishedTo ?? {}).indexOf(host);
+      const existing = vol.publishedTo?.[host];
+      if (existing) {
+        if (existing.readonly === readonly) return { lun: lun() };
+        throw new SimError('alreadyExists', `volume ${id} is mapped to ${host} ${existing.readonly ? 'read-only' : 'read-write'}`);
+      }
+      let mapped = 0;
+      for (const v of this.volumes.values()) if (v.publishedTo?.[host]) mapped++;
+      if (mapped >= this.options.maxVolumesPerHost) {
+        throw new SimError('hostLimit', `host ${host} has ${mapped} volumes mapped, the most it can take`);
+      }
+      vol.publishedTo = { ...vol.publishedTo, [host]: { readonly } };
+      await this.persist();
+      return { lun: lun() };
+    });
+  }
+
+  /** Unmaps a volume from `host`, or from every host; what is not mapped (or gone) succeeds. */
+  unpublishVolume(id: string, host?: string): Promise<void> {
+    return this.run('unpublishVolume', id, { write: [id] }, async () => {
+      const vol = this.volumes.get(id);
+      if (!vol?.publishedTo) return;
+      if (host) delete vol.publishedTo[host];
+      if (!host || Object.keys(vol.publishedTo).length === 0) delete vol.publishedTo;
+      await this.persist();
     });
   }
 

@@ -1,0 +1,91 @@
+// The csi driver beyond the shared contract: how gRPC codes map to typed errors, and
+// group snapshots only where the plugin advertises them.
+import { Readable } from 'node:stream';
+import * as grpc from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { csiError } from '../../src/backends/csi/driver.js';
+import type { DriverErrorReason } from '../../src/backends/errors.js';
+import { snapshotGroup } from '../../src/backends/driver.js';
+import { createDriver } from '../../src/backends/registry.js';
+import { csiFixture } from './fixtures.js';
+import { expectDriverError } from './contract.js';
+
+const never = new AbortController().signal;
+const MiB = 1024 * 1024;
+
+function serviceError(code: grpc.status, details: string): grpc.ServiceError {
+  return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+}
+
+describe('csi driver', () => {
+  describe('gRPC codes to typed errors', () => {
+    const table: [grpc.status, string, DriverErrorReason, 'retryable' | 'terminal'][] = [
+      [grpc.status.UNAVAILABLE, 'connection refused', 'unavailable', 'retryable'],
+      [grpc.status.RESOURCE_EXHAUSTED, 'too many requests in flight', 'busy', 'retryable'],
+      [grpc.status.ABORTED, 'an operation is pending for volume v1', 'busy', 'retryable'],
+      [grpc.status.DEADLINE_EXCEEDED, 'deadline exceeded', 'timeout', 'retryable'],
+      [grpc.status.INVALID_ARGUMENT, 'name is required', 'invalid', 'terminal'],
+      [grpc.status.OUT_OF_RANGE, 'capacity too large', 'invalid', 'terminal'],
+      [grpc.status.NOT_FOUND, 'volume v1 not found', 'notFound', 'terminal'],
+      [grpc.status.ALREADY_EXISTS, 'volume "a" exists with other parameters', 'alreadyExists', 'terminal'],
+      [grpc.status.RESOURCE_EXHAUSTED, 'insufficient capacity: 10 bytes requested', 'noSpace', 'terminal'],
+    ];
+    for (const [code, details, reason, kind] of table) {
+      it(`${grpc.status[code]} "${details}" -> ${kind} ${reason}, keeping the plugin's message`, () => {
+        const err = csiError(serviceError(code, details), 'CreateVolume');
+        expect(err.reason).to.equal(reason);
+        expect(err.kind).to.equal(kind);
+        expect(err.message).to.equal(`csi CreateVolume: ${grpc.status[code]}: ${details}`);
+      });
+    }
+  });
+
+  describe('against the sim array CSI socket', () => {
+    let fx: Awaited<ReturnType<typeof csiFixture>>;
+    beforeEach(async () => {
+      fx = await csiFixture();
+    });
+    afterEach(async () => {
+      await fx.driver.close();
+      await fx.teardown();
+    });
+
+    it('uses CreateVolumeGroupSnapshot when advertised, and fans out when the plugin does not advertise it', async () => {
+      const vols = await Promise.all(['a', 'b'].map((name) => fx.driver.createVolume({ name, capacityBytes: MiB }, never)));
+      const handles = vols.map((v) => v.handle);
+      expect((await snapshotGroup(fx.driver, 'native', handles, never)).native).to.equal(true);
+      expect(fx.array.state.stats().groupSnapshots).to.equal(1);
+
+      fx.array.state.configure({ nativeConsistencyGroups: false });
+      const fresh = createDriver('csi', { endpoint: `unix://${fx.socket}` });
+      try {
+        expect((await fresh.probe(never)).capabilities.nativeGroupSnapshot).to.equal(false);
+        const fanned = await snapshotGroup(fresh, 'fanned', handles, never);
+        expect(fanned.native).to.equal(false);
+        expect(fanned.snapshots.map((s) => s.sourceVolume)).to.deep.equal(handles);
+        expect(fx.array.state.stats().groupSnapshots).to.equal(1);
+      } finally {
+        await fresh.close();
+      }
+    });
+
+    it('has no data path: reading snapshots and writing volumes are terminal errors', async () => {
+      expect((await fx.driver.probe(never)).capabilities).to.include({ snapshotData: false, volumeData: false, resize: true });
+      await expectDriverError(fx.driver.readSnapshot('snap-1', never), 'invalid');
+      await expectDriverError(fx.driver.writeVolume('vol-1', Readable.from([]), never), 'invalid');
+    });
+
+    it('an unreachable plugin probes unhealthy with the reason, and calls fail retryable', async () => {
+      const gone = createDriver('csi', { endpoint: `unix://${fx.socket}.missing`, timeoutMs: 2000 });
+      try {
+        const p = await gone.probe(never);
+        expect(p.healthy).to.equal(false);
+        expect(p.message).to.match(/UNAVAILABLE|DEADLINE_EXCEEDED/);
+        const err = await gone.getVolume('v', never).catch((e: unknown) => e);
+        expect(err).to.have.property('kind', 'retryable');
+      } finally {
+        await gone.close();
+      }
+    });
+  });
+});
