@@ -113,6 +113,12 @@ export interface StorageDriver {
   close(): Promise<void>;
 }
 
+/** True when two parameter maps hold the same keys and values. */
+export function sameParams(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
+}
+
 /** The snapshot name used for one volume of a fanned-out group snapshot `name`. */
 export function groupMemberName(name: string, volumeHandle: string): string {
   return `${name}.${volumeHandle}`;

@@ -19,6 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { Type, type Static } from 'typebox';
 import { DriverError } from '../errors.js';
 import {
+  sameParams,
   throwIfAborted,
   type CreateSnapshotRequest,
   type CreateVolumeRequest,
@@ -67,11 +68,6 @@ const handlePattern = /^(vol|snap)-[0-9a-f]{24}$/;
 
 function handleFor(prefix: 'vol' | 'snap', name: string): string {
   return `${prefix}-${createHash('sha256').update(name).digest('hex').slice(0, 24)}`;
-}
-
-function sameParams(a: Record<string, string>, b: Record<string, string>): boolean {
-  const ka = Object.keys(a);
-  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
 }
 
 /** Maps a filesystem error to a typed one, keeping the system's message. */

@@ -21,7 +21,7 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { sleep } from '../driver.js';
+import { sameParams, sleep } from '../driver.js';
 import { defaultLatency, deriveSeed, drawLatency, prng, seededStream, type LatencyOptions } from './random.js';
 
 export type SimErrorCode =
@@ -216,11 +216,6 @@ function checkMutableParams(params: Record<string, string>): void {
 }
 
 const now = () => performance.timeOrigin + performance.now();
-
-function sameParams(a: Record<string, string>, b: Record<string, string>): boolean {
-  const ka = Object.keys(a);
-  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
-}
 
 export class ArrayState {
   /** Called when a `crash` fault fires; the transport drops connections and stops. */
