@@ -13,7 +13,7 @@
 //   *before* it checks whether the chunk exists; garbage collection (gc.ts) re-reads
 //   leases and then manifests after it has moved its victims aside, so it never removes a
 //   chunk that a concurrent upload relies on (see gc.ts for the argument).
-import { createHash, subtle } from 'node:crypto';
+import { subtle } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import { componentLogger } from '../log.js';
@@ -21,6 +21,7 @@ import { BlobNotFoundError, type BlobStore } from './blob-store.js';
 import { chunkStream, defaultChunkerOptions, validateChunkerOptions, type ChunkerOptions } from './chunker.js';
 import { decodeChunk, defaultCodec, encodeChunk, isCodecName, type CodecName } from './codec.js';
 import { RepositoryIntegrityError, type IntegrityProblem } from './errors.js';
+import { startVolumeHash } from './volume-hash.js';
 import {
   checkName,
   decodeRecord,
@@ -111,7 +112,7 @@ export interface UploadState {
 
 export type ChunkReadResult = { ok: true; data: Buffer } | { ok: false; problem: IntegrityProblem; detail: string };
 
-/** SHA-256 on the libuv thread pool (WebCrypto), so chunk hashing runs beside the chunker. */
+/** SHA-256 on the libuv thread pool (WebCrypto), so chunks read ahead are verified in parallel. */
 async function hashOffThread(data: Buffer): Promise<string> {
   return Buffer.from(await subtle.digest('SHA-256', data)).toString('hex');
 }
@@ -307,7 +308,8 @@ export class BackupRepository {
     result.attempt = lease.attempt;
     let lastRenew = Date.now();
 
-    const volumeHash = createHash('sha256');
+    const volumeHash = startVolumeHash();
+    let volumeSha256: string | undefined;
     const refs: ChunkRef[] = [];
     const seen = new Set<string>();
     const inflight = new Set<Promise<void>>();
@@ -388,15 +390,16 @@ export class BackupRepository {
 
     try {
       for await (const chunk of chunkStream(data, this.config.chunking)) {
-        volumeHash.update(chunk);
         const ref: ChunkRef = ['', chunk.length];
         refs.push(ref);
         result.bytesRead += chunk.length;
-        batch.push({ ref, hashing: hashOffThread(chunk), data: chunk });
+        batch.push({ ref, hashing: volumeHash.update(chunk), data: chunk });
         if (batch.length >= intentBatch) await handOver();
       }
       await handOver();
+      volumeSha256 = await volumeHash.digest();
     } finally {
+      volumeHash.dispose();
       // Never leave writes running behind the caller's back, even on failure.
       await dispatching;
       for (const p of batch) await p.hashing.catch(() => undefined);
@@ -418,7 +421,7 @@ export class BackupRepository {
       backend: source.backend,
       snapshot: source.snapshot,
       size: result.bytesRead,
-      sha256: volumeHash.digest('hex'),
+      sha256: volumeSha256!,
       chunking: this.config.chunking,
       codec: this.config.codec,
       createdAt: this.now().toISOString(),
@@ -568,16 +571,21 @@ export class BackupRepository {
       pending.push(p);
     };
     for (let i = 0; i < readAhead; i++) schedule(i);
-    const hash = createHash('sha256');
+    const hash = startVolumeHash();
     let total = 0;
-    for (let i = 0; i < manifest.chunks.length; i++) {
-      const data = await pending.shift()!;
-      schedule(i + readAhead);
-      hash.update(data);
-      total += data.length;
-      yield data;
+    let digest: string;
+    try {
+      for (let i = 0; i < manifest.chunks.length; i++) {
+        const data = await pending.shift()!;
+        schedule(i + readAhead);
+        await hash.update(data);
+        total += data.length;
+        yield data;
+      }
+      digest = await hash.digest();
+    } finally {
+      hash.dispose();
     }
-    const digest = hash.digest('hex');
     if (total !== manifest.size || digest !== manifest.sha256) {
       throw new RepositoryIntegrityError('checksum', job, volume, `whole-volume check failed: ${total} bytes hashing to ${digest}, the manifest says ${manifest.size} bytes, ${manifest.sha256}`);
     }

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { defaultChunkerOptions } from '../../src/repository/index.js';
-import { blockSize, sha256Of, type VolumeShape } from './data.js';
+import { startVolumeHash, volumeHashesInProgress } from '../../src/repository/volume-hash.js';
+import { blockSize, sha256Of, volumeBytes, type VolumeShape } from './data.js';
 import { backUp, expected, removeTempDirs, tempRepository } from './helpers.js';
 
 describe('repository round trip', function () {
@@ -74,5 +75,23 @@ describe('repository round trip', function () {
     expect(again.alreadyComplete).to.equal(true);
     expect(again.bytesRead).to.equal(0);
     expect(again.manifest.sha256).to.equal(first.manifest.sha256);
+  });
+
+  it('releases the whole-volume hash when a read is abandoned or an upload fails', async () => {
+    const repo = await tempRepository();
+    const shape: VolumeShape = { seed: 6, size: 1024 * 1024, kind: 'random' };
+    await backUp(repo, 'job', 'ns.a', shape);
+    for await (const _piece of repo.readVolume('job', 'ns.a')) break;
+    async function* failing() {
+      yield* volumeBytes({ ...shape, size: 256 * 1024 });
+      throw new Error('source device went away');
+    }
+    let error: Error | undefined;
+    await repo.writeVolume('job', { volume: 'ns.b' }, failing()).catch((e: Error) => (error = e));
+    expect(error?.message).to.equal('source device went away');
+    // The worker answers in order: once a later hash is digested, earlier ones are done.
+    await startVolumeHash().digest();
+    expect(volumeHashesInProgress()).to.equal(0);
+    expect(await repo.listVolumes('job')).to.deep.equal(['ns.a']);
   });
 });

@@ -1,0 +1,130 @@
+// SHA-256 of a whole volume and of each of its chunks, computed on one shared worker
+// thread, so the main thread is left to the content-defined chunker and a volume streams
+// at the speed of the slower of the two rather than their sum (and the libuv thread pool
+// stays free for compression and file I/O).
+// Guarantees: updates are hashed in the order they were given; each update resolves to
+// its own chunk's hash; digest() resolves after every earlier update; the worker never
+// keeps the process alive while no hash is in progress; if no worker can start, hashing
+// happens inline with the same results.
+import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+
+const workerSource = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const sessions = new Map();
+parentPort.on('message', (m) => {
+  let hash = sessions.get(m.id);
+  if (!hash) sessions.set(m.id, (hash = createHash('sha256')));
+  if (m.data) {
+    hash.update(m.data);
+    parentPort.postMessage({ id: m.id, value: createHash('sha256').update(m.data).digest('hex') });
+  } else {
+    sessions.delete(m.id);
+    parentPort.postMessage({ id: m.id, value: hash.digest('hex'), last: true });
+  }
+});
+`;
+
+interface Waiter {
+  resolve: (hex: string) => void;
+  reject: (err: Error) => void;
+}
+
+let worker: Worker | undefined;
+let nextId = 1;
+/** Per hash in progress, the replies it waits for, in the order the worker will send them. */
+const sessions = new Map<number, Waiter[]>();
+
+function failAll(err: Error): void {
+  worker = undefined;
+  for (const waiters of sessions.values()) for (const w of waiters) w.reject(err);
+  sessions.clear();
+}
+
+function sharedWorker(): Worker {
+  if (worker) return worker;
+  const w = new Worker(workerSource, { eval: true });
+  w.on('message', (m: { id: number; value: string; last?: boolean }) => {
+    const waiters = sessions.get(m.id);
+    if (!waiters) return;
+    waiters.shift()?.resolve(m.value);
+    if (m.last) {
+      sessions.delete(m.id);
+      if (sessions.size === 0) w.unref();
+    }
+  });
+  w.on('error', (err) => failAll(err));
+  w.on('exit', (code) => failAll(new Error(`hash worker exited with code ${code}`)));
+  w.unref();
+  worker = w;
+  return w;
+}
+
+export interface VolumeHash {
+  /** Adds `data` to the volume's hash; resolves to the SHA-256 (hex) of `data` alone. */
+  update(data: Buffer): Promise<string>;
+  /** The volume's SHA-256 (hex); no updates after it. */
+  digest(): Promise<string>;
+  /** Ends a hash whose digest is not wanted (an aborted stream); safe to call after digest. */
+  dispose(): void;
+}
+
+class WorkerVolumeHash implements VolumeHash {
+  private readonly id = nextId++;
+  private readonly waiters: Waiter[] = [];
+  private finished = false;
+
+  constructor(private readonly worker: Worker) {
+    sessions.set(this.id, this.waiters);
+    worker.ref();
+  }
+
+  private request(message: { id: number; data?: Buffer }): Promise<string> {
+    return new Promise((resolve, reject) => {
+      if (!sessions.has(this.id)) return reject(new Error('hash worker stopped'));
+      this.waiters.push({ resolve, reject });
+      // The worker gets a copy: the caller still compresses and stores `data`.
+      this.worker.postMessage(message);
+    });
+  }
+
+  update(data: Buffer): Promise<string> {
+    return this.request({ id: this.id, data });
+  }
+
+  digest(): Promise<string> {
+    this.finished = true;
+    return this.request({ id: this.id });
+  }
+
+  dispose(): void {
+    if (!this.finished) this.digest().catch(() => undefined);
+  }
+}
+
+class InlineVolumeHash implements VolumeHash {
+  private readonly hash = createHash('sha256');
+  async update(data: Buffer): Promise<string> {
+    this.hash.update(data);
+    return createHash('sha256').update(data).digest('hex');
+  }
+  async digest(): Promise<string> {
+    return this.hash.digest('hex');
+  }
+  dispose(): void {}
+}
+
+/** Hashes started and not yet digested or disposed of (what keeps the worker referenced). */
+export function volumeHashesInProgress(): number {
+  return sessions.size;
+}
+
+/** Starts a volume hash on the shared worker, or inline if no worker can start. */
+export function startVolumeHash(): VolumeHash {
+  try {
+    return new WorkerVolumeHash(sharedWorker());
+  } catch {
+    return new InlineVolumeHash();
+  }
+}
