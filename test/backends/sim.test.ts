@@ -125,6 +125,24 @@ describe('sim array', function () {
     });
   });
 
+  describe('busy as 503', () => {
+    it('an array that answers busy with 503 and Retry-After is waited out like a 429', async () => {
+      ({ array, dir } = await startArray({ maxConcurrentOperations: 1, retryAfterMs: 5, busyStatus: 503 }));
+      array.state.setFault('getArray', { stallMs: 60_000 });
+      const holder = array.state.getArray();
+      array.state.setFault('getArray', {});
+      const raw = await fetch(`${array.url}/api/volumes`);
+      expect(raw.status).to.equal(503);
+      expect(raw.headers.get('retry-after')).to.equal('1');
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const pending = driver.createVolume({ name: 'after-503', capacityBytes: MiB }, never);
+      while (array.state.stats().rejectedBusy < 2) await new Promise((r) => setTimeout(r, 2));
+      array.state.abortStalls();
+      await holder;
+      expect((await pending).name).to.equal('after-503');
+    });
+  });
+
   describe('faults, log and data', () => {
     beforeEach(async () => {
       ({ array, dir } = await startArray({ seed: 42 }));
@@ -181,6 +199,18 @@ describe('sim array', function () {
       expect(ha1).not.to.equal(hb);
       let bytes = 0;
       for await (const chunk of await driver.readSnapshot(sa.handle, never)) bytes += (chunk as Buffer).length;
+      expect(bytes).to.equal(MiB);
+    });
+
+    it('a snapshot read slower than the request timeout is not cut off: the timeout bounds only the wait for headers', async () => {
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1, requestTimeoutMs: 100 });
+      const vol = await driver.createVolume({ name: 'slow-read', capacityBytes: MiB }, never);
+      const snap = await driver.createSnapshot({ name: 'slow-read-snap', sourceVolume: vol.handle }, never);
+      let bytes = 0;
+      for await (const chunk of await driver.readSnapshot(snap.handle, never)) {
+        bytes += (chunk as Buffer).length;
+        await new Promise((r) => setTimeout(r, 40));
+      }
       expect(bytes).to.equal(MiB);
     });
 

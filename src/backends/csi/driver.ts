@@ -119,28 +119,49 @@ export class CsiDriver implements StorageDriver {
     this.cfg = { timeoutMs: 60_000, busyBackoffMs: 20, maxBusyBackoffMs: 2_000, ...config };
   }
 
+  /**
+   * Discovers the plugin's capabilities once. The discovery is shared by all callers, so it
+   * runs under its own deadline; a caller whose signal fires stops waiting for it.
+   */
   private connect(signal: AbortSignal): Promise<Clients> {
-    this.clients ??= (async () => {
-      const csi = await loadCsi();
-      const creds = grpc.credentials.createInsecure();
-      const identity = new csi.Identity(this.cfg.endpoint, creds);
-      const controller = new csi.Controller(this.cfg.endpoint, creds);
-      const group = new csi.GroupController(this.cfg.endpoint, creds);
-      const base = { identity, controller, group, controllerCaps: new Set<string>(), groupSnapshots: false };
-      const plugin = await this.once<{ capabilities: { service?: { type: string } | null }[] }>(identity, 'GetPluginCapabilities', {}, signal);
-      const caps = await this.once<{ capabilities: { rpc?: { type: string } | null }[] }>(controller, 'ControllerGetCapabilities', {}, signal);
-      for (const c of caps.capabilities) if (c.rpc) base.controllerCaps.add(c.rpc.type);
-      if (plugin.capabilities.some((c) => c.service?.type === 'GROUP_CONTROLLER_SERVICE')) {
-        const g = await this.once<{ capabilities: { rpc?: { type: string } | null }[] }>(group, 'GroupControllerGetCapabilities', {}, signal);
-        base.groupSnapshots = g.capabilities.some((c) => c.rpc?.type === 'CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT');
-      }
-      return base;
-    })();
-    // A failed discovery is retried on the next call.
-    this.clients.catch(() => {
-      this.clients = undefined;
+    throwIfAborted(signal);
+    if (!this.clients) {
+      const discovery = (async () => {
+        const deadline = AbortSignal.timeout(this.cfg.timeoutMs);
+        const csi = await loadCsi();
+        const creds = grpc.credentials.createInsecure();
+        const identity = new csi.Identity(this.cfg.endpoint, creds);
+        const controller = new csi.Controller(this.cfg.endpoint, creds);
+        const group = new csi.GroupController(this.cfg.endpoint, creds);
+        const base = { identity, controller, group, controllerCaps: new Set<string>(), groupSnapshots: false };
+        try {
+          const plugin = await this.once<{ capabilities: { service?: { type: string } | null }[] }>(identity, 'GetPluginCapabilities', {}, deadline);
+          const caps = await this.once<{ capabilities: { rpc?: { type: string } | null }[] }>(controller, 'ControllerGetCapabilities', {}, deadline);
+          for (const c of caps.capabilities) if (c.rpc) base.controllerCaps.add(c.rpc.type);
+          if (plugin.capabilities.some((c) => c.service?.type === 'GROUP_CONTROLLER_SERVICE')) {
+            const g = await this.once<{ capabilities: { rpc?: { type: string } | null }[] }>(group, 'GroupControllerGetCapabilities', {}, deadline);
+            base.groupSnapshots = g.capabilities.some((c) => c.rpc?.type === 'CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT');
+          }
+        } catch (err) {
+          identity.close();
+          controller.close();
+          group.close();
+          throw err;
+        }
+        return base;
+      })();
+      this.clients = discovery;
+      // A failed discovery is retried on the next call.
+      discovery.catch(() => {
+        if (this.clients === discovery) this.clients = undefined;
+      });
+    }
+    const clients = this.clients;
+    return new Promise<Clients>((resolve, reject) => {
+      const onAbort = () => reject(abortReason(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
+      clients.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
     });
-    return this.clients;
   }
 
   /** One gRPC call with a deadline, cancelled by `signal`. */

@@ -4,7 +4,8 @@
 //   202 with a job id at once; GET /api/jobs/:id reports running, succeeded (with the
 //   result) or failed (with the error). A repeated request for a running job's object gets
 //   that job again, not a second one.
-// - Beyond the array's concurrency limit a request is refused with 429 and Retry-After
+// - Beyond the array's concurrency limit a request is refused with 429 (or 503, as
+//   configured) and Retry-After
 //   (seconds, the standard header) plus `retryAfterMs` in the body; a conflicting request
 //   on a busy object gets 409 `pending`. Job polls and /admin are never limited.
 // - Errors are JSON `{"error": {"code", "message", "retryAfterMs"?}}` with the SimErrorCode.
@@ -155,7 +156,7 @@ export class SimArrayServer {
     let code: string = 'internal';
     let retryAfterMs: number | undefined;
     if (err instanceof SimError) {
-      status = statusOf[err.code];
+      status = err.code === 'busy' ? this.state.options.busyStatus : statusOf[err.code];
       code = err.code;
       retryAfterMs = err.retryAfterMs;
     } else if (err instanceof HttpError) {

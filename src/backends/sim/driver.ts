@@ -1,6 +1,6 @@
 // The sim driver: a StorageDriver that speaks the simulated array's HTTP API.
 // Guarantees beyond the StorageDriver contract:
-// - Busy answers (429, 503, 409 pending) are retried after the array's Retry-After hint, or
+// - Busy answers (429, 503 with Retry-After, 409 pending) are retried after the array's Retry-After hint, or
 //   with capped exponential backoff and jitter, for as long as the caller's signal allows;
 //   every other failure is returned at once as a typed DriverError.
 // - Jobs are polled until they finish; a job the array lost (it restarted) is re-submitted,
@@ -106,24 +106,34 @@ export class SimDriver implements StorageDriver {
         headers['content-type'] = 'application/octet-stream';
         body = Readable.toWeb(init.body) as ReadableStream;
       }
-      // Uploads are not bounded by the request timeout: their length is the caller's business.
-      const timeout = init.body ? undefined : AbortSignal.timeout(this.cfg.requestTimeoutMs);
-      const requestSignal = timeout ? AbortSignal.any([signal, timeout]) : signal;
+      // The timeout bounds the wait for the answer's headers only: a data stream may take as
+      // long as it takes (the caller's signal still ends it), and so may an upload.
+      const timeout = new AbortController();
+      const timer = init.body ? undefined : setTimeout(() => timeout.abort(), this.cfg.requestTimeoutMs);
       let res: Response;
       try {
-        res = await fetch(`${this.base}${path}`, { method, headers, body, signal: requestSignal, ...(init.body ? { duplex: 'half' } : {}) } as RequestInit);
+        res = await fetch(`${this.base}${path}`, {
+          method,
+          headers,
+          body,
+          signal: AbortSignal.any([signal, timeout.signal]),
+          ...(init.body ? { duplex: 'half' } : {}),
+        } as RequestInit);
       } catch (err) {
         if (signal.aborted) throw abortReason(signal);
-        if (timeout?.aborted) throw new DriverError('timeout', `sim array ${method} ${path}: no answer within ${this.cfg.requestTimeoutMs} ms`, { cause: err });
+        if (timeout.signal.aborted) throw new DriverError('timeout', `sim array ${method} ${path}: no answer within ${this.cfg.requestTimeoutMs} ms`, { cause: err });
         const cause = (err as { cause?: { code?: string; message?: string } }).cause;
         throw new DriverError('unavailable', `sim array ${method} ${path}: ${cause?.code ?? cause?.message ?? String(err)}`, { cause: err });
+      } finally {
+        clearTimeout(timer);
       }
       if (res.ok) return res;
       const parsed = (await res.json().catch(() => ({}))) as ErrorBody;
       const code = parsed.error?.code ?? (res.status === 429 ? 'busy' : res.status === 503 ? 'unavailable' : 'invalid');
       const message = parsed.error?.message ?? `HTTP ${res.status}`;
-      const busy = res.status === 429 || code === 'busy' || code === 'pending';
       const retryAfterMs = parsed.error?.retryAfterMs ?? retryAfterHeader(res.headers.get('retry-after'));
+      // 503 with Retry-After is how many arrays say "overloaded, come back later".
+      const busy = res.status === 429 || code === 'busy' || code === 'pending' || (res.status === 503 && retryAfterMs !== undefined);
       if (busy && !init.body) {
         const backoff = Math.min(this.cfg.maxBusyBackoffMs, this.cfg.busyBackoffMs * 2 ** Math.min(attempt, 20));
         const wait = retryAfterMs ?? backoff;

@@ -84,6 +84,8 @@ export interface SimArrayOptions {
   maxConcurrentOperations: number;
   /** The wait suggested to a refused (busy) client, in ms. */
   retryAfterMs: number;
+  /** The HTTP status of a busy answer: 429 (Too Many Requests) or 503 (Service Unavailable). */
+  busyStatus: 429 | 503;
   latency: LatencyOptions;
   seed: number;
   nativeConsistencyGroups: boolean;
@@ -103,6 +105,7 @@ export const defaultOptions: SimArrayOptions = {
   capacityBytes: 1024 ** 4,
   maxConcurrentOperations: 16,
   retryAfterMs: 50,
+  busyStatus: 429,
   latency: defaultLatency,
   seed: 1,
   nativeConsistencyGroups: true,

@@ -17,6 +17,7 @@ const usage = `usage: trellis sim-array [options]
   --capacity SIZE               total capacity, bytes or 500Gi/2Ti (default 1Ti)
   --max-concurrent-operations N operations beyond N in flight get 429 busy (default 16)
   --retry-after-ms MS           wait suggested to refused clients (default 50)
+  --busy-status 429|503         HTTP status of a busy answer (default 429)
   --latency-median-ms MS        median operation latency (default 20; 0 disables)
   --latency-sigma S             log-normal tail: 0 constant, 1 long (default 0.8)
   --latency-max-ms MS           cap on one operation's latency (default 10000)
@@ -42,6 +43,12 @@ function int(text: string | undefined, flag: string, fallback: number, min = 0):
   return n;
 }
 
+function busyStatus(text: string | undefined): 429 | 503 {
+  if (text === undefined || text === '429') return 429;
+  if (text === '503') return 503;
+  throw new Error(`--busy-status: "${text}" must be 429 or 503`);
+}
+
 export async function run(argv: string[]): Promise<number> {
   let values;
   try {
@@ -56,6 +63,7 @@ export async function run(argv: string[]): Promise<number> {
         capacity: { type: 'string' },
         'max-concurrent-operations': { type: 'string' },
         'retry-after-ms': { type: 'string' },
+        'busy-status': { type: 'string' },
         'latency-median-ms': { type: 'string' },
         'latency-sigma': { type: 'string' },
         'latency-max-ms': { type: 'string' },
@@ -88,6 +96,7 @@ export async function run(argv: string[]): Promise<number> {
       capacityBytes: values.capacity ? parseSize(values.capacity, '--capacity') : 1024 ** 4,
       maxConcurrentOperations: int(values['max-concurrent-operations'], '--max-concurrent-operations', 16, 1),
       retryAfterMs: int(values['retry-after-ms'], '--retry-after-ms', 50),
+      busyStatus: busyStatus(values['busy-status']),
       latency: {
         ...defaultLatency,
         medianMs: int(values['latency-median-ms'], '--latency-median-ms', 20),
