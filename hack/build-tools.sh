@@ -101,8 +101,10 @@ build_one() {
   fi
 
   case "${module_dir}" in
-    kubernetes) note "building ${name} ${version}: a cold build of the Kubernetes binaries takes ~12 min on 2 cores (apiserver ~7.5 min, controller-manager +2.5 min, kubectl +1 min); cached afterwards" ;;
-    *) note "building ${name} ${version} (about a minute cold; cached afterwards)" ;;
+    # Measured cold on 2 cores: apiserver 3.6 min, controller-manager +1.6, kubectl +0.4;
+    # up to 12 min in all on a slower machine.
+    kubernetes) note "building ${name} ${version}: a cold build of the three Kubernetes binaries takes 6-12 min on 2 cores (kube-apiserver is the longest); cached afterwards" ;;
+    *) note "building ${name} ${version} (under a minute cold, helm ~3 min; cached afterwards)" ;;
   esac
   started=${SECONDS}
   # Holding the lock, no build is running: leftovers are from a killed build.

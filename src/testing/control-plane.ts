@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { stringify } from 'yaml';
+import { parseAllDocuments, stringify } from 'yaml';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -492,11 +492,23 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       });
       progress(`control plane: etcd ready on ${etcdUrl} (${elapsed(t)})`);
     };
-    const waitApiserverReady = () =>
-      waitUntil('kube-apiserver /readyz', apiserver, readyTimeoutMs, async () => {
+    // Collections of the installed CRDs; filled once they are Established.
+    const crdCollections: string[] = [];
+    // /readyz turns ok before the watch cache of each custom resource is initialized; until
+    // then lists and watches of it answer 429 "storage is (re)initializing". Ready here means
+    // every installed CRD's collection can be listed.
+    const waitApiserverReady = async () => {
+      await waitUntil('kube-apiserver /readyz', apiserver, readyTimeoutMs, async () => {
         const answer = await get(`${server}/readyz`, { ca: caPem, token: adminToken });
         return answer.status === 200;
       });
+      for (const collection of crdCollections) {
+        await waitUntil(`a list of ${collection}`, apiserver, readyTimeoutMs, async () => {
+          const answer = await get(`${server}${collection}?limit=1`, { ca: caPem, token: adminToken });
+          return answer.status === 200;
+        });
+      }
+    };
     const startApiserver = async () => {
       const t = Date.now();
       apiserver.start();
@@ -524,6 +536,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       const t = Date.now();
       await kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager=trellis-test', '-f', crdsDir]);
       await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', crdsDir]);
+      crdCollections.push(...(await collectionsOf(crdsDir)));
       progress(`control plane: CRDs from ${crdsDir} Established (${elapsed(t)})`);
     }
 
@@ -583,6 +596,25 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     await stop();
     throw err;
   }
+}
+
+interface CrdManifest {
+  kind?: string;
+  spec?: { group: string; scope: string; names: { plural: string }; versions: { name: string; served: boolean }[] };
+}
+
+/** The cluster-wide collection path of every CRD in `dir`, e.g. /apis/trellis.dev/v1alpha1/volumes. */
+async function collectionsOf(dir: string): Promise<string[]> {
+  const paths: string[] = [];
+  for (const file of readdirSync(dir).filter((f) => /\.ya?ml$/.test(f))) {
+    for (const doc of parseAllDocuments(await readFile(join(dir, file), 'utf8'))) {
+      const crd = doc.toJS() as CrdManifest | null;
+      if (crd?.kind !== 'CustomResourceDefinition' || !crd.spec) continue;
+      const served = crd.spec.versions.find((v) => v.served);
+      if (served) paths.push(`/apis/${crd.spec.group}/${served.name}/${crd.spec.names.plural}`);
+    }
+  }
+  return paths;
 }
 
 /** Runs a kubectl binary; rejects on a non-zero exit unless `options.check` is false. */

@@ -1,11 +1,13 @@
-// The harness leaves nothing behind: after stop() no process it started is alive and its
-// temp dir is gone. Uses a private control plane so the shared one keeps serving.
+// The harness leaves nothing behind: after stop(), SIGTERM or SIGINT no process it started
+// is alive and its temp dir is gone; after SIGKILL its processes die with it and the next
+// start removes its files. Uses private control planes so the shared one keeps serving.
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CONTROL_PLANE_START_TIMEOUT_MS, repoRoot, startControlPlane } from '../../src/testing/control-plane.js';
 import { leftoverProcesses } from '../support/control-plane-hooks.js';
+import { eventually } from '../support/eventually.js';
 
 /** Starts a control plane in a child Node process; resolves with what it reports. */
 async function controlPlaneInChild() {
@@ -22,15 +24,6 @@ async function controlPlaneInChild() {
   });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   return { child, exited, ...(JSON.parse(line) as { dataDir: string; pids: number[] }) };
-}
-
-/** Resolves once `condition` holds, polling; rejects after `timeoutMs`. */
-async function eventually(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('control plane harness teardown @integration', function () {
@@ -68,7 +61,7 @@ describe('control plane harness teardown @integration', function () {
     started.child.kill('SIGKILL');
     await started.exited;
     // The kernel delivers the parent-death signal (setpriv --pdeathsig) to every component.
-    await eventually('components to die with their parent', () => leftoverProcesses(started.pids, started.dataDir).length === 0);
+    await eventually('components to die with their parent', () => leftoverProcesses(started.pids, started.dataDir).length === 0, 10_000);
     expect(existsSync(started.dataDir)).to.equal(true);
 
     const next = await startControlPlane({ crdsDir: false, controllerManager: false, progress: () => {} });
