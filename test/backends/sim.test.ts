@@ -260,6 +260,21 @@ describe('sim array', function () {
       expect([vol.handle, snap.handle, group.handle, ...group.snapshots.map((s) => s.handle)]).not.to.include(fresh.handle);
     });
 
+    it('a job the array lost in a restart is submitted again, and the create still happens once', async () => {
+      ({ array, dir } = await startArray());
+      const port = array.port;
+      array.state.setFault('createVolume', { stallMs: 60_000 });
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 500 });
+      const pending = driver.createVolume({ name: 'lost-job', capacityBytes: MiB }, never);
+      while (array.state.stats().inFlight === 0) await new Promise((r) => setTimeout(r, 2));
+      // Restart well within the first poll interval: the new array has never heard of the job.
+      await array.close();
+      ({ array } = await startArray({ port }, dir));
+      const vol = await pending;
+      expect(vol.name).to.equal('lost-job');
+      expect((await driver.listVolumes(never)).filter((v) => v.name === 'lost-job')).to.have.length(1);
+    });
+
     it('a crash drops every connection; after a restart from the state file, acknowledged work is there and the retry succeeds', async () => {
       ({ array, dir } = await startArray());
       const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
