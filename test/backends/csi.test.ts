@@ -69,6 +69,22 @@ describe('csi driver', () => {
       }
     });
 
+    it('an operation pending on the volume (ABORTED) is retried until the other operation ends', async () => {
+      const vol = await fx.driver.createVolume({ name: 'pending', capacityBytes: MiB }, never);
+      const s = fx.array.state;
+      s.setFault('resizeVolume', { stallMs: 60_000 });
+      const resize = s.resizeVolume(vol.handle, 2 * MiB);
+      s.setFault('resizeVolume', {});
+      const deleting = fx.driver.deleteVolume(vol.handle, never);
+      while (s.stats().conflicts < 2) await new Promise((r) => setTimeout(r, 2));
+      s.abortStalls();
+      await resize;
+      await deleting;
+      await expectDriverError(fx.driver.getVolume(vol.handle, never), 'notFound');
+      const refused = s.oplog().filter((e) => e.outcome === 'pending').map((e) => `${e.op} ${e.target}`);
+      expect(new Set(refused)).to.deep.equal(new Set([`deleteVolume ${vol.handle}`]));
+    });
+
     it('has no data path: reading snapshots and writing volumes are terminal errors', async () => {
       expect((await fx.driver.probe(never)).capabilities).to.include({ snapshotData: false, volumeData: false, resize: true });
       await expectDriverError(fx.driver.readSnapshot('snap-1', never), 'invalid');

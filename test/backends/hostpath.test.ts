@@ -101,6 +101,16 @@ describe('hostpath driver', () => {
     await d.deleteVolume('../../etc/passwd', never);
   });
 
+  it('reflink "always" either clones or fails with a terminal error, never silently copies', async () => {
+    const strict = createDriver('hostpath', { root: fx.root, reflink: 'always' });
+    const vol = await strict.createVolume({ name: 'clone-src', capacityBytes: MiB }, never);
+    const made = await strict.createSnapshot({ name: 'clone', sourceVolume: vol.handle }, never).then(
+      (snap) => snap.handle,
+      (err: unknown) => err,
+    );
+    if (typeof made !== 'string') expect(made).to.have.property('kind', 'terminal');
+  });
+
   it('a configured capacity limits provisioning and is what probe reports', async () => {
     await fx.teardown();
     fx = await hostpathFixture();

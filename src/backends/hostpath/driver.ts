@@ -87,6 +87,9 @@ function fsError(err: unknown, what: string): DriverError {
     case 'EMFILE':
     case 'ENFILE':
       return new DriverError('busy', message, { cause: err });
+    case 'ENOTSUP':
+    case 'EOPNOTSUPP':
+    case 'EXDEV':
     case 'EACCES':
     case 'EPERM':
     case 'EROFS':
