@@ -11,7 +11,15 @@ export { FilesystemBlobStore } from './filesystem-blob-store.js';
 export type { BackupIndex, JobRecord, Manifest, VolumeSource } from './format.js';
 export { collectGarbage, type GcOptions, type GcResult } from './gc.js';
 export { repositoryStats, verifyRepository, type RepositoryStats, type VerifyProblem, type VerifyResult } from './inspect.js';
-export { BackupRepository, type BackupSummary, type UploadProgress, type UploadResult, type WriteVolumeOptions } from './repository.js';
+export {
+  BackupRepository,
+  type BackupSummary,
+  type CreateOptions,
+  type RepositoryOptions,
+  type UploadProgress,
+  type UploadResult,
+  type WriteVolumeOptions,
+} from './repository.js';
 
 /** Opens the repository at `path`; with `create`, makes one there first if there is none. */
 export async function openFilesystemRepository(

@@ -3,8 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openFilesystemRepository, type BackupRepository } from '../../src/repository/index.js';
-import type { CreateOptions, RepositoryOptions } from '../../src/repository/repository.js';
+import { openFilesystemRepository, type BackupRepository, type CreateOptions, type RepositoryOptions } from '../../src/repository/index.js';
 import { sha256Of, volumeBytes, type VolumeShape } from './data.js';
 
 export const smallChunks = { minSize: 4 * 1024, avgSize: 16 * 1024, maxSize: 64 * 1024 };
