@@ -41,10 +41,13 @@ async function fsyncFile(path: string): Promise<void> {
   await handle.close();
 }
 
-async function timed<T>(work: () => Promise<T>): Promise<{ seconds: number; value: T }> {
+/** Wall time, and CPU time of this process (all its threads), which other load on a shared machine disturbs less. */
+async function timed<T>(work: () => Promise<T>): Promise<{ seconds: number; cpu: number; value: T }> {
   const start = process.hrtime.bigint();
+  const cpuStart = process.cpuUsage();
   const value = await work();
-  return { seconds: Number(process.hrtime.bigint() - start) / 1e9, value };
+  const cpu = process.cpuUsage(cpuStart);
+  return { seconds: Number(process.hrtime.bigint() - start) / 1e9, cpu: (cpu.user + cpu.system) / 1e6, value };
 }
 
 async function copyFile(from: string, to: string): Promise<void> {
@@ -58,7 +61,8 @@ async function restoreTo(repo: BackupRepository, job: string, to: string): Promi
 }
 
 const mbps = (bytes: number, seconds: number) => bytes / 1e6 / seconds;
-const row = (label: string, seconds: number, bytes = size) => `${label.padEnd(34)} ${mbps(bytes, seconds).toFixed(1).padStart(8)} MB/s  (${seconds.toFixed(2)} s)`;
+const row = (label: string, seconds: number, cpu: number) =>
+  `${label.padEnd(34)} ${mbps(size, seconds).toFixed(1).padStart(8)} MB/s  (${seconds.toFixed(2)} s wall, ${((cpu / size) * 1e9).toFixed(2)} CPU s/GB)`;
 
 const work = await mkdtemp(join(values.dir, 'trellis-bench-repo-'));
 try {
@@ -69,7 +73,8 @@ try {
 
   // Each run uses a fresh repository; the median of the runs is reported, because other
   // work on a shared machine makes single runs noisy.
-  const runs: Record<'copy' | 'backup' | 'restore' | 'copyBack' | 'second' | 'verifyRead', number>[] = [];
+  type Step = 'copy' | 'backup' | 'restore' | 'copyBack' | 'second' | 'verifyRead';
+  const runs: Record<Step, { seconds: number; cpu: number }>[] = [];
   let last: { repo: BackupRepository; first: UploadResult; second: UploadResult } | undefined;
   for (let run = 0; run < runCount; run++) {
     process.stderr.write(`run ${run + 1}/${runCount} ...\n`);
@@ -81,26 +86,25 @@ try {
     const copyBack = await timed(() => copyFile(join(work, 'copy.img'), join(work, 'copy-back.img')));
     const second = await timed(() => repo.writeVolume('second', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
     const verifyRead = await timed(() => pipeline(repo.readVolume('second', 'bench.volume'), new Writable({ write: (_c, _e, done) => done() })));
-    runs.push({ copy: copy.seconds, backup: backup.seconds, restore: restore.seconds, copyBack: copyBack.seconds, second: second.seconds, verifyRead: verifyRead.seconds });
+    runs.push({ copy, backup, restore, copyBack, second, verifyRead });
     last = { repo, first: backup.value, second: second.value };
   }
-  const median = (name: keyof (typeof runs)[number]) => {
-    const sorted = runs.map((r) => r[name]).sort((a, b) => a - b);
-    return sorted[Math.floor(sorted.length / 2)]!;
-  };
+  const middle = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const median = (step: Step) => middle(runs.map((r) => r[step].seconds));
+  const cpu = (step: Step) => middle(runs.map((r) => r[step].cpu));
   const { repo, first, second } = last!;
   const stats = await repositoryStats(repo);
 
   const lines = [
     `repository bench: ${(size / 1e6).toFixed(0)} MB of ${kind} data, codec ${codec}, chunks avg ${repo.config.chunking.avgSize / 1024} KiB, on ${values.dir}, median of ${runCount} runs`,
-    row('plain copy (write+fsync)', median('copy')),
-    row('backup (chunk+hash+compress+fsync)', median('backup')),
+    row('plain copy (write+fsync)', median('copy'), cpu('copy')),
+    row('backup (chunk+hash+compress+fsync)', median('backup'), cpu('backup')),
     `  write ratio backup/copy          ${(median('copy') / median('backup')).toFixed(2)}`,
-    row('plain copy of the copy (read)', median('copyBack')),
-    row('restore to file (verified)', median('restore')),
+    row('plain copy of the copy (read)', median('copyBack'), cpu('copyBack')),
+    row('restore to file (verified)', median('restore'), cpu('restore')),
     `  read ratio restore/copy          ${(median('copyBack') / median('restore')).toFixed(2)}`,
-    row('restore to nowhere (verified)', median('verifyRead')),
-    row('second backup, same data', median('second')),
+    row('restore to nowhere (verified)', median('verifyRead'), cpu('verifyRead')),
+    row('second backup, same data', median('second'), cpu('second')),
     `second backup stored ${second.bytesUploaded} new bytes of ${size} (${((100 * second.bytesUploaded) / Math.max(1, size)).toFixed(3)}%)`,
     `dedup ratio (logical/unique) after two backups: ${stats.dedupRatio.toFixed(2)}; compression ratio ${stats.compressionRatio.toFixed(2)}; ` +
       `stored ${(stats.storedBytes / 1e6).toFixed(1)} MB for ${(stats.logicalBytes / 1e6).toFixed(1)} MB logical in ${stats.chunks} chunks`,
