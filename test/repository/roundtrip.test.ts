@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { defaultChunkerOptions } from '../../src/repository/index.js';
+import { defaultChunkerOptions, repositoryStats } from '../../src/repository/index.js';
 import { startVolumeHash, volumeHashesInProgress } from '../../src/repository/volume-hash.js';
 import { blockSize, sha256Of, volumeBytes, type VolumeShape } from './data.js';
 import { backUp, expected, removeTempDirs, tempRepository } from './helpers.js';
@@ -45,6 +45,9 @@ describe('repository round trip', function () {
       const second = await backUp(repo, 'tuesday', 'ns.db', shape);
       expect(second.bytesRead).to.equal(shape.size);
       expect(second.bytesUploaded / shape.size).to.be.below(0.01);
+      const stats = await repositoryStats(repo);
+      expect(stats.logicalBytes).to.equal(2 * shape.size);
+      expect(stats.dedupRatio).to.be.at.least(1.98);
       expect(await sha256Of(repo.readVolume('tuesday', 'ns.db'))).to.deep.equal(await expected(shape));
     });
   }
