@@ -12,12 +12,9 @@ export interface Clock {
 
 export const realClock: Clock = {
   now: () => performance.now(),
-  setTimeout: (callback, delayMs) => {
-    const timer = setTimeout(callback, Math.max(0, delayMs));
-    // A pending retry or requeue must not keep a stopping process alive.
-    timer.unref();
-    return timer;
-  },
+  // Timers stay referenced: a sleeping storage call must keep the process alive. Stopped
+  // queues and runners clear their own timers, so they do not hold a stopping process.
+  setTimeout: (callback, delayMs) => setTimeout(callback, Math.max(0, delayMs)),
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
 
