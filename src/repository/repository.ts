@@ -306,7 +306,22 @@ export class BackupRepository {
     const intentBatch = options.intentBatch ?? 16;
     const { lease, declaredBefore } = await this.takeLease(job, volume);
     result.attempt = lease.attempt;
-    let lastRenew = Date.now();
+    let lastRenew = Date.parse(lease.renewedAt);
+    const lostLease = () =>
+      new Error(`backup ${job} volume ${volume}: upload attempt ${lease.attempt} lost its lease (not renewed within ${this.leaseTtlMs} ms, or taken over); retry the upload`);
+    // Renews the lease when due. Throws if it may have lapsed (garbage collection may then
+    // have taken chunks this upload relies on) or another attempt took it over: renewing
+    // blindly would resurrect a lease GC already gave up on.
+    const keepLease = async (force = false): Promise<void> => {
+      const now = this.now().getTime();
+      if (now - lastRenew >= this.leaseTtlMs) throw lostLease();
+      if (!force && now - lastRenew < this.leaseRenewMs) return;
+      const held = await this.tryRecord<Lease>(keys.lease(job, volume));
+      if (held?.attempt !== lease.attempt) throw lostLease();
+      lease.renewedAt = new Date(now).toISOString();
+      await this.store.put(keys.lease(job, volume), encodeRecord(lease));
+      lastRenew = now;
+    };
 
     const volumeHash = startVolumeHash();
     let volumeSha256: string | undefined;
@@ -343,15 +358,11 @@ export class BackupRepository {
     const dispatch = async (pending: Pending[]): Promise<void> => {
       const hashes = await Promise.all(pending.map((p) => p.hashing));
       pending.forEach((p, i) => (p.ref[0] = hashes[i]!));
+      await keepLease();
       // The intent record must be durable before any existence check of its chunks:
       // that order is what lets garbage collection see what this upload relies on.
       const record: IntentRecord = { attempt: lease.attempt, seq: ++seq, chunks: hashes };
       await this.store.put(keys.intent(job, volume, lease.attempt, seq), encodeRecord(record));
-      if (Date.now() - lastRenew >= this.leaseRenewMs) {
-        lease.renewedAt = this.now().toISOString();
-        await this.store.put(keys.lease(job, volume), encodeRecord(lease));
-        lastRenew = Date.now();
-      }
       for (const [i, { data: chunk }] of pending.entries()) {
         const hash = hashes[i]!;
         while (inflight.size >= concurrency) await Promise.race(inflight);
@@ -388,6 +399,17 @@ export class BackupRepository {
       });
     };
 
+    // Renew on a timer too, so a source that stalls longer than the ttl keeps its lease.
+    let renewing: Promise<void> | undefined;
+    const renewTimer = setInterval(() => {
+      renewing ??= keepLease()
+        .catch((err: unknown) => {
+          failure ??= err;
+        })
+        .finally(() => (renewing = undefined));
+    }, this.leaseRenewMs);
+    renewTimer.unref();
+
     try {
       for await (const chunk of chunkStream(data, this.config.chunking)) {
         const ref: ChunkRef = ['', chunk.length];
@@ -399,6 +421,8 @@ export class BackupRepository {
       await handOver();
       volumeSha256 = await volumeHash.digest();
     } finally {
+      clearInterval(renewTimer);
+      await renewing;
       volumeHash.dispose();
       // Never leave writes running behind the caller's back, even on failure.
       await dispatching;
@@ -409,10 +433,7 @@ export class BackupRepository {
 
     // A lease that garbage collection expired no longer protected these chunks: some may
     // be gone, so this attempt must not vouch for them. A retry uploads what is missing.
-    const held = await this.tryRecord<Lease>(keys.lease(job, volume));
-    if (held?.attempt !== lease.attempt) {
-      throw new Error(`backup ${job} volume ${volume}: upload attempt ${lease.attempt} lost its lease (not renewed within ${this.leaseTtlMs} ms, or taken over); retry the upload`);
-    }
+    await keepLease(true);
 
     const manifest: Manifest = {
       format: repositoryFormat,

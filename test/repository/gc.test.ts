@@ -17,19 +17,28 @@ async function chunkCount(repo: BackupRepository): Promise<number> {
   return (await repositoryStats(repo)).chunks;
 }
 
-/** A volume that stops after `first` bytes until `release` is called. */
-function gated(shape: VolumeShape, first: number) {
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
+/** A volume that stops before each of `stops` (byte offsets) until its release is called. */
+function gatedAt(shape: VolumeShape, stops: number[]) {
+  const gates = stops.map(() => {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    return { promise, resolve };
+  });
   async function* bytes() {
     let sent = 0;
     for await (const piece of volumeBytes(shape, 1)) {
-      if (sent >= first) await gate;
+      for (const [i, stop] of stops.entries()) if (sent >= stop) await gates[i]!.promise;
       sent += piece.length;
       yield piece;
     }
   }
-  return { bytes: bytes(), release };
+  return { bytes: bytes(), releases: gates.map((g) => () => g.resolve()) };
+}
+
+/** A volume that stops after `first` bytes until `release` is called. */
+function gated(shape: VolumeShape, first: number) {
+  const { bytes, releases } = gatedAt(shape, [first]);
+  return { bytes, release: releases[0]! };
 }
 
 /** Resolves once the upload reports `n` chunks done. */
@@ -147,6 +156,26 @@ describe('repository retention and garbage collection', function () {
     expect(await repo.listBackups()).to.deep.equal([]);
     await collectGarbage(repo);
     expect(await chunkCount(repo)).to.equal(0);
+  });
+
+  it('keeps protecting an upload that outlives its lease ttl by renewing the lease', async () => {
+    let now = new Date('2026-01-01T00:00:00Z');
+    const repo = await BackupRepository.open((await tempRepository()).store, { now: () => now, leaseTtlMs: 60_000, leaseRenewMs: 30_000 });
+    const mib = 1024 * 1024;
+    const source = gatedAt(shared, [mib / 2, (3 * mib) / 2]);
+    const firstPart = afterChunks(10);
+    const upload = repo.writeVolume('job', { volume: 'ns.a' }, source.bytes, { onProgress: firstPart.onProgress });
+    await firstPart.done;
+    now = new Date('2026-01-01T00:00:40Z');
+    source.releases[0]!(); // the next batch renews the lease (40 s >= 30 s since the last)
+    while ((await repo.listUploads())[0]?.lease?.renewedAt !== now.toISOString()) await new Promise((r) => setImmediate(r));
+    now = new Date('2026-01-01T00:01:20Z'); // 80 s after the start, 40 s after the renewal
+    const g = await collectGarbage(repo);
+    expect(g.expiredUploadsRemoved).to.equal(0);
+    expect(g.chunksDeleted).to.equal(0);
+    source.releases[1]!();
+    await upload;
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
   });
 
   it('stops protecting the chunks of an upload whose lease was not renewed within its ttl', async () => {
