@@ -40,8 +40,8 @@ pinned_version() {
 
 note() { printf 'build-tools: %s\n' "$*" >&2; }
 
-# Kubernetes binaries report their version from ldflags (as upstream's release builds
-# do); without them kubectl and the apiserver call themselves v0.0.0-master.
+# Kubernetes binaries and helm report their version from ldflags (as upstream's release
+# builds do); without them kubectl calls itself v0.0.0-master and helm v4.3.
 ldflags_for() {
   local module="$1" version="$2" flags="-s -w"
   if [[ "${module}" == "k8s.io/kubernetes" ]]; then
@@ -53,6 +53,8 @@ ldflags_for() {
       flags+=" -X ${pkg}.gitMinor=${minor} -X ${pkg}.gitTreeState=clean"
       flags+=" -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
     done
+  elif [[ "${module}" == "helm.sh/helm/v4" ]]; then
+    flags+=" -X helm.sh/helm/v4/internal/version.version=${version} -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
   fi
   printf '%s' "${flags}"
 }
@@ -104,7 +106,7 @@ build_one() {
     # Measured cold on 2 cores: apiserver 3.6 min, controller-manager +1.6, kubectl +0.4;
     # up to 12 min in all on a slower machine.
     kubernetes) note "building ${name} ${version}: a cold build of the three Kubernetes binaries takes 6-12 min on 2 cores (kube-apiserver is the longest); cached afterwards" ;;
-    *) note "building ${name} ${version} (under a minute cold, helm ~3 min; cached afterwards)" ;;
+    *) note "building ${name} ${version} (under a minute cold, helm ~4 min; cached afterwards)" ;;
   esac
   started=${SECONDS}
   # Holding the lock, no build is running: leftovers are from a killed build.

@@ -86,9 +86,8 @@ export interface ControlPlane {
 
 const liveChildren = new Set<ChildProcess>();
 const liveDirs = new Set<string>();
-let exitHooksInstalled = false;
-let stopAllOnSignal: (() => Promise<void>) | undefined;
 const liveStops = new Set<() => Promise<void>>();
+let exitHooksInstalled = false;
 
 function killEverythingSync(): void {
   for (const child of liveChildren) {
@@ -107,9 +106,6 @@ function installExitHooks(): void {
   if (exitHooksInstalled) return;
   exitHooksInstalled = true;
   process.on('exit', killEverythingSync);
-  stopAllOnSignal = async () => {
-    await Promise.allSettled([...liveStops].map((stop) => stop()));
-  };
   for (const [signal, code] of [
     ['SIGINT', 130],
     ['SIGTERM', 143],
@@ -122,7 +118,7 @@ function installExitHooks(): void {
         process.exit(code);
       }
       received = true;
-      void stopAllOnSignal?.().finally(() => {
+      void Promise.allSettled([...liveStops].map((stop) => stop())).finally(() => {
         killEverythingSync();
         process.exit(code);
       });
@@ -459,7 +455,6 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       `--tls-cert-file=${join(pki, 'apiserver.crt')}`,
       `--tls-private-key-file=${join(pki, 'apiserver.key')}`,
       `--client-ca-file=${join(pki, 'ca.crt')}`,
-      `--cert-dir=${join(dataDir, 'apiserver-certs')}`,
       '--service-account-issuer=https://kubernetes.default.svc',
       `--service-account-key-file=${join(pki, 'sa.pub')}`,
       `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
