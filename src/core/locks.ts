@@ -88,6 +88,12 @@ export class HierarchicalLocks {
     return this.acquireMany([{ path, mode }], signal);
   }
 
+  /** Takes all `requests` now if they are free and no earlier waiter conflicts; else undefined (nothing is queued). */
+  tryAcquireMany(requests: Iterable<LockRequest>): LockHandle | undefined {
+    const normalized = normalize(requests);
+    return this.grantable(normalized) ? this.grant(normalized, this.clock.now()) : undefined;
+  }
+
   /** Takes all `requests` at once; see the module comment. */
   acquireMany(requests: Iterable<LockRequest>, signal?: AbortSignal): Promise<LockHandle> {
     if (signal?.aborted) return Promise.reject(signal.reason);

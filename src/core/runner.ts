@@ -1,9 +1,11 @@
 // The controller runner: workers over a WorkQueue. Guarantees:
-// - at most `maxConcurrentReconciles` keys run at once, and never one key twice at once
-//   (the queue hands a key to one worker until `done`);
+// - at most `maxConcurrentReconciles` reconciles run at once, and never one key twice at
+//   once (the queue hands a key out once until `done`);
 // - each run first takes, all at once, the locks its reconciler asks for (in 'serial'
 //   mode: one write lock on the root, i.e. one global lock shared by every controller on
 //   the same HierarchicalLocks), then runs reconcile(key, {signal}) and releases them;
+// - no head-of-line blocking: a key waiting for its locks does not hold a worker, so keys
+//   of other backends go on; up to `maxLockWaiters` keys wait for locks at once;
 // - the result contract is controller-runtime's: ok forgets the backoff; requeueAfter
 //   forgets it and adds the key after the delay; an error retries with per-key backoff; a
 //   TerminalError is logged and not retried;
@@ -46,6 +48,8 @@ export interface ControllerOptions {
   locks: HierarchicalLocks;
   /** Default 10. */
   maxConcurrentReconciles?: number;
+  /** Keys waiting for their locks at once, beside the running ones. Default 4 * maxConcurrentReconciles. */
+  maxLockWaiters?: number;
   /** Default 5 min. */
   reconcileTimeoutMs?: number;
   /** Default 'hierarchical'. */
@@ -69,16 +73,22 @@ export class Controller {
   private readonly reconciler: Reconciler;
   private readonly locks: HierarchicalLocks;
   private readonly maxConcurrent: number;
+  private readonly maxLockWaiters: number;
   private readonly timeoutMs: number;
   private readonly serial: boolean;
   private readonly clock: Clock;
   private readonly metrics?: CoreMetrics;
   private readonly logger: Logger;
   private readonly untrackQueue?: () => void;
-  // Runs in flight (lock wait included); never above maxConcurrent.
-  private active = 0;
-  // Set while the dispatcher waits for a free worker.
-  private workerFreed?: () => void;
+  // Reconciles running (locks held, a worker taken); never above maxConcurrent.
+  private running = 0;
+  // Keys handed out and waiting for their locks; never above maxLockWaiters.
+  private lockWaiting = 0;
+  // Runs holding their locks and waiting for a worker; a finishing run hands its worker
+  // straight to the first, so `running` never overshoots.
+  private readonly workerWaiters: Array<() => void> = [];
+  // Set while the dispatcher waits for room to take another key.
+  private wakeDispatcher?: () => void;
   private dispatcher?: Promise<void>;
 
   constructor(options: ControllerOptions) {
@@ -86,13 +96,14 @@ export class Controller {
     this.reconciler = options.reconciler;
     this.locks = options.locks;
     this.maxConcurrent = options.maxConcurrentReconciles ?? 10;
+    this.maxLockWaiters = options.maxLockWaiters ?? 4 * this.maxConcurrent;
     this.timeoutMs = options.reconcileTimeoutMs ?? 5 * 60_000;
     this.serial = options.concurrency === 'serial';
     this.clock = options.clock ?? realClock;
     this.metrics = options.metrics;
     this.logger = options.logger ?? componentLogger('controller').child({ controller: this.name });
-    if (!(Number.isInteger(this.maxConcurrent) && this.maxConcurrent >= 1)) {
-      throw new RangeError(`maxConcurrentReconciles must be an integer >= 1, got ${this.maxConcurrent}`);
+    for (const [name, value] of [['maxConcurrentReconciles', this.maxConcurrent], ['maxLockWaiters', this.maxLockWaiters]] as const) {
+      if (!(Number.isInteger(value) && value >= 1)) throw new RangeError(`${name} must be an integer >= 1, got ${value}`);
     }
     this.queue = new WorkQueue({
       clock: this.clock,
@@ -116,22 +127,28 @@ export class Controller {
   /** Stops taking keys, drops the ones not started, and resolves once every run in flight has finished. */
   async stop(): Promise<void> {
     this.queue.shutdown();
-    this.workerFreed?.();
+    this.wakeDispatcher?.();
     await this.queue.drain();
     await this.dispatcher;
     this.untrackQueue?.();
   }
 
-  /** Runs in flight now. */
+  /** Reconciles running now. */
   get activeWorkers(): number {
-    return this.active;
+    return this.running;
+  }
+
+  /** Keys waiting for their locks now. */
+  get waitingForLocks(): number {
+    return this.lockWaiting;
   }
 
   private async dispatch(): Promise<void> {
     for (;;) {
-      if (this.active >= this.maxConcurrent) {
-        await new Promise<void>((resolve) => (this.workerFreed = resolve));
-        this.workerFreed = undefined;
+      // Take a key only if it could run at once were its locks free, and lock waiters are within bounds.
+      if (this.running + this.workerWaiters.length >= this.maxConcurrent || this.lockWaiting >= this.maxLockWaiters) {
+        await new Promise<void>((resolve) => (this.wakeDispatcher = resolve));
+        this.wakeDispatcher = undefined;
         continue;
       }
       const key = await this.queue.get();
@@ -142,14 +159,28 @@ export class Controller {
 
   private async process(key: string): Promise<void> {
     const started = this.clock.now();
-    this.setActive(this.active + 1);
     const logger = this.logger.child({ key });
     const abort = new AbortController();
     const timer = this.clock.setTimeout(() => abort.abort(new ReconcileTimeoutError(`reconcile of ${key} timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
     let handle: LockHandle | undefined;
+    let hasWorker = false;
     let result: ReconcileResultLabel = 'error';
     try {
-      handle = await this.locks.acquireMany(this.serial ? GLOBAL_LOCK : this.reconciler.locksFor(key), abort.signal);
+      const requests = this.serial ? GLOBAL_LOCK : this.reconciler.locksFor(key);
+      handle = this.locks.tryAcquireMany(requests);
+      if (!handle) {
+        // Busy locks: wait without a worker, so keys of other branches run meanwhile.
+        this.lockWaiting++;
+        try {
+          handle = await this.locks.acquireMany(requests, abort.signal);
+        } finally {
+          this.lockWaiting--;
+          this.wakeDispatcher?.();
+        }
+      }
+      await this.takeWorker();
+      hasWorker = true;
+      if (abort.signal.aborted) throw abort.signal.reason;
       const outcome = await this.reconciler.reconcile(key, { signal: abort.signal, logger, locks: handle });
       this.queue.forget(key);
       if (outcome && outcome.requeueAfterMs !== undefined) {
@@ -173,13 +204,28 @@ export class Controller {
       this.queue.done(key);
       this.metrics?.reconcileTotal.inc({ controller: this.name, result });
       this.metrics?.reconcileTime.observe({ controller: this.name }, (this.clock.now() - started) / 1000);
-      this.setActive(this.active - 1);
-      this.workerFreed?.();
+      if (hasWorker) this.releaseWorker();
+      this.wakeDispatcher?.();
     }
   }
 
-  private setActive(active: number): void {
-    this.active = active;
-    this.metrics?.activeWorkers.set({ controller: this.name }, active);
+  private takeWorker(): Promise<void> | void {
+    if (this.running < this.maxConcurrent) {
+      this.setRunning(this.running + 1);
+      return;
+    }
+    return new Promise((resolve) => this.workerWaiters.push(resolve));
+  }
+
+  /** Hands the worker to the first run waiting for one, or frees it. */
+  private releaseWorker(): void {
+    const next = this.workerWaiters.shift();
+    if (next) next();
+    else this.setRunning(this.running - 1);
+  }
+
+  private setRunning(running: number): void {
+    this.running = running;
+    this.metrics?.activeWorkers.set({ controller: this.name }, running);
   }
 }

@@ -161,6 +161,20 @@ describe('core/locks', () => {
     expect(locks.waiting).to.equal(0);
   });
 
+  it('tryAcquireMany grants only what acquire would grant now, and queues nothing otherwise', async () => {
+    const reader = await hold('backends/a', 'read');
+    const writer = await request('backends/a', 'write');
+    // Compatible with the holder, but a writer waits first: fairness says no.
+    expect(locks.tryAcquireMany([{ path: p('backends/a/volumes/n.v'), mode: 'read' }])).to.equal(undefined);
+    expect(locks.waiting).to.equal(1);
+    const other = locks.tryAcquireMany([{ path: p('backends/b'), mode: 'write' }]);
+    expect(other).to.not.equal(undefined);
+    other!.release();
+    reader.release();
+    await settle();
+    expect(writer.settled).to.equal(true);
+  });
+
   it('an already aborted signal rejects without waiting', async () => {
     const abort = new AbortController();
     abort.abort(new Error('late'));

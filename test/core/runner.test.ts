@@ -224,6 +224,29 @@ describe('core/runner', () => {
     expect(h.keysOf(3)).to.deep.equal(['backends/a']);
   });
 
+  it('keys waiting for busy locks do not hold workers: other backends go on (no head-of-line blocking)', async () => {
+    const h = harness({ maxConcurrentReconciles: 2 });
+    const backendWrite = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
+    for (let i = 0; i < 5; i++) h.controller.enqueue(`backends/a/volumes/n.v${i}`);
+    h.controller.enqueue('backends/b/volumes/n.v0');
+    h.controller.enqueue('backends/c/volumes/n.v0');
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/b/volumes/n.v0', 'backends/c/volumes/n.v0']);
+    expect(h.controller.waitingForLocks).to.equal(5);
+    backendWrite.release();
+    h.runs[0].gate.resolve();
+    await settle();
+    // Granted runs still wait for a worker: never more than two at once.
+    expect(h.running).to.equal(2);
+    for (let i = 1; i < 7; i++) {
+      h.runs[i].gate.resolve();
+      await settle();
+    }
+    expect(h.runs).to.have.length(7);
+    expect(h.peak).to.equal(2);
+    expect(h.controller.activeWorkers).to.equal(0);
+  });
+
   it('serial mode never runs two at once, even on different backends', async () => {
     const h = harness({ concurrency: 'serial' });
     for (const key of ['backends/a', 'backends/b', 'backends/c/volumes/n.v']) h.controller.enqueue(key);

@@ -89,8 +89,12 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
   const backendOf = (path: HierarchyPath) => Number(path.segments[1]?.slice(1) ?? pick([0, 1, 2, 3]));
 
   /** Shared body of every reconcile: checks exclusion, does storage work, fails at random. */
-  const reconcile = (controller: string) => async (key: string, context: ReconcileContext, work: () => Promise<void>) => {
+  const runningPerController = new Map<string, number>();
+  const reconcile = (controller: string, maxConcurrent: number) => async (key: string, context: ReconcileContext, work: () => Promise<void>) => {
     const id = `${controller}/${key}`;
+    const concurrent = (runningPerController.get(controller) ?? 0) + 1;
+    runningPerController.set(controller, concurrent);
+    if (concurrent > maxConcurrent) throw violate(`${controller}: ${concurrent} reconciles at once, over ${maxConcurrent}`);
     if (running.has(id)) throw violate(`two workers on ${id} at once`);
     running.add(id);
     lastStart.set(id, seq++);
@@ -120,12 +124,13 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
     } finally {
       holds.delete(owner);
       running.delete(id);
+      runningPerController.set(controller, runningPerController.get(controller)! - 1);
     }
   };
 
   const common = { clock, locks, logger, reconcileTimeoutMs: 2000, retry: { baseMs: 10, capMs: 500, qps: 1000, burst: 1000 } };
   const make = (name: string, concurrency: ConcurrencyMode, maxConcurrentReconciles: number, locksFor: (key: string) => LockRequest[], work: (key: string, signal: AbortSignal) => Promise<void>) => {
-    const body = reconcile(name);
+    const body = reconcile(name, maxConcurrentReconciles);
     return new Controller({
       ...common,
       name,
