@@ -49,8 +49,9 @@ export async function verifyRepository(repo: BackupRepository, options: VerifyOp
     }
 
     const todo = manifest.chunks.map(([hash, size], index) => ({ hash, size, index })).filter((c) => !checked.has(c.hash));
+    let next = 0;
     const worker = async (): Promise<void> => {
-      for (let c = todo.shift(); c; c = todo.shift()) {
+      for (let c = todo[next++]; c; c = todo[next++]) {
         if (checked.has(c.hash)) continue;
         checked.set(c.hash, undefined);
         const r = await repo.readChunk(c.hash, c.size);

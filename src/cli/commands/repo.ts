@@ -24,7 +24,8 @@ function mib(bytes: number): string {
 }
 
 function progressPrinter(quiet: boolean): (text: string) => void {
-  let last = 0;
+  // The first line comes after a second of work: quick runs print no progress at all.
+  let last = Date.now();
   return (text) => {
     if (quiet) return;
     const now = Date.now();
@@ -87,15 +88,15 @@ export async function run(argv: string[]): Promise<number> {
       print(
         s,
         [
-          `backups            ${s.backups} (${s.completeBackups} complete)`,
-          `manifests          ${s.manifests}`,
-          `chunks             ${s.chunks} (${s.referencedChunks} referenced, ${s.unreferencedChunks} unreferenced)`,
-          `logical bytes      ${s.logicalBytes} (${mib(s.logicalBytes)})`,
-          `unique bytes       ${s.uniqueBytes} (${mib(s.uniqueBytes)})`,
-          `stored bytes       ${s.storedBytes} (${mib(s.storedBytes)})`,
-          `dedup ratio        ${s.dedupRatio.toFixed(2)}`,
-          `compression ratio  ${s.compressionRatio.toFixed(2)}`,
-          `uploads in progress ${s.uploadsInProgress}`,
+          `backups              ${s.backups} (${s.completeBackups} complete)`,
+          `manifests            ${s.manifests}`,
+          `chunks               ${s.chunks} (${s.referencedChunks} referenced, ${s.unreferencedChunks} unreferenced)`,
+          `logical bytes        ${s.logicalBytes} (${mib(s.logicalBytes)})`,
+          `unique bytes         ${s.uniqueBytes} (${mib(s.uniqueBytes)})`,
+          `stored bytes         ${s.storedBytes} (${mib(s.storedBytes)})`,
+          `dedup ratio          ${s.dedupRatio.toFixed(2)}`,
+          `compression ratio    ${s.compressionRatio.toFixed(2)}`,
+          `uploads in progress  ${s.uploadsInProgress}`,
           '',
         ].join('\n'),
       );
