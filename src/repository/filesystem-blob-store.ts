@@ -102,13 +102,18 @@ export class FilesystemBlobStore implements BlobStore {
   }
 
   async move(from: string, to: string): Promise<boolean> {
+    const source = this.pathOf(from);
     const target = this.pathOf(to);
     await this.ensureDir(dirname(target));
     try {
-      await rename(this.pathOf(from), target);
+      await rename(source, target);
     } catch (err) {
-      if (isErrno(err, 'ENOENT')) return false;
-      throw err;
+      if (!isErrno(err, 'ENOENT')) throw err;
+      if (!(await this.has(from))) return false;
+      // The source is there, so the target's folder went (another store pruned it).
+      this.knownDirs.delete(dirname(target));
+      await this.ensureDir(dirname(target));
+      await rename(source, target);
     }
     await fsyncDir(dirname(target));
     return true;
