@@ -198,6 +198,7 @@ export class WorkQueue {
     this.delayed.clear();
     for (const key of this.dirty.keys()) if (!this.processing.has(key)) this.dirty.delete(key);
     this.clearReady();
+    this.metrics?.depth(0);
     for (let getter = this.getters.shift(); getter; getter = this.getters.shift()) getter(undefined);
     if (this.processing.size === 0) this.wakeDrainers();
   }

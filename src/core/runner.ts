@@ -12,7 +12,8 @@
 // - a run past its timeout gets its signal aborted and counts as a failure, but keeps its
 //   locks and its worker until the reconcile really settles: no operation is cut in half,
 //   and no second run of the key can overlap it;
-// - nothing a reconciler throws stops the dispatcher; `stop` drains the runs in flight.
+// - nothing a reconciler throws stops the dispatcher; `stop` lets running reconciles finish
+//   and drops keys that have not started yet (still waiting for locks or a worker).
 import { componentLogger, type Logger } from '../log.js';
 import type { RetryLimiterOptions } from './backoff.js';
 import { RetryLimiter } from './backoff.js';
@@ -67,6 +68,11 @@ export class ReconcileTimeoutError extends Error {
 
 const GLOBAL_LOCK: readonly LockRequest[] = [{ path: HierarchyPath.root, mode: 'write' }];
 
+/** The reason runs that have not started are dropped with at `stop`; never logged as a failure. */
+class ControllerStopping extends Error {
+  override readonly name = 'ControllerStopping';
+}
+
 export class Controller {
   readonly name: string;
   readonly queue: WorkQueue;
@@ -90,6 +96,8 @@ export class Controller {
   // Set while the dispatcher waits for room to take another key.
   private wakeDispatcher?: () => void;
   private dispatcher?: Promise<void>;
+  // Aborted by `stop`: runs that have not started give up instead of starting.
+  private readonly stopping = new AbortController();
 
   constructor(options: ControllerOptions) {
     this.name = options.name;
@@ -126,6 +134,7 @@ export class Controller {
 
   /** Stops taking keys, drops the ones not started, and resolves once every run in flight has finished. */
   async stop(): Promise<void> {
+    this.stopping.abort(new ControllerStopping(`controller ${this.name} is stopping`));
     this.queue.shutdown();
     this.wakeDispatcher?.();
     await this.queue.drain();
@@ -164,7 +173,7 @@ export class Controller {
     const timer = this.clock.setTimeout(() => abort.abort(new ReconcileTimeoutError(`reconcile of ${key} timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
     let handle: LockHandle | undefined;
     let hasWorker = false;
-    let result: ReconcileResultLabel = 'error';
+    let result: ReconcileResultLabel | undefined = 'error';
     try {
       const requests = this.serial ? GLOBAL_LOCK : this.reconciler.locksFor(key);
       handle = this.locks.tryAcquireMany(requests);
@@ -172,7 +181,7 @@ export class Controller {
         // Busy locks: wait without a worker, so keys of other branches run meanwhile.
         this.lockWaiting++;
         try {
-          handle = await this.locks.acquireMany(requests, abort.signal);
+          handle = await this.locks.acquireMany(requests, AbortSignal.any([abort.signal, this.stopping.signal]));
         } finally {
           this.lockWaiting--;
           this.wakeDispatcher?.();
@@ -180,6 +189,7 @@ export class Controller {
       }
       await this.takeWorker();
       hasWorker = true;
+      if (this.stopping.signal.aborted) throw this.stopping.signal.reason;
       if (abort.signal.aborted) throw abort.signal.reason;
       const outcome = await this.reconciler.reconcile(key, { signal: abort.signal, logger, locks: handle });
       this.queue.forget(key);
@@ -190,11 +200,15 @@ export class Controller {
         result = 'success';
       }
     } catch (error) {
-      this.metrics?.reconcileErrors.inc({ controller: this.name });
-      if (isTerminal(error)) {
+      if (error instanceof ControllerStopping) {
+        result = undefined;
+        logger.debug('not started before the controller stopped; the next start picks it up');
+      } else if (isTerminal(error)) {
+        this.metrics?.reconcileErrors.inc({ controller: this.name });
         this.queue.forget(key);
         logger.error({ err: error }, `reconcile failed for good, not retrying: ${String(error)}`);
       } else {
+        this.metrics?.reconcileErrors.inc({ controller: this.name });
         this.queue.addRateLimited(key);
         logger.warn({ err: error, retries: this.queue.numRequeues(key) }, `reconcile failed, will retry: ${String(error)}`);
       }
@@ -202,8 +216,10 @@ export class Controller {
       this.clock.clearTimeout(timer);
       handle?.release();
       this.queue.done(key);
-      this.metrics?.reconcileTotal.inc({ controller: this.name, result });
-      this.metrics?.reconcileTime.observe({ controller: this.name }, (this.clock.now() - started) / 1000);
+      if (result) {
+        this.metrics?.reconcileTotal.inc({ controller: this.name, result });
+        this.metrics?.reconcileTime.observe({ controller: this.name }, (this.clock.now() - started) / 1000);
+      }
       if (hasWorker) this.releaseWorker();
       this.wakeDispatcher?.();
     }

@@ -260,6 +260,24 @@ describe('core/runner', () => {
     expect(h.peak).to.equal(1);
   });
 
+  it('stop drops keys still waiting for locks or a worker, without running them', async () => {
+    const h = harness({ maxConcurrentReconciles: 1 });
+    const busy = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
+    h.controller.enqueue('backends/a/volumes/n.v');
+    h.controller.enqueue('backends/b');
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/b']);
+    expect(h.controller.waitingForLocks).to.equal(1);
+    const stopping = h.controller.stop();
+    h.runs[0].gate.resolve();
+    await stopping;
+    busy.release();
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/b']);
+    expect(h.locks.waiting).to.equal(0);
+    expect(h.locks.nodeCount()).to.equal(0);
+  });
+
   it('stop drains: in-flight runs finish, queued keys and later adds are dropped', async () => {
     const h = harness({ maxConcurrentReconciles: 1 });
     h.controller.enqueue('a');
