@@ -84,15 +84,17 @@ export interface ControlPlane {
 // Process-exit safety net: whatever is still registered here is killed and removed when
 // the Node process exits, however it exits short of SIGKILL.
 
-const liveChildren = new Set<ChildProcess>();
+// Each live child with the signal that ends it at once: SIGKILL for the components, SIGTERM
+// for hack/build-tools.sh, whose trap then stops `go build` and removes the partial build.
+const liveChildren = new Map<ChildProcess, NodeJS.Signals>();
 const liveDirs = new Set<string>();
 const liveStops = new Set<() => Promise<void>>();
 let exitHooksInstalled = false;
 
 function killEverythingSync(): void {
-  for (const child of liveChildren) {
+  for (const [child, signal] of liveChildren) {
     try {
-      child.kill('SIGKILL');
+      child.kill(signal);
     } catch {
       // already gone
     }
@@ -155,7 +157,7 @@ class Component {
     const child = spawn(command, args, { stdio: ['ignore', log, log] });
     closeSync(log);
     this.child = child;
-    liveChildren.add(child);
+    liveChildren.set(child, 'SIGKILL');
     if (child.pid !== undefined) this.everStarted.add(child.pid);
     this.exited = new Promise((resolveExit) => {
       child.once('exit', () => {
@@ -199,8 +201,12 @@ export async function ensureTools<T extends ToolName>(
   progress: (line: string) => void = defaultProgress,
 ): Promise<Record<T, string>> {
   const script = join(repoRoot, 'hack', 'build-tools.sh');
-  const child = spawn('bash', [script, ...names], { stdio: ['ignore', 'pipe', 'pipe'] });
-  liveChildren.add(child);
+  // If this process dies outright, the kernel sends the script SIGTERM, so its trap still runs.
+  const [command, args] = setprivAvailable
+    ? ['setpriv', ['--pdeathsig', 'TERM', '--', 'bash', script, ...names]]
+    : ['bash', [script, ...names]];
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  liveChildren.set(child, 'SIGTERM');
   let stdout = '';
   let stderrTail = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -616,7 +622,7 @@ async function collectionsOf(dir: string): Promise<string[]> {
 export function runKubectl(binary: string, args: string[], options: KubectlOptions = {}): Promise<KubectlResult> {
   return new Promise((resolveResult, reject) => {
     const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    liveChildren.add(child);
+    liveChildren.set(child, 'SIGKILL');
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));

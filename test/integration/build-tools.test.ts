@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../../src/testing/control-plane.js';
+import { eventually } from '../support/eventually.js';
 
 const script = join(repoRoot, 'hack', 'build-tools.sh');
 
@@ -65,4 +66,21 @@ describe('hack/build-tools.sh @integration', function () {
       expect(readdirSync(toolsDir).filter((f) => f.startsWith('.building'))).to.deep.equal([]);
     });
   }
+
+  it('stops the build and leaves nothing when the Node process running the harness is SIGKILLed', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'test', 'support', 'ensure-tools-child.ts'), 'csi-sanity'], {
+      env: { ...process.env, TRELLIS_TOOLS_DIR: toolsDir },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await new Promise<void>((resolveStarted) => {
+      child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+        if (chunk.includes('building csi-sanity')) resolveStarted();
+      });
+    });
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('close', r));
+    // The script gets SIGTERM from the kernel (pdeathsig) and its trap removes the partial build.
+    await eventually('the orphaned build to clean up', () => readdirSync(toolsDir).every((f) => !f.startsWith('.building')), 30_000);
+    expect(existsSync(join(toolsDir, 'csi-sanity-v5.6.0'))).to.equal(false);
+  });
 });
