@@ -48,7 +48,7 @@ export function createCoreMetrics(registry: Registry): CoreMetrics {
   const queueDuration = new Histogram({ name: 'workqueue_queue_duration_seconds', help: 'How long in seconds an item stays in workqueue before being requested', labelNames: queueLabels, buckets: queueDurationBuckets, registers });
   const workDuration = new Histogram({ name: 'workqueue_work_duration_seconds', help: 'How long in seconds processing an item from workqueue takes', labelNames: queueLabels, buckets: queueDurationBuckets, registers });
   const retries = new Counter({ name: 'workqueue_retries_total', help: 'Total number of retries handled by workqueue', labelNames: queueLabels, registers });
-  new Gauge({
+  const unfinished = new Gauge({
     name: 'workqueue_unfinished_work_seconds',
     help: 'How many seconds of work has been done that is in progress and hasn\'t been observed by work_duration. Large values indicate stuck threads.',
     labelNames: queueLabels,
@@ -57,7 +57,7 @@ export function createCoreMetrics(registry: Registry): CoreMetrics {
       for (const [name, queue] of tracked) this.set({ name, controller: name }, queue.processingAges().total);
     },
   });
-  new Gauge({
+  const longestRunning = new Gauge({
     name: 'workqueue_longest_running_processor_seconds',
     help: 'How many seconds has the longest running processor for workqueue been running.',
     labelNames: queueLabels,
@@ -97,7 +97,11 @@ export function createCoreMetrics(registry: Registry): CoreMetrics {
     trackQueue(name, queue) {
       tracked.set(name, queue);
       return () => {
-        if (tracked.get(name) === queue) tracked.delete(name);
+        if (tracked.get(name) !== queue) return;
+        tracked.delete(name);
+        // A stopped queue's last values would otherwise be scraped forever.
+        unfinished.remove({ name, controller: name });
+        longestRunning.remove({ name, controller: name });
       };
     },
     lockObserver: { waited: (mode, seconds) => lockWait.observe({ mode }, seconds) },

@@ -170,9 +170,13 @@ export class Controller {
     const started = this.clock.now();
     const logger = this.logger.child({ key });
     const abort = new AbortController();
-    const timer = this.clock.setTimeout(() => abort.abort(new ReconcileTimeoutError(`reconcile of ${key} timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
-    let handle: LockHandle | undefined;
     let hasWorker = false;
+    const timer = this.clock.setTimeout(() => {
+      abort.abort(new ReconcileTimeoutError(`reconcile of ${key} timed out after ${this.timeoutMs} ms`));
+      // Visible so that a reconciler ignoring its signal (and so keeping its locks) is found.
+      if (hasWorker) logger.warn(`reconcile still running after its ${this.timeoutMs} ms timeout; signal aborted, locks kept until it returns`);
+    }, this.timeoutMs);
+    let handle: LockHandle | undefined;
     let result: ReconcileResultLabel | undefined = 'error';
     try {
       const requests = this.serial ? GLOBAL_LOCK : this.reconciler.locksFor(key);

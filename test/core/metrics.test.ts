@@ -74,5 +74,7 @@ describe('core/metrics', () => {
     expect(text).to.contain('trellis_backend_inflight_operations{backend="array-a"} 0');
     expect(text).to.contain('trellis_backend_operation_duration_seconds_count{backend="array-a",operation="create",result="success"} 1');
     expect(text).not.to.contain('n.v1');
+    // A stopped controller's queue no longer reports running work.
+    expect(text).not.to.contain('workqueue_longest_running_processor_seconds{');
   });
 });
