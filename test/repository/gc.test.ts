@@ -3,7 +3,6 @@ import {
   BackupRepository,
   collectGarbage,
   FilesystemBlobStore,
-  repositoryStats,
   verifyRepository,
 } from '../../src/repository/index.js';
 import { keys } from '../../src/repository/format.js';
@@ -14,7 +13,9 @@ const shared: VolumeShape = { seed: 1, size: 2 * 1024 * 1024, kind: 'random' };
 const onlyOld: VolumeShape = { seed: 2, size: 1024 * 1024, kind: 'random' };
 
 async function chunkCount(repo: BackupRepository): Promise<number> {
-  return (await repositoryStats(repo)).chunks;
+  let n = 0;
+  for await (const _key of repo.store.list(keys.chunkFolder)) n++;
+  return n;
 }
 
 /** A volume that stops before each of `stops` (byte offsets) until its release is called. */
@@ -127,6 +128,20 @@ describe('repository retention and garbage collection', function () {
     expect(g.chunksKeptForUploads).to.equal(g.candidates);
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
     expect(await sha256Of(repo.readVolume('new', 'ns.a'))).to.deep.equal(await expected(shared));
+  });
+
+  it('refuses to collect anything while a manifest cannot be read', async () => {
+    const repo = await tempRepository();
+    await backUp(repo, 'keep', 'ns.a', shared);
+    await backUp(repo, 'old', 'ns.b', onlyOld);
+    await repo.deleteBackup('old');
+    const before = await chunkCount(repo);
+    await repo.store.put(keys.manifest('keep', 'ns.a'), Buffer.from('{"torn'));
+    let error: Error | undefined;
+    await collectGarbage(repo).catch((e: Error) => (error = e));
+    expect(error?.message).to.include('backups/keep/volumes/ns.a.json');
+    expect(await chunkCount(repo)).to.equal(before);
+    expect((await verifyRepository(repo)).problems.map((p) => p.problem)).to.deep.equal(['manifest']);
   });
 
   it('puts back what a killed GC run left in the trash', async () => {
