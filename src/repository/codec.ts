@@ -38,15 +38,23 @@ async function compress(codec: CodecName, data: Buffer): Promise<Buffer> {
 
 const sampleSize = 64 * 1024;
 
+/** Order-0 entropy above 7.9 bits per byte: random, encrypted or already compressed. */
+function looksIncompressible(sample: Buffer): boolean {
+  const counts = new Uint32Array(256);
+  for (let i = 0; i < sample.length; i++) counts[sample[i]!]!++;
+  let bits = 0;
+  for (const n of counts) if (n > 0) bits -= n * Math.log2(n / sample.length);
+  return bits / sample.length > 7.9;
+}
+
 /** Encodes a chunk for storage: one codec byte, then the (possibly compressed) payload. */
 export async function encodeChunk(codec: CodecName, data: Buffer): Promise<Buffer> {
   let used: CodecName = codec;
-  // Already-compressed or encrypted data is common in volumes: a sample that does not
-  // shrink spares compressing the whole chunk only to throw the result away.
-  if (codec !== 'none' && data.length >= 4 * sampleSize) {
-    const sample = await compress(codec, data.subarray(0, sampleSize));
-    if (sample.length >= sampleSize * 0.98) used = 'none';
-  }
+  // Already-compressed or encrypted data is common in volumes: a sample whose bytes are
+  // near-uniformly distributed spares compressing the whole chunk only to throw the
+  // result away. (A histogram, not a trial compression: each zstd call sets up a fresh
+  // context, which costs more than the sample's compression itself.)
+  if (codec !== 'none' && data.length >= 4 * sampleSize && looksIncompressible(data.subarray(0, sampleSize))) used = 'none';
   let payload = used === 'none' ? data : await compress(codec, data);
   if (payload.length >= data.length) {
     used = 'none';
