@@ -112,6 +112,10 @@ export interface UploadState {
 
 export type ChunkReadResult = { ok: true; data: Buffer } | { ok: false; problem: IntegrityProblem; detail: string };
 
+function corruptChunk(actual: string): ChunkReadResult & { ok: false } {
+  return { ok: false, problem: 'corrupt', detail: `is corrupt: its content hashes to ${actual}` };
+}
+
 /** SHA-256 on the libuv thread pool (WebCrypto), so chunks read ahead are verified in parallel. */
 async function hashOffThread(data: Buffer): Promise<string> {
   return Buffer.from(await subtle.digest('SHA-256', data)).toString('hex');
@@ -542,6 +546,14 @@ export class BackupRepository {
 
   /** Reads one stored chunk and checks its codec, size and hash. */
   async readChunk(hash: string, size: number): Promise<ChunkReadResult> {
+    const r = await this.fetchChunk(hash, size);
+    if (!r.ok) return r;
+    const actual = await hashOffThread(r.data);
+    return actual === hash ? r : corruptChunk(actual);
+  }
+
+  /** Reads and decodes one chunk and checks its size; the caller checks its hash. */
+  private async fetchChunk(hash: string, size: number): Promise<ChunkReadResult> {
     let stored: Buffer;
     try {
       stored = await this.store.get(keys.chunk(hash));
@@ -556,8 +568,6 @@ export class BackupRepository {
       return { ok: false, problem: 'corrupt', detail: `does not decode: ${(err as Error).message}` };
     }
     if (data.length !== size) return { ok: false, problem: 'corrupt', detail: `has ${data.length} bytes, the manifest says ${size}` };
-    const actual = await hashOffThread(data);
-    if (actual !== hash) return { ok: false, problem: 'corrupt', detail: `is corrupt: its content hashes to ${actual}` };
     return { ok: true, data };
   }
 
@@ -578,11 +588,15 @@ export class BackupRepository {
       offsets.push(offset);
       offset += size;
     }
+    const fault = (index: number, r: ChunkReadResult & { ok: false }) => {
+      const [hash] = manifest.chunks[index]!;
+      return new RepositoryIntegrityError(r.problem, job, volume, `chunk ${r.detail}`, { hash, index, offset: offsets[index]!, key: keys.chunk(hash) });
+    };
     const load = async (index: number): Promise<Buffer> => {
       const [hash, size] = manifest.chunks[index]!;
-      const r = await this.readChunk(hash, size);
+      const r = await this.fetchChunk(hash, size);
       if (r.ok) return r.data;
-      throw new RepositoryIntegrityError(r.problem, job, volume, `chunk ${r.detail}`, { hash, index, offset: offsets[index]!, key: keys.chunk(hash) });
+      throw fault(index, r);
     };
     const pending: Promise<Buffer>[] = [];
     const schedule = (index: number): void => {
@@ -599,7 +613,10 @@ export class BackupRepository {
       for (let i = 0; i < manifest.chunks.length; i++) {
         const data = await pending.shift()!;
         schedule(i + readAhead);
-        await hash.update(data);
+        // The worker hashes the chunk for the volume's checksum and returns the chunk's
+        // own hash in the same pass; it is checked before a byte of the chunk goes out.
+        const actual = await hash.update(data);
+        if (actual !== manifest.chunks[i]![0]) throw fault(i, corruptChunk(actual));
         total += data.length;
         yield data;
       }
