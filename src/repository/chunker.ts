@@ -33,9 +33,11 @@ export function validateChunkerOptions(o: ChunkerOptions): void {
 // The gear table is part of the repository format: changing it changes every cut point
 // and so breaks deduplication against existing backups. It is derived from SHA-256 so it
 // is reproducible from this one line rather than a 256-entry literal.
-const gear: Uint32Array = (() => {
-  const table = new Uint32Array(256);
-  for (let i = 0; i < 256; i++) table[i] = createHash('sha256').update(`trellis-gear-${i}`).digest().readUInt32BE(0);
+// Stored as int32 so the hot loop stays in small-integer arithmetic (the sums wrap the
+// same way as with uint32, so cut points do not depend on it).
+const gear: Int32Array = (() => {
+  const table = new Int32Array(256);
+  for (let i = 0; i < 256; i++) table[i] = createHash('sha256').update(`trellis-gear-${i}`).digest().readInt32BE(0);
   return table;
 })();
 

@@ -63,6 +63,12 @@ describe('content-defined chunker', () => {
     expect(fresh.length).to.be.at.most(3);
   });
 
+  it('keeps its cut points: they are part of the repository format (dedup against old backups)', async () => {
+    const sizes = (await collect(volumeBytes({ seed: 1, size: 1 << 20, kind: 'random' }))).map((c) => c.length);
+    expect(sizes).to.have.length(114);
+    expect(sizes.slice(0, 12)).to.deep.equal([13988, 8433, 3288, 9795, 12066, 9993, 11396, 9064, 13669, 10926, 8401, 6757]);
+  });
+
   it('yields nothing for an empty stream and rejects impossible sizes', async () => {
     expect(await collect(pieces(Buffer.alloc(0), [1]))).to.deep.equal([]);
     let error: Error | undefined;
