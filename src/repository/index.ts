@@ -13,6 +13,7 @@ export { collectGarbage, type GcOptions, type GcResult } from './gc.js';
 export { repositoryStats, verifyRepository, type RepositoryStats, type VerifyProblem, type VerifyResult } from './inspect.js';
 export {
   BackupRepository,
+  LostLeaseError,
   type BackupSummary,
   type CreateOptions,
   type RepositoryOptions,

@@ -112,6 +112,11 @@ export interface UploadState {
 
 export type ChunkReadResult = { ok: true; data: Buffer } | { ok: false; problem: IntegrityProblem; detail: string };
 
+/** The upload's lease lapsed or was taken over; the upload may be retried. */
+export class LostLeaseError extends Error {
+  override name = 'LostLeaseError';
+}
+
 function corruptChunk(actual: string): ChunkReadResult & { ok: false } {
   return { ok: false, problem: 'corrupt', detail: `is corrupt: its content hashes to ${actual}` };
 }
@@ -261,7 +266,9 @@ export class BackupRepository {
     await this.store.delete(keys.index(job));
     let manifests = 0;
     for (const volume of await this.listVolumes(job)) if (await this.store.delete(keys.manifest(job, volume))) manifests++;
-    for await (const key of this.store.list(keys.jobUploads(job))) await this.store.delete(key);
+    const uploads = new Set<string>();
+    for await (const key of this.store.list(keys.jobUploads(job))) uploads.add(key.split('/')[2]!);
+    for (const volume of uploads) await this.removeUpload(job, volume);
     await this.store.delete(keys.job(job));
     await this.store.pruneEmptyFolders?.(keys.backup(job));
     await this.store.pruneEmptyFolders?.(keys.jobUploads(job));
@@ -312,7 +319,7 @@ export class BackupRepository {
     result.attempt = lease.attempt;
     let lastRenew = Date.parse(lease.renewedAt);
     const lostLease = () =>
-      new Error(`backup ${job} volume ${volume}: upload attempt ${lease.attempt} lost its lease (not renewed within ${this.leaseTtlMs} ms, or taken over); retry the upload`);
+      new LostLeaseError(`backup ${job} volume ${volume}: upload attempt ${lease.attempt} lost its lease (not renewed within ${this.leaseTtlMs} ms, or taken over); retry the upload`);
     // Renews the lease when due. Throws if it may have lapsed (garbage collection may then
     // have taken chunks this upload relies on) or another attempt took it over: renewing
     // blindly would resurrect a lease GC already gave up on.
@@ -424,6 +431,8 @@ export class BackupRepository {
       }
       await handOver();
       volumeSha256 = await volumeHash.digest();
+    } catch (err) {
+      failure ??= err;
     } finally {
       clearInterval(renewTimer);
       await renewing;
@@ -433,11 +442,15 @@ export class BackupRepository {
       for (const p of batch) await p.hashing.catch(() => undefined);
       while (inflight.size > 0) await Promise.race(inflight);
     }
-    if (failure) throw failure;
-
     // A lease that garbage collection expired no longer protected these chunks: some may
     // be gone, so this attempt must not vouch for them. A retry uploads what is missing.
-    await keepLease(true);
+    if (!failure) await keepLease(true).catch((err: unknown) => (failure = err));
+    if (failure) {
+      // A lost lease leaves this attempt's intents without an owner; they would only hold
+      // chunks back from garbage collection until they age out, so remove them now.
+      if (failure instanceof LostLeaseError) await this.removeIntents(job, volume, lease.attempt);
+      throw failure;
+    }
 
     const manifest: Manifest = {
       format: repositoryFormat,
@@ -492,6 +505,13 @@ export class BackupRepository {
     return { lease, declaredBefore };
   }
 
+  /** Removes the intent records one attempt of an upload wrote. */
+  private async removeIntents(job: string, volume: string, attempt: number): Promise<void> {
+    const prefix = keys.intent(job, volume, attempt, 0).replace(/-0+\.json$/, '-');
+    for await (const key of this.store.list(keys.upload(job, volume))) if (key.startsWith(prefix)) await this.store.delete(key);
+    await this.store.pruneEmptyFolders?.(keys.upload(job, volume));
+  }
+
   /** Removes an upload's intents and then its lease. */
   async removeUpload(job: string, volume: string): Promise<void> {
     const leaseKey = keys.lease(job, volume);
@@ -514,9 +534,16 @@ export class BackupRepository {
     const now = this.now().getTime();
     for (const state of uploads.values()) {
       state.lease = await this.tryRecord<Lease>(keys.lease(state.job, state.volume));
-      // Intents without a lease belong to an upload being removed: keep treating them
-      // as active (the safe side) until they are gone.
-      state.active = state.lease === undefined || now - Date.parse(state.lease.renewedAt) < this.leaseTtlMs;
+      if (state.lease) {
+        state.active = now - Date.parse(state.lease.renewedAt) < this.leaseTtlMs;
+        continue;
+      }
+      // Intents without a lease belong to an upload being removed, or to one that lost
+      // its lease while a batch was in flight: they protect (the safe side) until the
+      // newest of them is a lease ttl old.
+      let newest = 0;
+      for (const key of state.intentKeys) newest = Math.max(newest, (await this.store.stat(key))?.modifiedAt.getTime() ?? 0);
+      state.active = now - newest < this.leaseTtlMs;
     }
     return [...uploads.values()];
   }

@@ -3,6 +3,7 @@ import {
   BackupRepository,
   collectGarbage,
   FilesystemBlobStore,
+  LostLeaseError,
   verifyRepository,
 } from '../../src/repository/index.js';
 import { keys } from '../../src/repository/format.js';
@@ -128,6 +129,22 @@ describe('repository retention and garbage collection', function () {
     expect(g.chunksKeptForUploads).to.equal(g.candidates);
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
     expect(await sha256Of(repo.readVolume('new', 'ns.a'))).to.deep.equal(await expected(shared));
+  });
+
+  it('fails an upload whose backup is deleted under it, leaving no manifest behind', async () => {
+    const repo = await tempRepository();
+    const source = gated(shared, 1024 * 1024);
+    const progress = afterChunks(10);
+    const upload = repo.writeVolume('doomed', { volume: 'ns.a' }, source.bytes, { onProgress: progress.onProgress });
+    await progress.done;
+    await repo.deleteBackup('doomed');
+    source.release();
+    let failure: Error | undefined;
+    await upload.catch((err: Error) => (failure = err));
+    expect(failure).to.be.instanceOf(LostLeaseError);
+    expect(await repo.listVolumes('doomed')).to.deep.equal([]);
+    // Intents it wrote after the deletion went with it: nothing holds chunks back.
+    expect(await repo.listUploads()).to.deep.equal([]);
   });
 
   it('refuses to collect anything while a manifest cannot be read', async () => {
