@@ -276,11 +276,11 @@ export class BackupRepository {
     return manifests;
   }
 
-  /** Deletes every complete backup whose ttl has passed; returns their names. */
-  async expireBackups(): Promise<string[]> {
+  /** Deletes every complete backup whose ttl has passed (with dryRun, only names them); returns their names. */
+  async expireBackups(options: { dryRun?: boolean } = {}): Promise<string[]> {
     const now = this.now().getTime();
     const expired = (await this.listBackups()).filter((b) => b.expiresAt !== undefined && Date.parse(b.expiresAt) <= now).map((b) => b.job);
-    for (const job of expired) await this.deleteBackup(job);
+    if (!options.dryRun) for (const job of expired) await this.deleteBackup(job);
     return expired;
   }
 

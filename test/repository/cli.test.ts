@@ -65,6 +65,23 @@ describe('trellis repo verify|stats|gc', function () {
     expect(bad.stdout).to.include(hash).and.include('ns.a').and.include('1 problems');
   });
 
+  it('gc expires backups past their ttl (dry run only names them)', async () => {
+    const repo = await tempRepository();
+    const path = (repo.store as FilesystemBlobStore).root;
+    await repo.beginBackup('hourly', { ttlSeconds: 0 });
+    const up = await backUp(repo, 'hourly', 'ns.a', { seed: 31, size: 256 * 1024, kind: 'random' });
+    await repo.finishBackup('hourly');
+
+    const dry = await trellis('gc', '--path', path, '--dry-run');
+    expect(dry.stdout).to.include('would expire (their chunks are not counted below) backups: hourly');
+    expect((await repo.listBackups()).map((b) => b.job)).to.deep.equal(['hourly']);
+
+    const gc = JSON.parse((await trellis('gc', '--path', path, '--json')).stdout);
+    expect(gc.expiredBackups).to.deep.equal(['hourly']);
+    expect(gc.chunksDeleted).to.equal(up.manifest.chunks.length);
+    expect(await repo.listBackups()).to.deep.equal([]);
+  });
+
   it('fails clearly without a repository and on bad usage', async () => {
     const empty = await trellis('stats', '--path', await tempDir());
     expect(empty.code).to.equal(1);

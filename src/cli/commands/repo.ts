@@ -103,12 +103,12 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     const dryRun = values['dry-run'];
-    const expired = dryRun ? [] : await repo.expireBackups();
+    const expired = await repo.expireBackups({ dryRun });
     const g = await collectGarbage(repo, { dryRun, onProgress: (phase, done, total) => progress(`gc ${phase}: ${done}${total ? `/${total}` : ''} chunks`) });
     const verb = dryRun ? 'would delete' : 'deleted';
     print(
       { expiredBackups: expired, ...g },
-      `${expired.length ? `expired backups: ${expired.join(', ')}\n` : ''}scanned ${g.chunksScanned} chunks, ${g.chunksReferenced} referenced; ${verb} ${g.chunksDeleted} chunks (${mib(g.bytesDeleted)})` +
+      `${expired.length ? `${dryRun ? 'would expire (their chunks are not counted below)' : 'expired'} backups: ${expired.join(', ')}\n` : ''}scanned ${g.chunksScanned} chunks, ${g.chunksReferenced} referenced; ${verb} ${g.chunksDeleted} chunks (${mib(g.bytesDeleted)})` +
         `${g.chunksKeptForUploads ? `; kept ${g.chunksKeptForUploads} a concurrent upload relies on` : ''}` +
         `${g.expiredUploadsRemoved ? `; removed ${g.expiredUploadsRemoved} abandoned uploads` : ''}\n`,
     );
