@@ -11,12 +11,15 @@ import {
   type KubectlOptions,
   type KubectlResult,
 } from '../testing/control-plane.js';
+import { runSimulatedWorkload, startArrays, type RunningArrays } from './simulated-workload.js';
 
 const usage = `usage: npm run demo [-- --once]
 
 Starts a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
 built from pinned Go modules on first use: ~12 min cold on 2 cores, seconds when cached),
-installs the Trellis CRDs and examples/, and shows them. With KUBECONFIG set it uses that
+installs the Trellis CRDs and examples/, and shows them; starts two simulated storage arrays
+(array-a on 127.0.0.1:7101, as examples/01-backends.yaml says) and runs the engine on them,
+hierarchical and serial side by side. With KUBECONFIG set it uses that
 cluster instead. Ctrl-C stops and removes everything it started.
 
   --once   exit after showing the objects
@@ -70,7 +73,14 @@ export async function runDemo(argv: string[]): Promise<number> {
     stop = () => controlPlane.stop();
   }
 
+  let arrays: RunningArrays | undefined;
+  const stopAll = async () => {
+    await arrays?.close();
+    await stop();
+  };
   try {
+    arrays = await startArrays({ ports: [7101, 0], latencyMedianMs: 10 });
+    say(`simulated arrays up: ${arrays.names.map((n, i) => `${n} at ${arrays!.servers[i]!.url}`).join(', ')}`);
     say('applying examples/');
     const applied = await kubectl(['apply', '-f', examples]);
     for (const line of applied.stdout.trim().split('\n')) say(`  ${line}`);
@@ -78,14 +88,15 @@ export async function runDemo(argv: string[]): Promise<number> {
     say('kubectl get tbe,tvol,tvgs,tbj,trj -A');
     const shown = await kubectl(['get', 'tbe,tvol,tvgs,tbj,trj', '-A']);
     process.stdout.write(`\n${shown.stdout}\n`);
+    await runSimulatedWorkload(arrays, { volumesPerArray: 100, limit: 20, latencyMedianMs: 10, say });
   } catch (err) {
-    await stop();
+    await stopAll();
     throw err;
   }
 
   if (once) {
     if (!external) say('--once: stopping the control plane');
-    await stop();
+    await stopAll();
     say('done');
     return 0;
   }
@@ -100,7 +111,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       });
     }
   });
-  await stop();
+  await stopAll();
   return 0;
 }
 

@@ -1,5 +1,6 @@
 // `npm run demo -- --once` on its own control plane: it installs the CRDs and examples,
-// shows them by short name, says the operator is not there yet, and leaves nothing running.
+// shows them by short name, says the operator is not there yet, runs the engine on simulated
+// arrays in both concurrency modes, and leaves nothing running.
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -28,6 +29,12 @@ describe('npm run demo -- --once @integration', function () {
     expect(out).to.match(/team-a\s+volume\.trellis\.dev\/db-0\s+array-a\s+10Gi/);
     expect(out).to.match(/backend\.trellis\.dev\/local\s+hostpath/);
     expect(out).to.include('restorejob.trellis.dev/shop-restore');
+    // The engine ran on the simulated arrays, both modes, and no array saw more than the limit.
+    expect(out).to.match(/hierarchical: 200 volumes in/);
+    expect(out).to.match(/serial \(one global lock\): 200 volumes in/);
+    const peaks = /hierarchical: .*peak in flight per array (\{[^}]*\}) \(limit (\d+)\)/.exec(out);
+    expect(peaks, 'the demo prints the arrays\' peak in-flight').to.not.equal(null);
+    for (const peak of Object.values(JSON.parse(peaks![1]!) as Record<string, number>)) expect(peak).to.be.within(1, Number(peaks![2]));
 
     const dataDir = /KUBECONFIG=(\/\S+)\/kubeconfig/.exec(out)?.[1];
     expect(dataDir, 'the demo names its kubeconfig').to.be.a('string');
