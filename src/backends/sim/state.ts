@@ -156,6 +156,13 @@ export interface OplogEntry {
   op: OpName;
   /** The object operated on: a volume/snapshot/group id, or `name:<name>` for creates. */
   target: string;
+  /**
+   * Ids of the objects the operation read (a snapshot's source volume, a get's target) and
+   * wrote (a resize's volume, the object a create made or found), so a checker can pair
+   * operations on one object even when a create is logged under its name.
+   */
+  reads: string[];
+  writes: string[];
   /** Epoch milliseconds (fractional). */
   start: number;
   end: number;
@@ -219,6 +226,22 @@ function checkMutableParams(params: Record<string, string>): void {
 }
 
 const now = () => performance.timeOrigin + performance.now();
+
+const collections = new Set(['array', 'volumes', 'snapshots']);
+
+/** The object ids an operation read and wrote, for its log entry (see OplogEntry). */
+function touched(target: string, locks: Locks, made: string[] = []): { reads: string[]; writes: string[] } {
+  const writes = [...new Set([...(locks.write ?? []).filter((k) => !k.startsWith('name:')), ...made])];
+  const own = target.startsWith('name:') || collections.has(target) || writes.includes(target) ? [] : [target];
+  return { reads: [...new Set([...(locks.read ?? []), ...own])], writes };
+}
+
+/** The ids of what a create returned: one record, or a group with its members. */
+function madeIds(result: unknown): string[] {
+  const r = result as { id?: unknown; group?: { id?: unknown }; snapshots?: { id?: unknown }[] } | undefined;
+  const ids = [r?.id, r?.group?.id, ...(r?.snapshots ?? []).map((s) => s.id)];
+  return ids.filter((id): id is string => typeof id === 'string');
+}
 
 export class ArrayState {
   /** Called when a `crash` fault fires; the transport drops connections and stops. */
@@ -344,7 +367,7 @@ export class ArrayState {
    * Admits one operation or throws busy/pending; the returned function ends it. Checks run
    * synchronously, so two operations never both pass the same check.
    */
-  private begin(op: OpName, target: string, locks: Locks): (outcome: string) => void {
+  private begin(op: OpName, target: string, locks: Locks): (outcome: string, made?: string[]) => void {
     const limit = this.options.maxConcurrentOperations;
     if (this.inFlight >= limit) {
       this.counters.rejectedBusy++;
@@ -356,7 +379,7 @@ export class ArrayState {
     if (blocked !== undefined) {
       this.counters.conflicts++;
       const t = now();
-      this.log({ op, target, start: t, end: t, outcome: 'pending' });
+      this.log({ op, target, ...touched(target, locks), start: t, end: t, outcome: 'pending' });
       throw new SimError('pending', `an operation is pending on ${blocked}`, this.options.retryAfterMs);
     }
     for (const k of writes) this.locks.set(k, { readers: 0, writer: true });
@@ -370,7 +393,7 @@ export class ArrayState {
     this.peakInFlight = Math.max(this.peakInFlight, this.inFlight);
     const start = now();
     let ended = false;
-    return (outcome) => {
+    return (outcome, made) => {
       if (ended) return;
       ended = true;
       for (const k of writes) this.locks.delete(k);
@@ -379,7 +402,7 @@ export class ArrayState {
         if (--held.readers === 0) this.locks.delete(k);
       }
       this.inFlight--;
-      this.log({ op, target, start, end: now(), outcome });
+      this.log({ op, target, ...touched(target, locks, made), start, end: now(), outcome });
     };
   }
 
@@ -421,7 +444,7 @@ export class ArrayState {
       try {
         await this.delay(op);
         const result = await fn();
-        end('ok');
+        end('ok', op.startsWith('create') ? madeIds(result) : undefined);
         return result;
       } catch (err) {
         end(err instanceof SimError ? err.code : 'error');
