@@ -3,6 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { HostpathDriver } from '../../src/backends/hostpath/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
 import { SimArrayServer, type SimArrayServerOptions } from '../../src/backends/sim/array.js';
 import { SimCsiServer } from '../../src/backends/sim/csi-server.js';
@@ -89,9 +90,32 @@ export async function csiFixture(): Promise<ContractFixture & { array: SimArrayS
 
 export async function hostpathFixture(): Promise<ContractFixture & { root: string }> {
   const root = await tempDir('hostpath');
+  // While `busy` holds, every try of a create fails as a busy filesystem would.
+  let busy = false;
+  let refused = 0;
+  const driver = new HostpathDriver(
+    { root, busyBackoffMs: 2 },
+    {
+      beforeTry: (call) => {
+        if (!busy || call !== 'createVolume') return;
+        refused++;
+        throw Object.assign(new Error(`EBUSY: resource busy or locked (injected into ${call})`), { code: 'EBUSY' });
+      },
+    },
+  );
   return {
-    driver: createDriver('hostpath', { root }),
+    driver,
     root,
+    busy: async () => {
+      busy = true;
+      const before = refused;
+      return {
+        refusals: async () => refused - before,
+        release: async () => {
+          busy = false;
+        },
+      };
+    },
     teardown: () => rm(root, { recursive: true, force: true }),
   };
 }

@@ -1,11 +1,13 @@
 // hostpath beyond the shared contract: real files, consistent snapshots during writes,
 // data integrity by SHA-256, and handles that cannot escape the root.
 import { createHash } from 'node:crypto';
-import { readdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { expect } from 'chai';
 import type { StorageDriver } from '../../src/backends/driver.js';
+import { DriverError } from '../../src/backends/errors.js';
+import { HostpathDriver } from '../../src/backends/hostpath/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
 import { expectDriverError, pattern, sha256 } from './contract.js';
 import { hostpathFixture } from './fixtures.js';
@@ -93,6 +95,54 @@ describe('hostpath driver', () => {
     const snap = await d.createSnapshot({ name: 'keep-snap', sourceVolume: vol.handle }, never);
     expect(await sha256(await d.readSnapshot(snap.handle, never))).to.equal(digest(first));
     expect(await readdir(join(fx.root, 'tmp'))).to.deep.equal([]);
+  });
+
+  it('a busy filesystem is retried until the signal fires, which rejects with its reason and leaves nothing behind', async () => {
+    let tries = 0;
+    const busy = new HostpathDriver(
+      { root: fx.root, busyBackoffMs: 1, maxBusyBackoffMs: 4 },
+      {
+        beforeTry: () => {
+          tries++;
+          throw Object.assign(new Error('EMFILE: too many open files (injected)'), { code: 'EMFILE' });
+        },
+      },
+    );
+    const ctl = new AbortController();
+    const reason = new Error('gave up');
+    const p = busy.createVolume({ name: 'never-free', capacityBytes: MiB }, ctl.signal);
+    while (tries < 3) await new Promise((r) => setTimeout(r, 2));
+    ctl.abort(reason);
+    let err: unknown;
+    await p.catch((e: unknown) => (err = e));
+    expect(err).to.equal(reason);
+    expect(await d.listVolumes(never)).to.deep.equal([]);
+  });
+
+  it('a failed create leaves no temporary image behind', async () => {
+    const name = 'blocked';
+    const handle = `vol-${digest(Buffer.from(name)).slice(0, 24)}`;
+    // A directory where the image must go makes the final rename fail.
+    await mkdir(join(fx.root, 'volumes', `${handle}.img`, 'occupied'), { recursive: true });
+    const err = await d.createVolume({ name, capacityBytes: 64 * MiB }, never).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(DriverError);
+    expect(await readdir(join(fx.root, 'tmp'))).to.deep.equal([]);
+  });
+
+  it('a plain-copy snapshot copies only the data: the rest of the image stays sparse', async () => {
+    const copying = createDriver('hostpath', { root: fx.root, reflink: 'never' });
+    const vol = await copying.createVolume({ name: 'mostly-empty', capacityBytes: 64 * MiB }, never);
+    const data = pattern(5, MiB + 3);
+    await copying.writeVolume(vol.handle, Readable.from([data]), never);
+    const snap = await copying.createSnapshot({ name: 'mostly-empty-snap', sourceVolume: vol.handle }, never);
+    const st = await stat(join(fx.root, 'snapshots', `${snap.handle}.img`));
+    expect(st.size).to.equal(64 * MiB);
+    expect(st.blocks * 512).to.be.below(4 * MiB);
+    expect(await sha256(await copying.readSnapshot(snap.handle, never))).to.equal(digest(data));
+    const restored = await copying.createVolume({ name: 'restored-sparse', capacityBytes: 64 * MiB, sourceSnapshot: snap.handle }, never);
+    const rst = await stat(join(fx.root, 'volumes', `${restored.handle}.img`));
+    expect(rst.size).to.equal(64 * MiB);
+    expect(rst.blocks * 512).to.be.below(4 * MiB);
   });
 
   it('handles cannot name files outside the root', async () => {

@@ -10,6 +10,11 @@
 //   taken during a write copies the earlier, complete image: never a torn one.
 // - Group snapshots are not native: createGroupSnapshot resolves undefined and the caller
 //   fans out under its locks.
+// - A busy filesystem (EBUSY, EAGAIN, EMFILE, ENFILE) is waited out: the call retries with
+//   growing backoff until it succeeds, fails otherwise, or its signal fires. Each try is
+//   safe to repeat (creates find what an earlier try made; a failed try leaves no temp file).
+// - A copy that is not a reflink reads only the data bytes and re-extends the rest sparsely,
+//   so a large, mostly empty volume costs its data, not its size.
 import { createHash, randomUUID } from 'node:crypto';
 import { constants, createReadStream, createWriteStream } from 'node:fs';
 import { copyFile, mkdir, open, readdir, readFile, rename, rm, statfs, truncate } from 'node:fs/promises';
@@ -17,9 +22,10 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Type, type Static } from 'typebox';
-import { DriverError } from '../errors.js';
+import { abortReason, DriverError } from '../errors.js';
 import {
   sameParams,
+  sleep,
   throwIfAborted,
   type CreateSnapshotRequest,
   type CreateVolumeRequest,
@@ -40,6 +46,8 @@ export const HostpathConfig = Type.Object(
         description: 'auto: clone where the filesystem can, else copy; always: fail where it cannot; never: always copy.',
       }),
     ),
+    busyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 20, description: 'First backoff after a busy filesystem error.' })),
+    maxBusyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 2_000, description: 'Longest backoff after busy filesystem errors.' })),
   },
   { additionalProperties: false },
 );
@@ -117,6 +125,21 @@ class KeyedMutex {
   }
 }
 
+export interface HostpathHooks {
+  /**
+   * Runs before each try of a call, named by the call; what it throws counts as that try's
+   * filesystem error. The seam through which tests make the filesystem busy.
+   */
+  beforeTry?: (call: string) => void;
+}
+
+/** Where a volume's bytes are copied from and how much of them is data. */
+interface ImageSource {
+  path: string;
+  dataBytes: number;
+  sizeBytes: number;
+}
+
 export class HostpathDriver implements StorageDriver {
   readonly kind = 'hostpath';
   private readonly volumesDir: string;
@@ -125,10 +148,32 @@ export class HostpathDriver implements StorageDriver {
   private readonly mutex = new KeyedMutex();
   private ready: Promise<void> | undefined;
 
-  constructor(private readonly config: HostpathConfig) {
+  constructor(
+    private readonly config: HostpathConfig,
+    private readonly hooks: HostpathHooks = {},
+  ) {
     this.volumesDir = join(config.root, 'volumes');
     this.snapshotsDir = join(config.root, 'snapshots');
     this.tmpDir = join(config.root, 'tmp');
+  }
+
+  /** Runs `fn` again after busy filesystem errors, backing off, until the signal fires. */
+  private async retryBusy<T>(call: string, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+    const first = this.config.busyBackoffMs ?? 20;
+    const longest = this.config.maxBusyBackoffMs ?? 2_000;
+    for (let attempt = 0; ; attempt++) {
+      throwIfAborted(signal);
+      try {
+        this.hooks.beforeTry?.(call);
+        return await fn();
+      } catch (err) {
+        if (signal.aborted) throw abortReason(signal);
+        const typed = err instanceof DriverError || (err as NodeJS.ErrnoException).code ? fsError(err, call) : undefined;
+        if (typed?.reason !== 'busy') throw typed ?? err;
+        // Jitter keeps many callers refused together from coming back together.
+        await sleep(Math.min(longest, first * 2 ** Math.min(attempt, 20)) * (0.5 + Math.random()), signal);
+      }
+    }
   }
 
   private init(): Promise<void> {
@@ -175,10 +220,22 @@ export class HostpathDriver implements StorageDriver {
     await rename(tmp, path);
   }
 
-  private async clone(src: string, dest: string): Promise<void> {
+  /** Copies an image to `dest`: a reflink where configured and possible, else its data bytes. */
+  private async clone(src: ImageSource, dest: string): Promise<void> {
     const mode = this.config.reflink ?? 'auto';
-    const flags = mode === 'always' ? constants.COPYFILE_FICLONE_FORCE : mode === 'auto' ? constants.COPYFILE_FICLONE : 0;
-    await copyFile(src, dest, flags);
+    if (mode !== 'never') {
+      try {
+        await copyFile(src.path, dest, constants.COPYFILE_FICLONE_FORCE);
+        return;
+      } catch (err) {
+        // The filesystem cannot clone (or cannot clone this): copy instead, unless told not to.
+        if (mode === 'always') throw err;
+      }
+    }
+    // A plain copy of the whole image would fill its holes: copy the data, then extend.
+    const readable = src.dataBytes > 0 ? createReadStream(src.path, { start: 0, end: src.dataBytes - 1 }) : Readable.from([]);
+    await pipeline(readable, createWriteStream(dest, { flush: true }));
+    await truncate(dest, src.sizeBytes);
   }
 
   private volumeInfo(handle: string, m: VolumeMeta): VolumeInfo {
@@ -259,7 +316,7 @@ export class HostpathDriver implements StorageDriver {
     const params = req.params ?? {};
     await this.init();
     const handle = handleFor('vol', req.name);
-    return this.mutex.run(handle, async () => {
+    return this.retryBusy('createVolume', signal, () => this.mutex.run(handle, async () => {
       throwIfAborted(signal);
       const existing = await this.readMeta<VolumeMeta>(this.volPath(handle, 'json'));
       if (existing) {
@@ -268,16 +325,16 @@ export class HostpathDriver implements StorageDriver {
         }
         throw new DriverError('alreadyExists', `hostpath: volume "${req.name}" exists (${handle}, ${existing.capacityBytes} bytes) with other parameters`);
       }
+      const tmp = this.tmpPath();
       try {
         await this.checkSpace(req.capacityBytes);
         let dataBytes = 0;
-        const tmp = this.tmpPath();
         if (req.sourceSnapshot) {
           const snap = await this.mustSnapshot(req.sourceSnapshot);
           if (snap.sizeBytes > req.capacityBytes) {
             throw new DriverError('invalid', `hostpath: volume of ${req.capacityBytes} bytes is smaller than snapshot ${req.sourceSnapshot} (${snap.sizeBytes} bytes)`);
           }
-          await this.clone(this.snapPath(req.sourceSnapshot, 'img'), tmp);
+          await this.clone({ path: this.snapPath(req.sourceSnapshot, 'img'), dataBytes: snap.dataBytes, sizeBytes: snap.sizeBytes }, tmp);
           dataBytes = snap.dataBytes;
         } else {
           await (await open(tmp, 'w')).close();
@@ -290,16 +347,19 @@ export class HostpathDriver implements StorageDriver {
         await this.writeMeta(this.volPath(handle, 'json'), meta);
         return this.volumeInfo(handle, meta);
       } catch (err) {
+        // A full-size image must not outlive a failed or aborted create.
+        await rm(tmp, { force: true });
+        if (signal.aborted) throw abortReason(signal);
         throw fsError(err, `creating volume "${req.name}"`);
       }
-    });
+    }));
   }
 
   async deleteVolume(handle: string, signal: AbortSignal): Promise<void> {
     throwIfAborted(signal);
     if (!handlePattern.test(handle)) return;
     await this.init();
-    await this.mutex.run(handle, async () => {
+    await this.retryBusy('deleteVolume', signal, () => this.mutex.run(handle, async () => {
       try {
         // Metadata first: from here on the volume does not exist, even if the image lingers.
         await rm(this.volPath(handle, 'json'), { force: true });
@@ -307,12 +367,12 @@ export class HostpathDriver implements StorageDriver {
       } catch (err) {
         throw fsError(err, `deleting volume ${handle}`);
       }
-    });
+    }));
   }
 
   async resizeVolume(handle: string, capacityBytes: number, signal: AbortSignal): Promise<VolumeInfo> {
     throwIfAborted(signal);
-    return this.mutex.run(handle, async () => {
+    return this.retryBusy('resizeVolume', signal, () => this.mutex.run(handle, async () => {
       const meta = await this.mustVolume(handle);
       if (capacityBytes < meta.capacityBytes) {
         throw new DriverError('invalid', `hostpath: cannot shrink volume ${handle} from ${meta.capacityBytes} to ${capacityBytes} bytes`);
@@ -327,25 +387,23 @@ export class HostpathDriver implements StorageDriver {
       } catch (err) {
         throw fsError(err, `resizing volume ${handle}`);
       }
-    });
+    }));
   }
 
   async getVolume(handle: string, signal: AbortSignal): Promise<VolumeInfo> {
-    throwIfAborted(signal);
-    return this.volumeInfo(handle, await this.mustVolume(handle));
+    return this.retryBusy('getVolume', signal, async () => this.volumeInfo(handle, await this.mustVolume(handle)));
   }
 
   async listVolumes(signal: AbortSignal): Promise<VolumeInfo[]> {
-    throwIfAborted(signal);
     await this.init();
-    return (await this.listVolumeMetas()).map(({ handle, meta }) => this.volumeInfo(handle, meta));
+    return this.retryBusy('listVolumes', signal, async () => (await this.listVolumeMetas()).map(({ handle, meta }) => this.volumeInfo(handle, meta)));
   }
 
   async createSnapshot(req: CreateSnapshotRequest, signal: AbortSignal): Promise<SnapshotInfo> {
     if (!req.name) throw new DriverError('invalid', 'hostpath: snapshot name is required');
     await this.init();
     const handle = handleFor('snap', req.name);
-    return this.mutex.run(handle, async () => {
+    return this.retryBusy('createSnapshot', signal, () => this.mutex.run(handle, async () => {
       throwIfAborted(signal);
       const existing = await this.readMeta<SnapshotMeta>(this.snapPath(handle, 'json'));
       if (existing) {
@@ -357,7 +415,7 @@ export class HostpathDriver implements StorageDriver {
         const vol = await this.mustVolume(req.sourceVolume);
         const tmp = this.tmpPath();
         try {
-          await this.clone(this.volPath(req.sourceVolume, 'img'), tmp);
+          await this.clone({ path: this.volPath(req.sourceVolume, 'img'), dataBytes: vol.dataBytes, sizeBytes: vol.capacityBytes }, tmp);
           await rename(tmp, this.snapPath(handle, 'img'));
           const meta: SnapshotMeta = {
             name: req.name,
@@ -373,32 +431,32 @@ export class HostpathDriver implements StorageDriver {
           throw fsError(err, `snapshotting volume ${req.sourceVolume}`);
         }
       });
-    });
+    }));
   }
 
   async deleteSnapshot(handle: string, signal: AbortSignal): Promise<void> {
     throwIfAborted(signal);
     if (!handlePattern.test(handle)) return;
     await this.init();
-    await this.mutex.run(handle, async () => {
+    await this.retryBusy('deleteSnapshot', signal, () => this.mutex.run(handle, async () => {
       try {
         await rm(this.snapPath(handle, 'json'), { force: true });
         await rm(this.snapPath(handle, 'img'), { force: true });
       } catch (err) {
         throw fsError(err, `deleting snapshot ${handle}`);
       }
-    });
+    }));
   }
 
   async getSnapshot(handle: string, signal: AbortSignal): Promise<SnapshotInfo> {
-    throwIfAborted(signal);
-    return this.snapshotInfo(handle, await this.mustSnapshot(handle));
+    return this.retryBusy('getSnapshot', signal, async () => this.snapshotInfo(handle, await this.mustSnapshot(handle)));
   }
 
   async listSnapshots(signal: AbortSignal): Promise<SnapshotInfo[]> {
-    throwIfAborted(signal);
     await this.init();
-    return (await this.listMetas<SnapshotMeta>(this.snapshotsDir)).map(({ handle, meta }) => this.snapshotInfo(handle, meta));
+    return this.retryBusy('listSnapshots', signal, async () =>
+      (await this.listMetas<SnapshotMeta>(this.snapshotsDir)).map(({ handle, meta }) => this.snapshotInfo(handle, meta)),
+    );
   }
 
   async createGroupSnapshot(_name: string, _volumeHandles: string[], signal: AbortSignal): Promise<GroupSnapshotInfo | undefined> {
@@ -433,14 +491,14 @@ export class HostpathDriver implements StorageDriver {
     try {
       await pipeline(data, meter, createWriteStream(tmp, { flush: true }), { signal });
       // Swap the new image in under the volume's lock, at the size the volume has now.
-      return await this.mutex.run(handle, async () => {
+      return await this.retryBusy('writeVolume', signal, () => this.mutex.run(handle, async () => {
         const meta = await this.mustVolume(handle);
         if (bytes > meta.capacityBytes) throw new DriverError('noSpace', `hostpath: data exceeds volume ${handle} size of ${meta.capacityBytes} bytes`);
         await truncate(tmp, meta.capacityBytes);
         await rename(tmp, this.volPath(handle, 'img'));
         await this.writeMeta(this.volPath(handle, 'json'), { ...meta, dataBytes: bytes });
         return { bytes };
-      });
+      }));
     } catch (err) {
       await rm(tmp, { force: true });
       if (signal.aborted) throw signal.reason;
