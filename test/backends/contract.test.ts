@@ -1,8 +1,12 @@
 // Runs the StorageDriver contract for every driver: sim over HTTP, csi against the sim
 // array's CSI socket, hostpath on a temp directory.
 import { driverContract } from './contract.js';
-import { csiFixture, hostpathFixture, simFixture } from './fixtures.js';
+import { csiFixture, ensureCsiProto, hostpathFixture, simFixture } from './fixtures.js';
 
 driverContract('sim', simFixture);
-driverContract('csi (against the sim array CSI socket)', csiFixture);
+describe('csi.proto in the tools cache', function () {
+  this.timeout(120_000);
+  before(ensureCsiProto);
+  driverContract('csi (against the sim array CSI socket)', csiFixture);
+});
 driverContract('hostpath', hostpathFixture);

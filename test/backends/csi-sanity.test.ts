@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
-import { tempDir } from './fixtures.js';
+import { ensureCsiProto, tempDir } from './fixtures.js';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const main = join(repo, 'src/cli/main.ts');
@@ -64,6 +64,7 @@ describe('csi-sanity against trellis sim-array --csi-socket @integration', funct
   let child: ChildProcess | undefined;
 
   before(async () => {
+    await ensureCsiProto();
     dir = await tempDir('csi-sanity');
   });
   after(async () => {

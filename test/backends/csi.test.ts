@@ -1,13 +1,16 @@
 // The csi driver beyond the shared contract: how gRPC codes map to typed errors, and
 // group snapshots only where the plugin advertises them.
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { csiError } from '../../src/backends/csi/driver.js';
+import { cachedCsiProtoPath, resolveCsiProto } from '../../src/backends/csi/proto.js';
 import type { DriverErrorReason } from '../../src/backends/errors.js';
 import { snapshotGroup } from '../../src/backends/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
-import { csiFixture } from './fixtures.js';
+import { csiFixture, ensureCsiProto, tempDir } from './fixtures.js';
 import { expectDriverError } from './contract.js';
 
 const never = new AbortController().signal;
@@ -40,8 +43,40 @@ describe('csi driver', () => {
     }
   });
 
-  describe('against the sim array CSI socket', () => {
+  describe('finding csi.proto', () => {
+    let dir: string;
+    beforeEach(async () => {
+      dir = await tempDir('csi-proto');
+    });
+    afterEach(() => rm(dir, { recursive: true, force: true }));
+
+    it('TRELLIS_CSI_PROTO wins over the tools cache', async () => {
+      const own = join(dir, 'own.proto');
+      await writeFile(own, 'syntax = "proto3";');
+      await mkdir(dirname(cachedCsiProtoPath({ TRELLIS_TOOLS_DIR: dir })), { recursive: true });
+      await writeFile(cachedCsiProtoPath({ TRELLIS_TOOLS_DIR: dir }), 'syntax = "proto3";');
+      expect(await resolveCsiProto({ TRELLIS_CSI_PROTO: own, TRELLIS_TOOLS_DIR: dir })).to.equal(own);
+    });
+
+    it('without TRELLIS_CSI_PROTO the tools cache under TRELLIS_TOOLS_DIR is used', async () => {
+      const cached = join(dir, 'csi-spec-v1.12.0', 'csi.proto');
+      await mkdir(dirname(cached), { recursive: true });
+      await writeFile(cached, 'syntax = "proto3";');
+      expect(await resolveCsiProto({ TRELLIS_TOOLS_DIR: dir })).to.equal(cached);
+    });
+
+    it('where neither exists it fails terminally, naming both places and the fetch command, and fetches nothing', async () => {
+      const missing = join(dir, 'nope.proto');
+      const err = await expectDriverError(resolveCsiProto({ TRELLIS_CSI_PROTO: missing, TRELLIS_TOOLS_DIR: dir }), 'invalid');
+      expect(err.message).to.include(missing).and.to.include(join(dir, 'csi-spec-v1.12.0', 'csi.proto')).and.to.include('npm run csi-proto');
+      expect(await readdir(dir)).to.deep.equal([]);
+    });
+  });
+
+  describe('against the sim array CSI socket', function () {
+    this.timeout(120_000);
     let fx: Awaited<ReturnType<typeof csiFixture>>;
+    before(ensureCsiProto);
     beforeEach(async () => {
       fx = await csiFixture();
     });

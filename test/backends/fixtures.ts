@@ -1,13 +1,27 @@
 // Fixtures that start real backends for the driver tests: a sim array (HTTP, optionally
 // CSI on a unix socket) on a free port with a state file in a temp dir, and a hostpath root.
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { HostpathDriver } from '../../src/backends/hostpath/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
 import { SimArrayServer, type SimArrayServerOptions } from '../../src/backends/sim/array.js';
 import { SimCsiServer } from '../../src/backends/sim/csi-server.js';
 import type { ContractFixture } from './contract.js';
+
+const fetchProto = fileURLToPath(new URL('../../hack/tools/csi-spec/fetch-proto.sh', import.meta.url));
+
+/**
+ * Fills the tools cache with csi.proto (the driver never fetches it itself); for before
+ * hooks, which need a generous timeout the first time (a Go module download).
+ */
+export async function ensureCsiProto(): Promise<void> {
+  if (process.env.TRELLIS_CSI_PROTO) return;
+  await promisify(execFile)('bash', [fetchProto], { timeout: 120_000 });
+}
 
 export async function tempDir(prefix: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `trellis-${prefix}-`));
