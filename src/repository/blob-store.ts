@@ -11,6 +11,8 @@
 // - list(prefix) yields every key under the folder `prefix` (recursively), each once, in no
 //   particular order; a blob whose put resolved before list started is always listed.
 // - move is atomic where the medium allows (a filesystem rename); elsewhere copy-then-delete.
+// - has, get and stat may already see a blob whose put has not resolved (another writer's):
+//   syncBlobs makes such blobs durable before anything that relies on them is written.
 
 export interface BlobStat {
   size: number;
@@ -34,6 +36,11 @@ export interface BlobStore {
   delete(key: string): Promise<boolean>;
   /** Renames `from` to `to` (replacing `to`); false when `from` was not there. */
   move(from: string, to: string): Promise<boolean>;
+  /**
+   * Makes durable blobs this store saw but may not have written itself (a concurrent or
+   * killed writer's). Optional: where a blob is durable once it is visible, nothing to do.
+   */
+  syncBlobs?(keys: Iterable<string>): Promise<void>;
   /** Removes leftovers of interrupted writes older than `before`; returns how many. Optional. */
   removeStaleTemporaries?(before: Date): Promise<number>;
   /** Removes folders left empty under `prefix`, where the medium has folders. Optional. */

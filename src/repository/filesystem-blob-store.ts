@@ -3,6 +3,9 @@
 // - A write goes to a temporary file in the blob's own folder, is fsynced, then linked
 //   (putIfAbsent: link fails if the name exists, so it never replaces) or renamed (put)
 //   into place, and the folder is fsynced: after a crash a blob is whole or absent.
+// - A blob another writer linked into place is visible before that writer fsyncs its
+//   folder (and stays unsynced if the writer is killed then): syncBlobs fsyncs the folders
+//   of the blobs named, so a power loss cannot take a blob something new relies on.
 // - Temporary files start with '.tmp-' and are never listed; removeStaleTemporaries
 //   sweeps the ones a killed writer left behind.
 import { randomBytes } from 'node:crypto';
@@ -117,6 +120,12 @@ export class FilesystemBlobStore implements BlobStore {
     }
     await fsyncDir(dirname(target));
     return true;
+  }
+
+  async syncBlobs(keys: Iterable<string>): Promise<void> {
+    const dirs = new Set<string>();
+    for (const key of keys) dirs.add(dirname(this.pathOf(key)));
+    for (const dir of dirs) await fsyncDir(dir);
   }
 
   async removeStaleTemporaries(before: Date): Promise<number> {

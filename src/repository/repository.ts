@@ -310,7 +310,12 @@ export class BackupRepository {
       bytesResumed: 0,
       bytesReuploaded: 0,
     };
-    if (existing) return result;
+    if (existing) {
+      // A crash between the manifest and the upload's cleanup leaves its lease and intents
+      // behind; the manifest protects the chunks now, so they can go (as after a success).
+      await this.removeUpload(job, volume);
+      return result;
+    }
     await this.beginBackup(job);
 
     const concurrency = options.concurrency ?? 4;
@@ -348,6 +353,16 @@ export class BackupRepository {
     // which bounds read-ahead to two batches).
     let dispatching: Promise<void> = Promise.resolve();
 
+    // Chunks found already stored, whose folder entries this upload has not yet made
+    // durable: a concurrent (or killed) writer may not have fsynced them.
+    const foundPresent = new Set<string>();
+    const syncFoundPresent = async (): Promise<void> => {
+      if (foundPresent.size === 0 || !this.store.syncBlobs) return;
+      const found = [...foundPresent];
+      foundPresent.clear();
+      await this.store.syncBlobs(found);
+    };
+
     const storeChunk = async (hash: string, chunk: Buffer): Promise<void> => {
       const key = keys.chunk(hash);
       let wrote = false;
@@ -361,12 +376,14 @@ export class BackupRepository {
         result.bytesUploaded += chunk.length;
         if (declaredBefore.has(hash)) result.bytesReuploaded += chunk.length;
       } else {
+        foundPresent.add(key);
         result.bytesDeduplicated += chunk.length;
         if (declaredBefore.has(hash)) result.bytesResumed += chunk.length;
       }
     };
 
     const dispatch = async (pending: Pending[]): Promise<void> => {
+      if (foundPresent.size >= 4096) await syncFoundPresent(); // bounds the set's memory
       const hashes = await Promise.all(pending.map((p) => p.hashing));
       pending.forEach((p, i) => (p.ref[0] = hashes[i]!));
       await keepLease();
@@ -444,6 +461,8 @@ export class BackupRepository {
     }
     // A lease that garbage collection expired no longer protected these chunks: some may
     // be gone, so this attempt must not vouch for them. A retry uploads what is missing.
+    // The manifest must not outlive, in a power loss, a chunk it lists.
+    if (!failure) await syncFoundPresent().catch((err: unknown) => (failure = err));
     if (!failure) await keepLease(true).catch((err: unknown) => (failure = err));
     if (failure) {
       // A lost lease leaves this attempt's intents without an owner; they would only hold
