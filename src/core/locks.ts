@@ -9,8 +9,13 @@
 //   stream of readers cannot starve a writer; every waiter waits only for holders and for
 //   earlier waiters, so all are served.
 // - Conflict checks walk one root-to-leaf path of a trie: O(depth), not O(held locks).
-// - Aborting a wait rejects it and leaves nothing behind; release is idempotent; the trie
-//   prunes itself, so no state is left once every lock is released.
+// - A wait is bounded by the caller's AbortSignal: aborting it rejects the wait and leaves
+//   nothing behind. A hold is not: it lasts until the holder calls `release` (the runner
+//   does so when its run settles, so an operation is never cut in half by a timeout).
+// - Release is idempotent; the trie prunes itself, so no state is left once every lock is
+//   released.
+// - `onRelease` listeners hear every release and every abandoned wait: the moments a
+//   `tryAcquireMany` that failed may succeed, so callers can retry instead of queueing.
 import { realClock, type Clock } from './clock.js';
 import { HierarchyPath } from './path.js';
 
@@ -77,6 +82,8 @@ export class HierarchicalLocks {
   private readonly root = new TrieNode(undefined, '');
   // Waiting requests in arrival order; each is counted in the `waiting` layer.
   private readonly waiters = new Set<Waiter>();
+  // Called after every release and every abandoned wait, once waiters have been served.
+  private readonly releaseListeners = new Set<() => void>();
 
   constructor(options: HierarchicalLocksOptions = {}) {
     this.clock = options.clock ?? realClock;
@@ -107,6 +114,7 @@ export class HierarchicalLocks {
         reject(signal?.reason);
         // The aborted request may have held back later, conflicting ones.
         this.serveWaiters();
+        this.notifyRelease();
       };
       const waiter: Waiter = {
         requests: normalized,
@@ -120,6 +128,12 @@ export class HierarchicalLocks {
       this.count(normalized, 'waiting', +1);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  /** Calls `listener` whenever locks may have become free (a release, an abandoned wait); returns its removal. */
+  onRelease(listener: () => void): () => void {
+    this.releaseListeners.add(listener);
+    return () => this.releaseListeners.delete(listener);
   }
 
   /** Requests waiting now. */
@@ -165,6 +179,7 @@ export class HierarchicalLocks {
         released = true;
         this.count(requests, 'held', -1);
         this.serveWaiters();
+        this.notifyRelease();
       },
     };
   }
@@ -181,6 +196,10 @@ export class HierarchicalLocks {
         this.count(waiter.requests, 'waiting', +1);
       }
     }
+  }
+
+  private notifyRelease(): void {
+    for (const listener of this.releaseListeners) listener();
   }
 
   private count(requests: readonly LockRequest[], layer: Layer, delta: 1 | -1): void {

@@ -4,16 +4,25 @@
 // - each run first takes, all at once, the locks its reconciler asks for (in 'serial'
 //   mode: one write lock on the root, i.e. one global lock shared by every controller on
 //   the same HierarchicalLocks), then runs reconcile(key, {signal}) and releases them;
-// - no head-of-line blocking: a key waiting for its locks does not hold a worker, so keys
-//   of other backends go on; up to `maxLockWaiters` keys wait for locks at once;
+// - no head-of-line blocking: a key waiting for its locks does not hold a worker, and the
+//   dispatcher keeps taking keys however many wait, so keys of other backends go on. Up to
+//   `maxLockWaiters` of them wait in the locks' fair queue; the rest are parked (memory
+//   bounded by the keys handed out) and retried whenever a lock is released or a waiter
+//   slot frees, so a parked key whose locks are free runs at once;
+// - the wait for locks is bounded by the controller's stop signal only (a lock wait ends
+//   when its AbortSignal aborts); the reconcile timeout starts once the locks are held and
+//   a worker is taken, so a long lock wait is never mistaken for a hung reconcile;
 // - the result contract is controller-runtime's: ok forgets the backoff; requeueAfter
 //   forgets it and adds the key after the delay; an error retries with per-key backoff; a
 //   TerminalError is logged and not retried;
 // - a run past its timeout gets its signal aborted and counts as a failure, but keeps its
 //   locks and its worker until the reconcile really settles: no operation is cut in half,
 //   and no second run of the key can overlap it;
-// - nothing a reconciler throws stops the dispatcher; `stop` lets running reconciles finish
-//   and drops keys that have not started yet (still waiting for locks or a worker).
+// - a hold ends when the run settles, never earlier: the lock handle is released in the
+//   run's `finally`, so even past a timeout or the stop grace no operation is cut in half;
+// - nothing a reconciler throws stops the dispatcher; `stop` drops keys that have not
+//   started yet (still waiting for locks or a worker), lets running reconciles finish within
+//   a grace period, then aborts their signals and reports the keys still unfinished.
 import { componentLogger, type Logger } from '../log.js';
 import type { RetryLimiterOptions } from './backoff.js';
 import { RetryLimiter } from './backoff.js';
@@ -49,7 +58,7 @@ export interface ControllerOptions {
   locks: HierarchicalLocks;
   /** Default 10. */
   maxConcurrentReconciles?: number;
-  /** Keys waiting for their locks at once, beside the running ones. Default 4 * maxConcurrentReconciles. */
+  /** Keys waiting in the locks' fair queue at once; more are parked and retried. Default 4 * maxConcurrentReconciles. */
   maxLockWaiters?: number;
   /** Default 5 min. */
   reconcileTimeoutMs?: number;
@@ -64,6 +73,28 @@ export interface ControllerOptions {
 
 export class ReconcileTimeoutError extends Error {
   override readonly name = 'ReconcileTimeoutError';
+}
+
+/** The reason a run's signal aborts when the stop grace period runs out before it finished. */
+export class ShutdownGraceExpired extends Error {
+  override readonly name = 'ShutdownGraceExpired';
+}
+
+export interface StopOptions {
+  /** How long running reconciles may take to finish before their signals abort. Default 30 s. */
+  graceMs?: number;
+}
+
+export interface StopResult {
+  /** Keys whose reconcile was still running when the grace period ran out (their signals were aborted). */
+  unfinished: string[];
+}
+
+/** A key whose locks were busy while every waiter slot was taken. */
+interface ParkedRun {
+  readonly requests: readonly LockRequest[];
+  readonly resolve: (handle: LockHandle) => void;
+  readonly reject: (reason: unknown) => void;
 }
 
 const GLOBAL_LOCK: readonly LockRequest[] = [{ path: HierarchyPath.root, mode: 'write' }];
@@ -88,8 +119,14 @@ export class Controller {
   private readonly untrackQueue?: () => void;
   // Reconciles running (locks held, a worker taken); never above maxConcurrent.
   private running = 0;
-  // Keys handed out and waiting for their locks; never above maxLockWaiters.
+  // Keys handed out and waiting in the locks' queue; never above maxLockWaiters.
   private lockWaiting = 0;
+  // Keys handed out whose locks were busy while every waiter slot was taken, oldest first;
+  // each leaves for a waiter slot or straight to its locks, or is rejected at stop.
+  private readonly parked = new Set<ParkedRun>();
+  private unwatchLocks?: () => void;
+  // Reconciles started and not settled, with the controller that aborts their signal.
+  private readonly inFlight = new Map<string, AbortController>();
   // Runs holding their locks and waiting for a worker; a finishing run hands its worker
   // straight to the first, so `running` never overshoots.
   private readonly workerWaiters: Array<() => void> = [];
@@ -125,21 +162,43 @@ export class Controller {
 
   /** Starts the workers. Keys may be enqueued before. */
   start(): void {
-    this.dispatcher ??= this.dispatch();
+    if (this.dispatcher) return;
+    this.unwatchLocks = this.locks.onRelease(() => this.serveParked(true));
+    this.dispatcher = this.dispatch();
   }
 
   enqueue(key: string, options?: AddOptions): void {
     this.queue.add(key, options);
   }
 
-  /** Stops taking keys, drops the ones not started, and resolves once every run in flight has finished. */
-  async stop(): Promise<void> {
-    this.stopping.abort(new ControllerStopping(`controller ${this.name} is stopping`));
+  /**
+   * Stops taking keys and drops the ones not started. Running reconciles get `graceMs` to
+   * finish; past it their signals abort and `stop` resolves at once with their keys (their
+   * locks are kept until they really settle). Resolves once every run finished or the grace ran out.
+   */
+  async stop({ graceMs = 30_000 }: StopOptions = {}): Promise<StopResult> {
+    const stopping = new ControllerStopping(`controller ${this.name} is stopping`);
+    // Parked keys go first, so that lock waits given up below do not hand them locks.
+    this.unwatchLocks?.();
+    for (const run of this.parked) run.reject(stopping);
+    this.parked.clear();
+    this.stopping.abort(stopping);
     this.queue.shutdown();
     this.wakeDispatcher?.();
-    await this.queue.drain();
-    await this.dispatcher;
+    let timer: unknown;
+    const graceOver = new Promise<'grace'>((resolve) => (timer = this.clock.setTimeout(() => resolve('grace'), graceMs)));
+    const outcome = await Promise.race([this.queue.drain().then(() => 'drained' as const), graceOver]);
+    this.clock.clearTimeout(timer);
+    const unfinished = outcome === 'grace' ? [...this.inFlight.keys()] : [];
+    if (unfinished.length > 0) {
+      const reason = new ShutdownGraceExpired(`controller ${this.name} stopped after its ${graceMs} ms grace period`);
+      for (const abort of this.inFlight.values()) abort.abort(reason);
+      this.logger.warn({ unfinished }, `stop grace of ${graceMs} ms over: aborted ${unfinished.length} running reconcile(s); their locks are kept until they return`);
+    } else {
+      await this.dispatcher;
+    }
     this.untrackQueue?.();
+    return { unfinished };
   }
 
   /** Reconciles running now. */
@@ -147,15 +206,16 @@ export class Controller {
     return this.running;
   }
 
-  /** Keys waiting for their locks now. */
+  /** Keys waiting for their locks now (in the locks' queue or parked). */
   get waitingForLocks(): number {
-    return this.lockWaiting;
+    return this.lockWaiting + this.parked.size;
   }
 
   private async dispatch(): Promise<void> {
     for (;;) {
-      // Take a key only if it could run at once were its locks free, and lock waiters are within bounds.
-      if (this.running + this.workerWaiters.length >= this.maxConcurrent || this.lockWaiting >= this.maxLockWaiters) {
+      if (this.stopping.signal.aborted) return;
+      // Take a key only if it could run at once were its locks free; keys waiting for locks do not count.
+      if (this.running + this.workerWaiters.length >= this.maxConcurrent) {
         await new Promise<void>((resolve) => (this.wakeDispatcher = resolve));
         this.wakeDispatcher = undefined;
         continue;
@@ -171,30 +231,22 @@ export class Controller {
     const logger = this.logger.child({ key });
     const abort = new AbortController();
     let hasWorker = false;
-    const timer = this.clock.setTimeout(() => {
-      abort.abort(new ReconcileTimeoutError(`reconcile of ${key} timed out after ${this.timeoutMs} ms`));
-      // Visible so that a reconciler ignoring its signal (and so keeping its locks) is found.
-      if (hasWorker) logger.warn(`reconcile still running after its ${this.timeoutMs} ms timeout; signal aborted, locks kept until it returns`);
-    }, this.timeoutMs);
+    let timer: unknown;
     let handle: LockHandle | undefined;
     let result: ReconcileResultLabel | undefined = 'error';
     try {
       const requests = this.serial ? GLOBAL_LOCK : this.reconciler.locksFor(key);
-      handle = this.locks.tryAcquireMany(requests);
-      if (!handle) {
-        // Busy locks: wait without a worker, so keys of other branches run meanwhile.
-        this.lockWaiting++;
-        try {
-          handle = await this.locks.acquireMany(requests, AbortSignal.any([abort.signal, this.stopping.signal]));
-        } finally {
-          this.lockWaiting--;
-          this.wakeDispatcher?.();
-        }
-      }
+      // Busy locks: wait without a worker, so keys of other branches run meanwhile.
+      handle = this.locks.tryAcquireMany(requests) ?? (await this.waitForLocks(requests));
       await this.takeWorker();
       hasWorker = true;
       if (this.stopping.signal.aborted) throw this.stopping.signal.reason;
-      if (abort.signal.aborted) throw abort.signal.reason;
+      this.inFlight.set(key, abort);
+      timer = this.clock.setTimeout(() => {
+        abort.abort(new ReconcileTimeoutError(`reconcile of ${key} timed out after ${this.timeoutMs} ms`));
+        // Visible so that a reconciler ignoring its signal (and so keeping its locks) is found.
+        logger.warn(`reconcile still running after its ${this.timeoutMs} ms timeout; signal aborted, locks kept until it returns`);
+      }, this.timeoutMs);
       const outcome = await this.reconciler.reconcile(key, { signal: abort.signal, logger, locks: handle });
       this.queue.forget(key);
       if (outcome && outcome.requeueAfterMs !== undefined) {
@@ -217,7 +269,8 @@ export class Controller {
         logger.warn({ err: error, retries: this.queue.numRequeues(key) }, `reconcile failed, will retry: ${String(error)}`);
       }
     } finally {
-      this.clock.clearTimeout(timer);
+      if (timer !== undefined) this.clock.clearTimeout(timer);
+      this.inFlight.delete(key);
       handle?.release();
       this.queue.done(key);
       if (result) {
@@ -226,6 +279,43 @@ export class Controller {
       }
       if (hasWorker) this.releaseWorker();
       this.wakeDispatcher?.();
+    }
+  }
+
+  /** Waits for busy locks: in the locks' fair queue if a waiter slot is free, else parked. */
+  private waitForLocks(requests: readonly LockRequest[]): Promise<LockHandle> {
+    if (this.stopping.signal.aborted) return Promise.reject(this.stopping.signal.reason);
+    return new Promise((resolve, reject) => {
+      this.parked.add({ requests, resolve, reject });
+      this.serveParked(false);
+    });
+  }
+
+  /**
+   * Moves parked keys on: with `retryAll` (a lock was released), every parked key whose
+   * locks are free now takes them; then the oldest parked keys fill the free waiter slots.
+   */
+  private serveParked(retryAll: boolean): void {
+    if (this.parked.size === 0) return;
+    if (retryAll) {
+      for (const run of this.parked) {
+        const handle = this.locks.tryAcquireMany(run.requests);
+        if (!handle) continue;
+        this.parked.delete(run);
+        run.resolve(handle);
+      }
+    }
+    for (const run of this.parked) {
+      if (this.lockWaiting >= this.maxLockWaiters) return;
+      this.parked.delete(run);
+      this.lockWaiting++;
+      this.locks
+        .acquireMany(run.requests, this.stopping.signal)
+        .then(run.resolve, run.reject)
+        .finally(() => {
+          this.lockWaiting--;
+          this.serveParked(false);
+        });
     }
   }
 
