@@ -2,6 +2,7 @@
 // API limit, the job protocol, fault injection, the operation log, seeded data and state
 // that survives a restart or a crash.
 import { rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { expect } from 'chai';
 import { BackendLimiter } from '../../src/core/limiter.js';
 import { snapshotGroup } from '../../src/backends/driver.js';
@@ -220,13 +221,15 @@ describe('sim array', function () {
     });
 
     it('a snapshot read slower than the request timeout is not cut off: the timeout bounds only the wait for headers', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1, requestTimeoutMs: 100 });
+      const requestTimeoutMs = 1_000;
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1, requestTimeoutMs });
       const vol = await driver.createVolume({ name: 'slow-read', capacityBytes: MiB }, never);
       const snap = await driver.createSnapshot({ name: 'slow-read-snap', sourceVolume: vol.handle }, never);
       let bytes = 0;
       for await (const chunk of await driver.readSnapshot(snap.handle, never)) {
+        // After the first chunk the reader stalls well past the request timeout.
+        if (bytes === 0) await new Promise((r) => setTimeout(r, 2 * requestTimeoutMs));
         bytes += (chunk as Buffer).length;
-        await new Promise((r) => setTimeout(r, 40));
       }
       expect(bytes).to.equal(MiB);
     });
@@ -281,11 +284,22 @@ describe('sim array', function () {
       ({ array, dir } = await startArray());
       const port = array.port;
       array.state.setFault('createVolume', { stallMs: 60_000 });
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 500 });
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 5, maxPollIntervalMs: 20 });
       const pending = driver.createVolume({ name: 'lost-job', capacityBytes: MiB }, never);
+      let settled = false;
+      void pending.catch(() => undefined).finally(() => (settled = true));
       while (array.state.stats().inFlight === 0) await new Promise((r) => setTimeout(r, 2));
-      // Restart well within the first poll interval: the new array has never heard of the job.
       await array.close();
+      // While the array is down its port drops every connection: polls must fail and go on.
+      let refused = 0;
+      const down = createServer((socket) => {
+        refused++;
+        socket.destroy();
+      });
+      await new Promise<void>((resolve) => down.listen(port, '127.0.0.1', resolve));
+      while (refused < 3 && !settled) await new Promise((r) => setTimeout(r, 2));
+      await new Promise<void>((resolve) => down.close(() => resolve()));
+      // The new array has never heard of the job.
       ({ array } = await startArray({ port }, dir));
       const vol = await pending;
       expect(vol.name).to.equal('lost-job');

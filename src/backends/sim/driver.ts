@@ -3,7 +3,8 @@
 // - Busy answers (429, 503 with Retry-After, 409 pending) are retried after the array's Retry-After hint, or
 //   with capped exponential backoff and jitter, for as long as the caller's signal allows;
 //   every other failure is returned at once as a typed DriverError.
-// - Jobs are polled until they finish; a job the array lost (it restarted) is re-submitted,
+// - Jobs are polled until they finish; a poll that cannot reach the array is repeated until
+//   the caller's signal fires, and a job the array lost (it restarted) is re-submitted,
 //   which is safe because every mutation is idempotent by name or id.
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -152,7 +153,11 @@ export class SimDriver implements StorageDriver {
     return (await res.json()) as T;
   }
 
-  /** Submits a job and polls it to the end; re-submits if the array lost it. */
+  /**
+   * Submits a job and polls it to the end; re-submits if the array lost it. A poll that
+   * cannot reach the array (restarting, say) is repeated until the signal fires: the job may
+   * well be running, and the array's answer decides.
+   */
   private async job<T>(method: string, path: string, signal: AbortSignal, payload?: unknown): Promise<T> {
     for (;;) {
       const { jobId } = await this.json<{ jobId: string }>(method, path, signal, payload);
@@ -165,6 +170,7 @@ export class SimDriver implements StorageDriver {
           job = await this.json<JobView>('GET', `/api/jobs/${encodeURIComponent(jobId)}`, signal);
         } catch (err) {
           if (err instanceof DriverError && err.reason === 'notFound') break;
+          if (err instanceof DriverError && (err.reason === 'unavailable' || err.reason === 'timeout')) continue;
           throw err;
         }
         if (job.state === 'running') continue;
