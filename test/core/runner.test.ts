@@ -3,9 +3,9 @@ import { FakeClock, settle } from '../../src/core/clock.js';
 import { TerminalError } from '../../src/core/errors.js';
 import { HierarchicalLocks } from '../../src/core/locks.js';
 import { HierarchyPath } from '../../src/core/path.js';
-import { Controller, type ConcurrencyMode, type ReconcileContext, type ReconcileResult } from '../../src/core/runner.js';
+import { Controller, ReconcileTimeoutError, ShutdownGraceExpired, type ConcurrencyMode, type ReconcileContext, type ReconcileResult } from '../../src/core/runner.js';
 import { pino } from 'pino';
-import { deferred, type Deferred } from './helpers.js';
+import { deferred, track, type Deferred } from './helpers.js';
 
 interface Run {
   key: string;
@@ -15,8 +15,12 @@ interface Run {
 
 const silent = pino({ level: 'silent' });
 
+// A thrown assertion inside reconcile would be retried as an ordinary error: harnesses record
+// violations here instead, and every test asserts none happened.
+let violations: string[] = [];
+
 /** A controller whose reconciles each wait for the test to resolve them. */
-function harness({ start = true, ...options }: { start?: boolean; maxConcurrentReconciles?: number; concurrency?: ConcurrencyMode; reconcileTimeoutMs?: number } = {}) {
+function harness({ start = true, ...options }: { start?: boolean; maxConcurrentReconciles?: number; maxLockWaiters?: number; concurrency?: ConcurrencyMode; reconcileTimeoutMs?: number } = {}) {
   const clock = new FakeClock();
   const locks = new HierarchicalLocks({ clock });
   const runs: Run[] = [];
@@ -34,10 +38,12 @@ function harness({ start = true, ...options }: { start?: boolean; maxConcurrentR
       // Keys are paths; a key ending in "!" wants a read instead of a write.
       locksFor: (key) => [{ path: HierarchyPath.parse(key.replace(/!$/, '')), mode: key.endsWith('!') ? 'read' : 'write' }],
       reconcile: async (key, context) => {
-        if (runningKeys.has(key)) throw new Error(`two runs of ${key} at once`);
+        if (runningKeys.has(key)) violations.push(`two runs of ${key} at once`);
         runningKeys.add(key);
         running++;
         peak = Math.max(peak, running);
+        const limit = options.concurrency === 'serial' ? 1 : (options.maxConcurrentReconciles ?? 10);
+        if (running > limit) violations.push(`${running} runs at once, over ${limit}`);
         const gate = deferred<ReconcileResult>();
         runs.push({ key, context, gate });
         try {
@@ -66,6 +72,20 @@ function harness({ start = true, ...options }: { start?: boolean; maxConcurrentR
 }
 
 describe('core/runner', () => {
+  beforeEach(() => (violations = []));
+  afterEach(() => expect(violations).to.deep.equal([]));
+
+  it('the never-two-at-once guard can fail: a second run of a busy key is recorded', async () => {
+    // Drives the harness's reconcile directly, as a broken runner would, to prove the guard bites.
+    const h = harness({ start: false });
+    const reconcile = (h.controller as unknown as { reconciler: { reconcile: (key: string, context: unknown) => Promise<unknown> } }).reconciler.reconcile;
+    void reconcile('a', {});
+    void reconcile('a', {});
+    await settle();
+    expect(violations).to.deep.equal(['two runs of a at once']);
+    violations = [];
+  });
+
   it('add while processing runs exactly twice, never at once', async () => {
     const h = harness();
     h.controller.enqueue('a');
@@ -292,5 +312,107 @@ describe('core/runner', () => {
     await stopping;
     expect(h.keysOf()).to.deep.equal(['a']);
     expect(h.locks.nodeCount()).to.equal(0);
+  });
+
+  it('more keys blocked on one backend than waiter slots never hold back another backend', async () => {
+    const h = harness({ maxConcurrentReconciles: 2 });
+    const backendWrite = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
+    // Default waiter slots: 4 x 2 workers = 8; ten keys overflow them.
+    for (let i = 0; i < 10; i++) h.controller.enqueue(`backends/a/volumes/n.v${i}`);
+    h.controller.enqueue('backends/b');
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/b']);
+    expect(h.controller.waitingForLocks).to.equal(10);
+    expect(h.locks.waiting).to.equal(8);
+    backendWrite.release();
+    for (let i = 0; i < 11; i++) {
+      expect(h.runs.length, 'runs started').to.be.greaterThan(i);
+      h.runs[i].gate.resolve();
+      await settle();
+    }
+    expect(new Set(h.keysOf()).size).to.equal(11);
+    expect(h.peak).to.equal(2);
+    expect(h.controller.waitingForLocks).to.equal(0);
+    expect(h.locks.nodeCount()).to.equal(0);
+  });
+
+  it('a parked key whose locks come free runs at once, though every waiter slot is taken', async () => {
+    const h = harness({ maxConcurrentReconciles: 2, maxLockWaiters: 1 });
+    const a = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
+    const c = await h.locks.acquire(HierarchyPath.parse('backends/c'), 'write');
+    h.controller.enqueue('backends/a/volumes/n.v0');
+    h.controller.enqueue('backends/a/volumes/n.v1');
+    h.controller.enqueue('backends/c/volumes/n.v0');
+    await settle();
+    expect(h.controller.waitingForLocks).to.equal(3);
+    expect(h.locks.waiting).to.equal(1);
+    c.release();
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/c/volumes/n.v0']);
+    a.release();
+    h.runs[0].gate.resolve();
+    await settle();
+    expect(h.keysOf(1).sort()).to.deep.equal(['backends/a/volumes/n.v0', 'backends/a/volumes/n.v1']);
+    for (const run of h.runs) run.gate.resolve();
+    await settle();
+    expect(h.locks.nodeCount()).to.equal(0);
+  });
+
+  it('the reconcile timeout starts once the locks are held, not during the wait for them', async () => {
+    const h = harness({ reconcileTimeoutMs: 1000 });
+    const busy = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
+    h.controller.enqueue('backends/a/volumes/n.v');
+    await h.clock.advanceAndSettle(5000);
+    expect(h.runs).to.have.length(0);
+    busy.release();
+    await settle();
+    expect(h.runs).to.have.length(1);
+    const { signal } = h.runs[0].context;
+    await h.clock.advanceAndSettle(999);
+    expect(signal.aborted).to.equal(false);
+    await h.clock.advanceAndSettle(1);
+    expect(signal.reason).to.be.instanceOf(ReconcileTimeoutError);
+    h.runs[0].gate.resolve();
+    await settle();
+  });
+
+  it('stop resolves as soon as running reconciles finish within the grace, leaving no timer', async () => {
+    const h = harness();
+    h.controller.enqueue('a');
+    await settle();
+    const stopping = track(h.controller.stop({ graceMs: 1000 }));
+    await h.clock.advanceAndSettle(500);
+    expect(stopping.settled).to.equal(false);
+    h.runs[0].gate.resolve();
+    await settle();
+    expect(stopping.value).to.deep.equal({ unfinished: [] });
+    expect(h.runs[0].context.signal.aborted).to.equal(false);
+    expect(h.clock.pendingTimers).to.equal(0);
+  });
+
+  it('stop past its grace aborts the signals of runs still going, resolves, and names them; locks stay until they return', async () => {
+    const h = harness({ maxConcurrentReconciles: 3 });
+    h.controller.enqueue('backends/a');
+    h.controller.enqueue('backends/b');
+    h.controller.enqueue('backends/c');
+    await settle();
+    // b honours its signal; a ignores it; c finishes within the grace.
+    const b = h.runs[1];
+    b.context.signal.addEventListener('abort', () => b.gate.reject(b.context.signal.reason));
+    const stopping = track(h.controller.stop({ graceMs: 1000 }));
+    await h.clock.advanceAndSettle(999);
+    h.runs[2].gate.resolve();
+    await settle();
+    expect(stopping.settled).to.equal(false);
+    expect(h.runs[0].context.signal.aborted).to.equal(false);
+    await h.clock.advanceAndSettle(1);
+    expect(stopping.value).to.deep.equal({ unfinished: ['backends/a', 'backends/b'] });
+    expect(h.runs[0].context.signal.reason).to.be.instanceOf(ShutdownGraceExpired);
+    // b gave up and released; a still holds its write lock: no operation is cut in half.
+    expect(h.locks.tryAcquireMany([{ path: HierarchyPath.parse('backends/b'), mode: 'write' }])).to.not.equal(undefined);
+    expect(h.locks.tryAcquireMany([{ path: HierarchyPath.parse('backends/a'), mode: 'read' }])).to.equal(undefined);
+    h.runs[0].gate.resolve();
+    await settle();
+    expect(h.controller.activeWorkers).to.equal(0);
   });
 });
