@@ -141,6 +141,20 @@ describe('sim array', function () {
       expect(((await again.json()) as { jobId: string }).jobId).to.equal(jobId);
       array.state.abortStalls();
     });
+
+    it('a repeat of a running create with other parameters is refused as alreadyExists, not joined', async () => {
+      array.state.setFault('createVolume', { stallMs: 60_000 });
+      const post = (body: object) => fetch(`${array.url}/api/volumes`, { method: 'POST', body: JSON.stringify(body) });
+      const first = await post({ name: 'a', capacityBytes: MiB, params: { tier: 'gold', zone: 'z1' } });
+      const { jobId } = (await first.json()) as { jobId: string };
+      const other = await post({ name: 'a', capacityBytes: 2 * MiB, params: { tier: 'gold', zone: 'z1' } });
+      expect(other.status).to.equal(409);
+      expect(((await other.json()) as { error: { code: string } }).error.code).to.equal('alreadyExists');
+      // The same parameters in another order are the same request.
+      const same = await post({ name: 'a', capacityBytes: MiB, params: { zone: 'z1', tier: 'gold' } });
+      expect(((await same.json()) as { jobId: string }).jobId).to.equal(jobId);
+      array.state.abortStalls();
+    });
   });
 
   describe('busy as 503', () => {

@@ -3,7 +3,8 @@
 // - Mutations (create, delete, resize of volumes, snapshots and group snapshots) answer
 //   202 with a job id at once; GET /api/jobs/:id reports running, succeeded (with the
 //   result) or failed (with the error). A repeated request for a running job's object gets
-//   that job again, not a second one.
+//   that job again, not a second one; the same name with other parameters while that job
+//   runs is refused with 409 `alreadyExists`, as it would be once the job is done.
 // - Beyond the array's concurrency limit a request is refused with 429 (or 503, as
 //   configured) and Retry-After
 //   (seconds, the standard header) plus `retryAfterMs` in the body; a conflicting request
@@ -47,6 +48,8 @@ export interface JobView {
 interface Job extends JobView {
   /** The idempotency key while running: a repeat of the same request joins this job. */
   key: string;
+  /** The request's parameters, canonical: a repeat with others must not join. */
+  params: string;
   finishedAt?: number;
 }
 
@@ -196,14 +199,18 @@ export class SimArrayServer {
    * Accepts `start` as a job (202) unless one for `key` is running, in which case that job
    * is returned. `start` throws synchronously when the array refuses the operation.
    */
-  private startJob(res: ServerResponse, op: OpName, target: string, key: string, start: () => Promise<unknown>): void {
+  private startJob(res: ServerResponse, op: OpName, target: string, key: string, start: () => Promise<unknown>, params: unknown = {}): void {
+    const canonical = canonicalJson(params);
     const runningId = this.runningByKey.get(key);
     if (runningId) {
+      if (this.jobs.get(runningId)?.params !== canonical) {
+        throw new SimError('alreadyExists', `${op} of ${target} is running with other parameters (job ${runningId})`);
+      }
       this.send(res, 202, { jobId: runningId });
       return;
     }
     const promise = start();
-    const job: Job = { id: `job-${randomUUID()}`, op, target, state: 'running', key };
+    const job: Job = { id: `job-${randomUUID()}`, op, target, state: 'running', key, params: canonical };
     this.pruneJobs();
     this.jobs.set(job.id, job);
     this.runningByKey.set(key, job.id);
@@ -231,7 +238,7 @@ export class SimArrayServer {
   }
 
   private jobView(job: Job): JobView {
-    const { key: _key, finishedAt: _finishedAt, ...view } = job;
+    const { key: _key, params: _params, finishedAt: _finishedAt, ...view } = job;
     return view;
   }
 
@@ -267,7 +274,7 @@ export class SimArrayServer {
             params: strMap(b.params, 'params'),
             ...(b.sourceSnapshotId !== undefined ? { sourceSnapshotId: str(b.sourceSnapshotId, 'sourceSnapshotId') } : {}),
           };
-          return this.startJob(res, 'createVolume', `name:${name}`, `volume-name:${name}`, () => s.createVolume(spec));
+          return this.startJob(res, 'createVolume', `name:${name}`, `volume-name:${name}`, () => s.createVolume(spec), spec);
         }
         if (is('GET', 3)) return this.send(res, 200, await s.getVolume(id!));
         if (is('DELETE', 3)) return this.startJob(res, 'deleteVolume', id!, `delete:${id}`, () => s.deleteVolume(id!));
@@ -283,7 +290,7 @@ export class SimArrayServer {
           const b = await this.body(req);
           const name = str(b.name, 'name');
           const volumeId = str(b.volumeId, 'volumeId');
-          return this.startJob(res, 'createSnapshot', `name:${name}`, `snapshot-name:${name}`, () => s.createSnapshot(name, volumeId));
+          return this.startJob(res, 'createSnapshot', `name:${name}`, `snapshot-name:${name}`, () => s.createSnapshot(name, volumeId), { volumeId });
         }
         if (is('GET', 3)) return this.send(res, 200, await s.getSnapshot(id!));
         if (is('DELETE', 3)) return this.startJob(res, 'deleteSnapshot', id!, `delete:${id}`, () => s.deleteSnapshot(id!));
@@ -295,7 +302,9 @@ export class SimArrayServer {
           const name = str(b.name, 'name');
           if (!Array.isArray(b.volumeIds)) throw new SimError('invalid', 'volumeIds must be an array of volume ids');
           const volumeIds = b.volumeIds.map((v, i) => str(v, `volumeIds[${i}]`));
-          return this.startJob(res, 'createGroupSnapshot', `name:${name}`, `group-name:${name}`, () => s.createGroupSnapshot(name, volumeIds));
+          return this.startJob(res, 'createGroupSnapshot', `name:${name}`, `group-name:${name}`, () => s.createGroupSnapshot(name, volumeIds), {
+            volumeIds: [...volumeIds].sort(),
+          });
         }
         if (is('GET', 3)) return this.send(res, 200, await s.getGroupSnapshot(id!));
         if (is('DELETE', 3)) return this.startJob(res, 'deleteGroupSnapshot', id!, `delete:${id}`, () => s.deleteGroupSnapshot(id!));
@@ -345,6 +354,13 @@ export class SimArrayServer {
     }
     throw new HttpError(404, `no admin route ${method} ${what ?? ''}`);
   }
+}
+
+/** JSON with object keys sorted, so equal parameters compare equal as strings. */
+function canonicalJson(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+  );
 }
 
 function str(v: unknown, field: string): string {
