@@ -2,8 +2,10 @@
 // Guarantees:
 // - Every chunk is stored once, under the SHA-256 of its bytes; a backup of data the
 //   repository already holds writes (almost) nothing but its manifest.
-// - A manifest is written only after every chunk it lists is durable, so a crash never
-//   leaves a manifest pointing at missing data.
+// - A manifest is written only after every chunk it lists is durable (chunks found
+//   already stored included: their folders are synced), so a crash never leaves a
+//   manifest pointing at missing data; an upload that finds its lease lost once its
+//   manifest is in, with a chunk gone, withdraws the manifest.
 // - An interrupted upload resumes: the next attempt re-reads the source, and every chunk
 //   already durable is skipped rather than uploaded again.
 // - Reading a volume verifies each chunk's hash before its bytes are handed out, and the
@@ -487,6 +489,24 @@ export class BackupRepository {
     if (!(await this.store.putIfAbsent(manifestKey, encodeRecord(manifest)))) {
       const other = await this.readManifest(manifestKey);
       if (other.sha256 !== manifest.sha256) throw new Error(`backup ${job} volume ${volume}: a concurrent upload wrote different data (${other.sha256} vs ${manifest.sha256})`);
+    } else {
+      // The lease was checked before the manifest went in, but a pause in between (a
+      // stopped process, a stalled mount) can outlast the ttl, and GC may then have freed
+      // chunks. Once the manifest is visible GC keeps what it lists, so one more check
+      // settles it: a lost lease with a chunk gone withdraws the manifest.
+      const lost = await keepLease(true).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      if (lost !== undefined) {
+        if (!(lost instanceof LostLeaseError)) throw lost;
+        const missing = await this.firstMissingChunk(refs);
+        if (missing !== undefined) {
+          await this.store.delete(manifestKey);
+          await this.removeIntents(job, volume, lease.attempt);
+          throw new LostLeaseError(`${lost.message}; chunk ${missing} went meanwhile, so the manifest was withdrawn`);
+        }
+      }
     }
     result.manifest = manifest;
     result.chunks = refs.length;
@@ -522,6 +542,17 @@ export class BackupRepository {
       log.info({ job, volume, attempt: lease.attempt, declaredChunks: declaredBefore.size }, 'resuming interrupted upload');
     }
     return { lease, declaredBefore };
+  }
+
+  /** The first chunk of `refs` the store does not hold, if any. */
+  private async firstMissingChunk(refs: ChunkRef[]): Promise<string | undefined> {
+    const checked = new Set<string>();
+    for (const [hash] of refs) {
+      if (checked.has(hash)) continue;
+      checked.add(hash);
+      if (!(await this.store.has(keys.chunk(hash)))) return hash;
+    }
+    return undefined;
   }
 
   /** Removes the intent records one attempt of an upload wrote. */

@@ -231,4 +231,59 @@ describe('repository retention and garbage collection', function () {
     expect(failure?.message).to.match(/lost its lease/);
     expect(await repo.listVolumes('job')).to.deep.equal([]);
   });
+
+  /** A store that runs `hook` once, just before the manifest of `job`/`volume` is written. */
+  async function pausingBeforeManifest(job: string, volume: string, now: () => Date) {
+    class PausingStore extends FilesystemBlobStore {
+      hook?: () => Promise<unknown>;
+      override async putIfAbsent(key: string, data: Buffer): Promise<boolean> {
+        const hook = this.hook;
+        if (hook && key === keys.manifest(job, volume)) {
+          this.hook = undefined;
+          await hook();
+        }
+        return super.putIfAbsent(key, data);
+      }
+    }
+    const store = new PausingStore(await tempDir());
+    const repo = await BackupRepository.create(store, { chunking: smallChunks }, { now, leaseTtlMs: 60_000 });
+    return { store, repo };
+  }
+
+  it('withdraws the manifest of an upload that paused past its lease ttl while GC freed its chunks', async () => {
+    let now = new Date('2026-01-01T00:00:00Z');
+    const { store, repo } = await pausingBeforeManifest('today', 'ns.a', () => now);
+    // The upload has passed its last lease check; it stalls for two minutes (its ttl is
+    // one) just before its manifest lands, and a GC expires it and frees its chunks.
+    store.hook = async () => {
+      now = new Date('2026-01-01T00:02:00Z');
+      const g = await collectGarbage(repo);
+      expect(g.expiredUploadsRemoved).to.equal(1);
+      expect(g.chunksDeleted).to.be.above(0);
+    };
+    let failure: Error | undefined;
+    await backUp(repo, 'today', 'ns.a', onlyOld).catch((err: Error) => (failure = err));
+    expect(failure).to.be.instanceOf(LostLeaseError);
+    expect(failure?.message).to.match(/manifest was withdrawn/);
+    expect(await repo.listVolumes('today')).to.deep.equal([]);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+    expect(await repo.listUploads()).to.deep.equal([]);
+    // A retry stores what went missing.
+    const retry = await backUp(repo, 'today', 'ns.a', onlyOld);
+    expect(retry.bytesUploaded).to.equal(onlyOld.size);
+    expect(await sha256Of(repo.readVolume('today', 'ns.a'))).to.deep.equal(await expected(onlyOld));
+  });
+
+  it('keeps the manifest of an upload that lost its lease while writing it when no chunk went', async () => {
+    let now = new Date('2026-01-01T00:00:00Z');
+    const { store, repo } = await pausingBeforeManifest('today', 'ns.a', () => now);
+    store.hook = async () => {
+      now = new Date('2026-01-01T00:02:00Z');
+      await repo.removeUpload('today', 'ns.a');
+    };
+    const result = await backUp(repo, 'today', 'ns.a', onlyOld);
+    expect(await repo.listVolumes('today')).to.deep.equal(['ns.a']);
+    expect(result.manifest.sha256).to.equal((await expected(onlyOld)).sha256);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+  });
 });
