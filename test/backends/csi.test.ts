@@ -1,6 +1,7 @@
 // The csi driver beyond the shared contract: how gRPC codes map to typed errors, and
 // group snapshots only where the plugin advertises them.
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
@@ -70,6 +71,30 @@ describe('csi driver', () => {
       const err = await expectDriverError(resolveCsiProto({ TRELLIS_CSI_PROTO: missing, TRELLIS_TOOLS_DIR: dir }), 'invalid');
       expect(err.message).to.include(missing).and.to.include(join(dir, 'csi-spec-v1.12.0', 'csi.proto')).and.to.include('npm run csi-proto');
       expect(await readdir(dir)).to.deep.equal([]);
+    });
+  });
+
+  describe('a plugin that never answers', function () {
+    this.timeout(120_000);
+    before(ensureCsiProto);
+
+    it('discovery past the deadline is a retryable timeout DriverError, not a bare abort', async () => {
+      const dir = await tempDir('csi-mute');
+      const socket = join(dir, 'csi.sock');
+      // Accepts connections and says nothing, so no gRPC call ever completes.
+      const held: Socket[] = [];
+      const mute = createServer((c) => void held.push(c));
+      await new Promise<void>((resolve) => mute.listen(socket, resolve));
+      const driver = createDriver('csi', { endpoint: `unix://${socket}`, timeoutMs: 200 });
+      try {
+        const err = await expectDriverError(driver.getVolume('v', never), 'timeout');
+        expect(err.message).to.match(/discovery|deadline/i);
+      } finally {
+        await driver.close();
+        for (const c of held) c.destroy();
+        await new Promise<void>((resolve) => mute.close(() => resolve()));
+        await rm(dir, { recursive: true, force: true });
+      }
     });
   });
 

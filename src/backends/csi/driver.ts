@@ -8,7 +8,8 @@
 //   operation) are retried with capped exponential backoff until the caller's signal fires.
 // - Group snapshots go through GroupController.CreateVolumeGroupSnapshot when the plugin
 //   advertises it; otherwise createGroupSnapshot resolves undefined (the caller fans out).
-// - Every call carries a deadline and is cancelled when the caller's signal fires.
+// - Every call carries a deadline and is cancelled when the caller's signal fires; a call or
+//   the shared capability discovery past its deadline is a retryable `timeout`.
 // CSI has no data path, so readSnapshot and writeVolume fail with a terminal error.
 import * as grpc from '@grpc/grpc-js';
 import type { Readable } from 'node:stream';
@@ -146,6 +147,10 @@ export class CsiDriver implements StorageDriver {
           identity.close();
           controller.close();
           group.close();
+          // The shared deadline may fire before gRPC's own: it is the same timeout, typed alike.
+          if (deadline.aborted) {
+            throw new DriverError('timeout', `csi: plugin discovery at ${this.cfg.endpoint}: no answer within ${this.cfg.timeoutMs} ms`, { cause: err });
+          }
           throw err;
         }
         return base;

@@ -34,6 +34,8 @@ const codeOf: Record<SimErrorCode, grpc.status> = {
   noSpace: grpc.status.RESOURCE_EXHAUSTED,
   alreadyExists: grpc.status.ALREADY_EXISTS,
   inUse: grpc.status.FAILED_PRECONDITION,
+  // The spec's ControllerPublishVolume table asks for RESOURCE_EXHAUSTED ("max volumes
+  // attached"); Trellis's csi driver never publishes, so nothing retries it as busy.
   hostLimit: grpc.status.RESOURCE_EXHAUSTED,
 };
 
