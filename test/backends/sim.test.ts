@@ -1,16 +1,16 @@
 // The simulated array and its driver beyond the shared contract: behaviour under 10x its
 // API limit, the job protocol, fault injection, the operation log, seeded data and state
 // that survives a restart or a crash.
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { expect } from 'chai';
 import { BackendLimiter } from '../../src/core/limiter.js';
 import { snapshotGroup } from '../../src/backends/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
-import type { SimArrayServer } from '../../src/backends/sim/array.js';
+import { SimArrayServer } from '../../src/backends/sim/array.js';
 import type { OplogEntry } from '../../src/backends/sim/state.js';
 import { expectDriverError, sha256 } from './contract.js';
-import { startArray } from './fixtures.js';
+import { startArray, tempDir } from './fixtures.js';
 
 const never = new AbortController().signal;
 const MiB = 1024 * 1024;
@@ -154,6 +154,26 @@ describe('sim array', function () {
       const same = await post({ name: 'a', capacityBytes: MiB, params: { zone: 'z1', tier: 'gold' } });
       expect(((await same.json()) as { jobId: string }).jobId).to.equal(jobId);
       array.state.abortStalls();
+    });
+  });
+
+  describe('startup', () => {
+    it('a port already taken fails the start and leaves no state or temp dir open', async () => {
+      ({ array, dir } = await startArray());
+      const scratch = await tempDir('sim-tmp');
+      const saved = process.env.TMPDIR;
+      // Without a state path the array keeps its blobs in a temp dir under TMPDIR.
+      process.env.TMPDIR = scratch;
+      try {
+        let err: unknown;
+        await SimArrayServer.start({ port: array.port }).catch((e: unknown) => (err = e));
+        expect((err as NodeJS.ErrnoException)?.code).to.equal('EADDRINUSE');
+        expect(await readdir(scratch)).to.deep.equal([]);
+      } finally {
+        if (saved === undefined) delete process.env.TMPDIR;
+        else process.env.TMPDIR = saved;
+        await rm(scratch, { recursive: true, force: true });
+      }
     });
   });
 

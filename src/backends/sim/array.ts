@@ -92,13 +92,19 @@ export class SimArrayServer {
     const array = new SimArrayServer(state, server, options);
     server.on('request', (req, res) => void array.handle(req, res));
     state.onCrash = () => array.crash();
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
-        server.off('error', reject);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } catch (err) {
+      // A port already taken must not leave the opened state (and its temp dir) behind.
+      await state.close();
+      throw err;
+    }
     log.debug({ url: array.url, statePath: options.statePath }, 'sim array listening');
     return array;
   }
