@@ -1,14 +1,20 @@
 // Per-backend limits on storage calls. Guarantees:
 // - at most `maxConcurrent` operations of one backend run at once, and no more than
-//   `opsPerSecond` start in any one-second window (a sliding window, as strict storage
-//   APIs count);
+//   `opsPerSecond` start in any one-second window (a sliding window over the start times,
+//   as strict storage APIs count; a fractional rate rounds down, a rate below one allows
+//   one start per 1/rate seconds);
+// - the rate window runs on the injected Clock, so a FakeClock drives it in tests;
 // - limits change at runtime (`configure`) without breaking either bound: a new
-//   concurrency applies at once; a new rate starts once the operations admitted under
-//   the old one have finished;
+//   concurrency applies at once; a new rate applies at once to the start times already
+//   recorded, so a window straddling the change never holds more starts than the larger
+//   of the two rates allows, and none after the change beyond the new one;
+// - operations start in arrival order; an abort while waiting rejects the operation and
+//   frees its place; a started operation gets the signal and is never cut off;
 // - every operation is counted in the in-flight gauge and timed by backend, operation
 //   and result; `maxInFlight` records the highest concurrency actually reached.
-import PQueue from 'p-queue';
-import { realClock, type Clock } from './clock.js';
+// A hand-written scheduler rather than p-queue: p-queue's interval runs on real timers and
+// restarts its count when a queue is replaced, which broke both properties above.
+import { realClock, type Clock, type TimerHandle } from './clock.js';
 
 export interface BackendLimits {
   /** Operations running at once. Default 10. */
@@ -28,16 +34,29 @@ export interface BackendLimiterOptions {
   metrics?: LimiterMetricsSink;
 }
 
+/** An operation admitted and not started; `start` runs it. */
+interface Waiting {
+  start(): void;
+}
+
 interface BackendState {
   limits: Required<BackendLimits>;
-  // One queue per rate setting, oldest first; new operations go to the last. Only the
-  // first runs: a rate change appends a paused queue, started once all before it are idle,
-  // so two settings never run side by side.
-  generations: PQueue[];
-  // True while a wait for the first generation to go idle is pending.
-  watching: boolean;
+  // Admitted operations not started, in arrival order; an aborted one leaves at once.
+  waiting: Set<Waiting>;
+  // Start times (clock ms) of the current rate's window, oldest first; kept across rate
+  // changes, so a new rate counts the starts made under the old one. Not recorded while
+  // there is no rate limit.
+  starts: number[];
+  // Pending wake-up for when the rate window opens again; set only while operations wait.
+  timer?: TimerHandle;
   inFlight: number;
   maxInFlight: number;
+}
+
+/** Starts allowed per window, and the window in ms, for a rate. */
+function rateWindow(opsPerSecond: number): { cap: number; windowMs: number } {
+  if (opsPerSecond === Infinity) return { cap: Infinity, windowMs: 0 };
+  return opsPerSecond >= 1 ? { cap: Math.floor(opsPerSecond), windowMs: 1000 } : { cap: 1, windowMs: 1000 / opsPerSecond };
 }
 
 export class BackendLimiter {
@@ -56,43 +75,36 @@ export class BackendLimiter {
   configure(backend: string, limits: BackendLimits): void {
     const state = this.backends.get(backend);
     if (!state) {
-      const resolved = resolveLimits(limits, this.defaults);
-      this.backends.set(backend, { limits: resolved, generations: [makeQueue(resolved, true)], watching: false, inFlight: 0, maxInFlight: 0 });
+      this.backends.set(backend, { limits: resolveLimits(limits, this.defaults), waiting: new Set(), starts: [], inFlight: 0, maxInFlight: 0 });
       return;
     }
-    const next = resolveLimits(limits, state.limits);
-    const rateChanged = next.opsPerSecond !== state.limits.opsPerSecond;
-    state.limits = next;
-    for (const queue of state.generations) queue.concurrency = next.maxConcurrent;
-    if (rateChanged) {
-      state.generations.push(makeQueue(next, false));
-      this.advance(state);
-    }
+    state.limits = resolveLimits(limits, state.limits);
+    // A pending wake-up was computed for the old rate; recompute it.
+    this.clearTimer(state);
+    this.pump(state);
   }
 
   /** Runs `fn` under the backend's limits. An abort of `signal` while waiting rejects it and frees its place. */
-  async run<T>(backend: string, operation: string, fn: (signal?: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  run<T>(backend: string, operation: string, fn: (signal?: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
     if (!this.backends.has(backend)) this.configure(backend, {});
     const state = this.backends.get(backend)!;
-    return state.generations.at(-1)!.add(
-      async () => {
-        state.inFlight++;
-        state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
-        this.metrics?.inFlight(backend, state.inFlight);
-        const started = this.clock.now();
-        let result: 'success' | 'error' = 'error';
-        try {
-          const value = await fn(signal);
-          result = 'success';
-          return value;
-        } finally {
-          state.inFlight--;
-          this.metrics?.inFlight(backend, state.inFlight);
-          this.metrics?.operation(backend, operation, result, (this.clock.now() - started) / 1000);
-        }
-      },
-      { signal },
-    );
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => {
+        if (!state.waiting.delete(waiting)) return;
+        if (state.waiting.size === 0) this.clearTimer(state);
+        reject(signal?.reason);
+      };
+      const waiting: Waiting = {
+        start: () => {
+          signal?.removeEventListener('abort', onAbort);
+          this.execute(backend, state, operation, fn, signal).then(resolve, reject);
+        },
+      };
+      state.waiting.add(waiting);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.pump(state);
+    });
   }
 
   limits(backend: string): Required<BackendLimits> {
@@ -110,9 +122,7 @@ export class BackendLimiter {
 
   /** Operations admitted but waiting for a slot or the rate. */
   waiting(backend: string): number {
-    const state = this.backends.get(backend);
-    if (!state) return 0;
-    return state.generations.reduce((size, queue) => size + queue.size, 0);
+    return this.backends.get(backend)?.waiting.size ?? 0;
   }
 
   /** Forgets a backend (it was deleted); operations already admitted still finish. */
@@ -120,24 +130,63 @@ export class BackendLimiter {
     this.backends.delete(backend);
   }
 
-  /** Starts the first generation and drops it once idle if a newer one waits behind it. */
-  private advance(state: BackendState): void {
-    for (;;) {
-      const first = state.generations[0];
-      first.start();
-      if (state.generations.length === 1) return;
-      if (first.size > 0 || first.pending > 0) {
-        if (!state.watching) {
-          state.watching = true;
-          void first.onIdle().then(() => {
-            state.watching = false;
-            this.advance(state);
-          });
-        }
+  private async execute<T>(backend: string, state: BackendState, operation: string, fn: (signal?: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    state.inFlight++;
+    state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
+    this.metrics?.inFlight(backend, state.inFlight);
+    const started = this.clock.now();
+    let result: 'success' | 'error' = 'error';
+    try {
+      const value = await fn(signal);
+      result = 'success';
+      return value;
+    } finally {
+      state.inFlight--;
+      this.metrics?.inFlight(backend, state.inFlight);
+      this.metrics?.operation(backend, operation, result, (this.clock.now() - started) / 1000);
+      this.pump(state);
+    }
+  }
+
+  /** Starts waiting operations in order while a slot is free and the rate window allows. */
+  private pump(state: BackendState): void {
+    for (const next of state.waiting) {
+      if (state.inFlight >= state.limits.maxConcurrent) return;
+      const delay = this.rateDelay(state);
+      if (delay > 0) {
+        state.timer ??= this.clock.setTimeout(() => {
+          state.timer = undefined;
+          this.pump(state);
+        }, delay);
         return;
       }
-      state.generations.shift();
+      state.waiting.delete(next);
+      if (state.limits.opsPerSecond !== Infinity) state.starts.push(this.clock.now());
+      next.start();
     }
+    this.clearTimer(state);
+  }
+
+  /** Ms until the rate allows another start now (0: at once). Prunes start times no window needs. */
+  private rateDelay(state: BackendState): number {
+    const { cap, windowMs } = rateWindow(state.limits.opsPerSecond);
+    if (cap === Infinity) {
+      state.starts.length = 0;
+      return 0;
+    }
+    const now = this.clock.now();
+    // A start at t counts in every window up to t + windowMs (exclusive).
+    let stale = 0;
+    while (stale < state.starts.length && state.starts[stale] <= now - windowMs) stale++;
+    if (stale > 0) state.starts.splice(0, stale);
+    if (state.starts.length < cap) return 0;
+    return state.starts[state.starts.length - cap] + windowMs - now;
+  }
+
+  private clearTimer(state: BackendState): void {
+    if (state.timer === undefined) return;
+    this.clock.clearTimeout(state.timer);
+    state.timer = undefined;
   }
 }
 
@@ -147,17 +196,4 @@ function resolveLimits(limits: BackendLimits, fallback: Required<BackendLimits>)
   if (!(Number.isInteger(maxConcurrent) && maxConcurrent >= 1)) throw new RangeError(`maxConcurrent must be an integer >= 1, got ${maxConcurrent}`);
   if (!(opsPerSecond > 0)) throw new RangeError(`opsPerSecond must be > 0, got ${opsPerSecond}`);
   return { maxConcurrent, opsPerSecond };
-}
-
-function makeQueue(limits: Required<BackendLimits>, autoStart: boolean): PQueue {
-  if (limits.opsPerSecond === Infinity) return new PQueue({ concurrency: limits.maxConcurrent, autoStart });
-  // Below one per second, one start per (1/rate) seconds keeps the same average.
-  const perSecond = limits.opsPerSecond >= 1;
-  return new PQueue({
-    concurrency: limits.maxConcurrent,
-    autoStart,
-    intervalCap: perSecond ? Math.round(limits.opsPerSecond) : 1,
-    interval: perSecond ? 1000 : Math.round(1000 / limits.opsPerSecond),
-    strict: true,
-  });
 }

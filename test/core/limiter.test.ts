@@ -26,6 +26,20 @@ function startOps(limiter: BackendLimiter, backend: string, n: number, signal?: 
   return { gates, started, results };
 }
 
+/** Runs `n` operations that finish at once, drives the fake clock until all ran, returns their start times. */
+async function runInstantOps(clock: FakeClock, limiter: BackendLimiter, backend: string, n: number): Promise<number[]> {
+  const starts: number[] = [];
+  const all = Promise.all(Array.from({ length: n }, () => limiter.run(backend, 'op', async () => void starts.push(clock.now()))));
+  while (await clock.runNext());
+  await all;
+  return starts;
+}
+
+/** The most starts found in any half-open one-second window [t, t + 1000). */
+function busiestWindow(starts: readonly number[]): number {
+  return Math.max(...starts.map((t) => starts.filter((s) => s >= t && s < t + 1000).length));
+}
+
 describe('core/limiter', () => {
   it('never runs more than maxConcurrent operations of one backend at once', async () => {
     const limiter = new BackendLimiter({ clock: new FakeClock() });
@@ -75,42 +89,67 @@ describe('core/limiter', () => {
     expect(limiter.limits('a')).to.deep.equal({ maxConcurrent: 1, opsPerSecond: Infinity });
   });
 
-  it('starts no more than opsPerSecond operations within a second', async () => {
-    const limiter = new BackendLimiter();
+  it('an abort while waiting for the rate rejects only the waiting operations and leaves no timer', async () => {
+    const clock = new FakeClock();
+    const limiter = new BackendLimiter({ clock });
     limiter.configure('a', { maxConcurrent: 100, opsPerSecond: 2 });
     const abort = new AbortController();
     const { gates, started, results } = startOps(limiter, 'a', 5, abort.signal);
     await settle();
     expect(started).to.have.length(2);
     expect(limiter.waiting('a')).to.equal(3);
-    // Dropping the waiting ones frees the queue without waiting out the window.
+    expect(clock.pendingTimers).to.equal(1);
+    // Dropping the waiting ones frees the queue without waiting out the window; started ones are never cut off.
     abort.abort(new Error('stop'));
     for (const gate of gates) gate.resolve();
     await settle();
-    expect(results.filter((r) => r.error !== undefined)).to.have.length(5);
+    expect(results.map((r) => r.value)).to.deep.equal([0, 1, undefined, undefined, undefined]);
+    expect(results.filter((r) => r.error !== undefined)).to.have.length(3);
     expect(limiter.waiting('a')).to.equal(0);
+    expect(clock.pendingTimers).to.equal(0);
   });
 
-  it('a rate change takes over only once operations admitted under the old rate are done', async () => {
-    const limiter = new BackendLimiter();
-    limiter.configure('a', { maxConcurrent: 2, opsPerSecond: 1000 });
-    const before = startOps(limiter, 'a', 3);
-    await settle();
-    expect(before.started).to.have.length(2);
-    limiter.configure('a', { opsPerSecond: 500, maxConcurrent: 4 });
-    const after = startOps(limiter, 'a', 2);
-    await settle();
-    // The old generation takes the new concurrency at once; the new one waits for it to empty.
-    expect(before.started).to.have.length(3);
-    expect(after.started).to.have.length(0);
-    for (const gate of before.gates) gate.resolve();
-    await settle();
-    await settle();
-    expect(after.started).to.have.length(2);
-    expect(limiter.maxInFlight('a')).to.be.at.most(4);
-    for (const gate of after.gates) gate.resolve();
-    await settle();
-    expect(limiter.inFlight('a')).to.equal(0);
+  it('holds opsPerSecond in every sliding one-second window, on the injected clock, and no stricter', async () => {
+    const clock = new FakeClock();
+    const limiter = new BackendLimiter({ clock });
+    limiter.configure('a', { maxConcurrent: 100, opsPerSecond: 5 });
+    const starts = await runInstantOps(clock, limiter, 'a', 40);
+    expect(starts).to.have.length(40);
+    expect(busiestWindow(starts)).to.equal(5);
+    // 40 starts at 5 per second: eight windows, the last opening at 7 s.
+    expect(starts.at(-1)).to.equal(7000);
+  });
+
+  it('a rate below one per second allows one start per 1/rate seconds', async () => {
+    const clock = new FakeClock();
+    const limiter = new BackendLimiter({ clock });
+    limiter.configure('a', { opsPerSecond: 0.5 });
+    expect(await runInstantOps(clock, limiter, 'a', 3)).to.deep.equal([0, 2000, 4000]);
+  });
+
+  it('a rate change counts the starts made under the old rate: no window holds more than the rate of its last start', async () => {
+    const clock = new FakeClock();
+    const limiter = new BackendLimiter({ clock });
+    limiter.configure('a', { maxConcurrent: 100, opsPerSecond: 10 });
+    // Down to 4/s at 0.5 s, up to 8/s at 2.2 s, down to 3/s at 3.7 s, while ops keep coming.
+    const changes: Array<[number, number]> = [[500, 4], [2200, 8], [3700, 3]];
+    for (const [at, rate] of changes) clock.setTimeout(() => limiter.configure('a', { opsPerSecond: rate }), at);
+    const starts: Array<{ at: number; cap: number }> = [];
+    const results: Array<Promise<void>> = [];
+    for (let i = 0; i < 60; i++) {
+      clock.setTimeout(() => {
+        results.push(limiter.run('a', 'op', async () => void starts.push({ at: clock.now(), cap: limiter.limits('a').opsPerSecond })));
+      }, i * 100);
+    }
+    while (await clock.runNext());
+    await Promise.all(results);
+    expect(starts).to.have.length(60);
+    for (const [i, first] of starts.entries()) {
+      const inWindow = starts.slice(i).filter((s) => s.at < first.at + 1000);
+      expect(inWindow.length, `starts in [${first.at}, ${first.at + 1000}) ms`).to.be.at.most(inWindow.at(-1)!.cap);
+    }
+    // Right after the cut to 4/s, the ten starts of the last second keep the window shut.
+    expect(starts.filter((s) => s.at >= 500 && s.at < 1000)).to.have.length(0);
   });
 
   it('reports in-flight and timed results by backend, operation and result', async () => {
