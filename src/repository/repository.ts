@@ -18,7 +18,7 @@
 import { subtle } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
-import { componentLogger } from '../log.js';
+import { componentLogger, type Logger } from '../log.js';
 import { BlobNotFoundError, type BlobStore } from './blob-store.js';
 import { chunkStream, defaultChunkerOptions, validateChunkerOptions, type ChunkerOptions } from './chunker.js';
 import { decodeChunk, defaultCodec, encodeChunk, isCodecName, type CodecName } from './codec.js';
@@ -41,7 +41,6 @@ import {
   type VolumeSource,
 } from './format.js';
 
-const log = componentLogger('repository');
 
 export interface RepositoryOptions {
   /** An upload whose lease was not renewed for this long is considered dead (default 15 min). */
@@ -52,6 +51,8 @@ export interface RepositoryOptions {
   now?: () => Date;
   /** Who holds leases taken by this process, for operators reading them. */
   holder?: string;
+  /** Where the repository logs (default: the operator's `repository` component logger). */
+  logger?: Logger;
 }
 
 export interface CreateOptions {
@@ -133,6 +134,7 @@ export class BackupRepository {
   private readonly leaseRenewMs: number;
   readonly now: () => Date;
   private readonly holder: string;
+  private readonly log: Logger;
 
   private constructor(
     readonly store: BlobStore,
@@ -143,6 +145,7 @@ export class BackupRepository {
     this.leaseRenewMs = options.leaseRenewMs ?? 60_000;
     this.now = options.now ?? (() => new Date());
     this.holder = options.holder ?? `${hostname()}:${process.pid}`;
+    this.log = options.logger ?? componentLogger('repository');
   }
 
   /** Opens the repository in `store`, creating it first if it is empty. */
@@ -198,7 +201,7 @@ export class BackupRepository {
       volumes,
     };
     await this.store.put(keys.index(job), encodeRecord(index));
-    log.info({ job, volumes: volumes.length }, 'backup complete');
+    this.log.info({ job, volumes: volumes.length }, 'backup complete');
     return index;
   }
 
@@ -274,7 +277,7 @@ export class BackupRepository {
     await this.store.delete(keys.job(job));
     await this.store.pruneEmptyFolders?.(keys.backup(job));
     await this.store.pruneEmptyFolders?.(keys.jobUploads(job));
-    log.info({ job, manifests }, 'backup deleted');
+    this.log.info({ job, manifests }, 'backup deleted');
     return manifests;
   }
 
@@ -411,6 +414,9 @@ export class BackupRepository {
           },
           (err: unknown) => {
             inflight.delete(task);
+            // The upload fails with the first error; every failed chunk is logged, so a
+            // second cause (a different disk error) is not lost behind the first.
+            this.log.warn({ job, volume, chunk: hash, err }, 'chunk write failed');
             failure ??= err;
           },
         );
@@ -513,7 +519,7 @@ export class BackupRepository {
     // Only now may the lease go: the manifest protects the chunks from here on. Intents
     // go before the lease so a half-removed upload is still seen as one.
     await this.removeUpload(job, volume);
-    log.info(
+    this.log.info(
       { job, volume, bytes: result.bytesRead, uploaded: result.bytesUploaded, deduplicated: result.bytesDeduplicated, attempt: lease.attempt },
       'volume backed up',
     );
@@ -539,7 +545,7 @@ export class BackupRepository {
         const record = await this.tryRecord<IntentRecord>(key);
         for (const hash of record?.chunks ?? []) declaredBefore.add(hash);
       }
-      log.info({ job, volume, attempt: lease.attempt, declaredChunks: declaredBefore.size }, 'resuming interrupted upload');
+      this.log.info({ job, volume, attempt: lease.attempt, declaredChunks: declaredBefore.size }, 'resuming interrupted upload');
     }
     return { lease, declaredBefore };
   }

@@ -1,8 +1,10 @@
 import { expect } from 'chai';
-import { defaultChunkerOptions, repositoryStats } from '../../src/repository/index.js';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { BackupRepository, defaultChunkerOptions, FilesystemBlobStore, repositoryStats } from '../../src/repository/index.js';
 import { startVolumeHash, volumeHashesInProgress } from '../../src/repository/volume-hash.js';
 import { blockSize, sha256Of, volumeBytes, type VolumeShape } from './data.js';
-import { backUp, expected, removeTempDirs, tempRepository } from './helpers.js';
+import { backUp, expected, removeTempDirs, smallChunks, tempDir, tempRepository } from './helpers.js';
 
 describe('repository round trip', function () {
   this.timeout(120_000);
@@ -96,5 +98,36 @@ describe('repository round trip', function () {
     await startVolumeHash().digest();
     expect(volumeHashesInProgress()).to.equal(0);
     expect(await repo.listVolumes('job')).to.deep.equal(['ns.a']);
+  });
+
+  it('logs every chunk write that fails, not only the first, and fails the upload', async () => {
+    const lines: { msg: string; chunk?: string; err?: { message: string } }[] = [];
+    const logger = pino(
+      { level: 'info' },
+      new Writable({
+        write(line, _encoding, callback) {
+          lines.push(JSON.parse(String(line)));
+          callback();
+        },
+      }),
+    );
+    const attempted: string[] = [];
+    class FailingDisk extends FilesystemBlobStore {
+      override async putIfAbsent(key: string, data: Buffer): Promise<boolean> {
+        if (!key.startsWith('chunks/')) return super.putIfAbsent(key, data);
+        attempted.push(key);
+        await new Promise((r) => setImmediate(r)); // several writes are in flight at once
+        throw new Error(`EIO writing ${key}`);
+      }
+    }
+    const repo = await BackupRepository.create(new FailingDisk(await tempDir()), { chunking: smallChunks }, { logger });
+    let error: Error | undefined;
+    await backUp(repo, 'job', 'ns.a', { seed: 12, size: 1024 * 1024, kind: 'random' }).catch((err: Error) => (error = err));
+    expect(error?.message).to.equal(`EIO writing ${attempted[0]}`);
+    expect(attempted.length).to.be.above(1);
+    const logged = lines.filter((l) => l.msg === 'chunk write failed');
+    expect(logged.map((l) => `chunks/${l.chunk!.slice(0, 2)}/${l.chunk}`).sort()).to.deep.equal([...attempted].sort());
+    expect(logged.map((l) => l.err?.message).sort()).to.deep.equal(attempted.map((k) => `EIO writing ${k}`).sort());
+    expect(await repo.listVolumes('job')).to.deep.equal([]);
   });
 });
