@@ -4,7 +4,8 @@
 // - runAll runs every child with bounded parallelism, logs each failure as it happens with
 //   the child's key, and then throws one AggregateFailure naming every failed child (the
 //   message lists ten, then "and N more"; `failures` holds all). It never stops at the
-//   first failure and never swallows one.
+//   first failure and never swallows one, not even when `keyOf` throws for a child (that
+//   child fails under the key `#<index>`, and the others still run).
 import type { Logger } from '../log.js';
 
 /** A failure that retrying cannot fix (a bad spec, a missing object the user must create). */
@@ -73,8 +74,10 @@ export async function runAll<C, R>(children: readonly C[], options: RunAllOption
     while (next < children.length) {
       const index = next++;
       const child = children[index];
-      const key = options.keyOf(child);
+      // A throwing keyOf is that child's failure, named by its position, not the whole call's.
+      let key = `#${index}`;
       try {
+        key = options.keyOf(child);
         if (options.signal?.aborted) throw options.signal.reason;
         results[index] = await fn(child, options.signal);
       } catch (error) {

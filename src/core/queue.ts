@@ -37,6 +37,14 @@ export interface WorkQueueOptions {
 interface DirtyEntry {
   priority: Priority;
   readySince: number;
+  // Sequence number of the key's one live FIFO entry; 0 while none (the key is processing).
+  seq: number;
+}
+
+/** A FIFO slot; live only while its `seq` matches the key's DirtyEntry. */
+interface ReadyEntry {
+  key: string;
+  seq: number;
 }
 
 interface Delayed {
@@ -85,9 +93,11 @@ export class WorkQueue {
   // Keys handed out and not yet `done`, with the hand-out time.
   private readonly processing = new Map<string, number>();
   // Ready keys per priority. May hold stale entries (a key promoted from low to normal, or
-  // already handed out); `take` skips them, and both are cleared whenever nothing is ready.
-  private readonly normal = new Fifo<string>();
-  private readonly low = new Fifo<string>();
+  // handed out and added again since): an entry is live only if its seq is the key's
+  // current one. `take` skips stale ones; both are cleared whenever nothing is ready.
+  private readonly normal = new Fifo<ReadyEntry>();
+  private readonly low = new Fifo<ReadyEntry>();
+  private nextSeq = 1;
   // Number of keys in `dirty` and not in `processing`.
   private readyCount = 0;
   // Keys waiting for a delayed add; one timer per key, the earliest ready time wins.
@@ -112,13 +122,17 @@ export class WorkQueue {
     if (entry) {
       if (priority === 'normal' && entry.priority === 'low') {
         entry.priority = 'normal';
-        if (!this.processing.has(key)) this.normal.push(key);
+        if (!this.processing.has(key)) {
+          // The low entry goes stale; the key keeps its place in `readyCount`.
+          entry.seq = this.nextSeq++;
+          this.normal.push({ key, seq: entry.seq });
+        }
       }
       return;
     }
-    this.dirty.set(key, { priority, readySince: this.clock.now() });
+    this.dirty.set(key, { priority, readySince: this.clock.now(), seq: 0 });
     if (this.processing.has(key)) return;
-    this.makeReady(key, priority);
+    this.makeReady(key, this.dirty.get(key)!);
   }
 
   /** Adds `key` after `delayMs`; an earlier pending delayed add of the same key wins. */
@@ -180,7 +194,7 @@ export class WorkQueue {
         this.dirty.delete(key);
       } else {
         entry.readySince = this.clock.now();
-        this.makeReady(key, entry.priority);
+        this.makeReady(key, entry);
       }
     }
     if (this.processing.size === 0 && this.shuttingDown) this.wakeDrainers();
@@ -244,8 +258,9 @@ export class WorkQueue {
     };
   }
 
-  private makeReady(key: string, priority: Priority): void {
-    (priority === 'normal' ? this.normal : this.low).push(key);
+  private makeReady(key: string, entry: DirtyEntry): void {
+    entry.seq = this.nextSeq++;
+    (entry.priority === 'normal' ? this.normal : this.low).push({ key, seq: entry.seq });
     this.readyCount++;
     this.metrics?.depth(this.readyCount);
     this.serveGetters();
@@ -261,12 +276,12 @@ export class WorkQueue {
 
   private take(): string | undefined {
     while (this.readyCount > 0) {
-      const fromNormal = this.normal.length > 0;
-      const key = (fromNormal ? this.normal : this.low).shift();
-      if (key === undefined) break;
+      const ready = (this.normal.length > 0 ? this.normal : this.low).shift();
+      if (ready === undefined) break;
+      const { key } = ready;
       const entry = this.dirty.get(key);
-      // Stale: handed out already, running, or promoted (its live entry is in `normal`).
-      if (!entry || this.processing.has(key) || (!fromNormal && entry.priority === 'normal')) continue;
+      // Stale: handed out since (and maybe added again), or promoted to `normal`.
+      if (!entry || entry.seq !== ready.seq || this.processing.has(key)) continue;
       this.dirty.delete(key);
       const now = this.clock.now();
       this.processing.set(key, now);

@@ -81,6 +81,32 @@ describe('core/errors', () => {
     expect(isTerminal(error)).to.equal(true);
   });
 
+  it('a keyOf that throws fails only its own child: every other child runs and each failure is reported', async () => {
+    const ran: number[] = [];
+    const failure = await runAll(
+      [0, 1, 2, 3, 4],
+      {
+        parallelism: 2,
+        keyOf: (n) => {
+          if (n === 1) throw new Error('no key for 1');
+          return `child-${n}`;
+        },
+      },
+      async (n) => {
+        await settle();
+        ran.push(n);
+        if (n === 3) throw new Error('child 3 broke');
+      },
+    ).then(
+      () => undefined,
+      (e: unknown) => e as AggregateFailure,
+    );
+    expect(ran.sort()).to.deep.equal([0, 2, 3, 4]);
+    expect(failure).to.be.instanceOf(AggregateFailure);
+    expect(failure!.failures.map((f) => f.key)).to.deep.equal(['#1', 'child-3']);
+    expect(failure!.message).to.equal('2 of 5 children failed: #1: no key for 1; child-3: child 3 broke');
+  });
+
   it('aggregateFailures is undefined without failures and terminal only if every failure is', () => {
     expect(aggregateFailures('x', [], 3)).to.equal(undefined);
     const mixed = aggregateFailures('x', [{ key: 'a', error: new TerminalError('bad spec') }, { key: 'b', error: 'timeout' }], 2)!;

@@ -57,6 +57,19 @@ describe('core/queue', () => {
     expect(queue.stats().fifo).to.equal(0);
   });
 
+  it('a key promoted, handed out and added again low does not jump ahead through its stale low entry', () => {
+    const { queue } = newQueue();
+    queue.add('A', { priority: 'low' });
+    queue.add('B', { priority: 'low' });
+    queue.add('A');
+    queue.add('C', { priority: 'low' });
+    expect(queue.tryGet()).to.equal('A');
+    queue.done('A');
+    queue.add('A', { priority: 'low' });
+    expect([queue.tryGet(), queue.tryGet(), queue.tryGet(), queue.tryGet()]).to.deep.equal(['B', 'C', 'A', undefined]);
+    expect(queue.stats()).to.include({ dirty: 0, ready: 0, fifo: 0 });
+  });
+
   it('addAfter keeps the earliest ready time', () => {
     const { clock, queue } = newQueue();
     queue.addAfter('k', 500);
