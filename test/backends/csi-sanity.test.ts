@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
+import { createDriver } from '../../src/backends/registry.js';
 import { ensureCsiProto, tempDir } from './fixtures.js';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
@@ -33,6 +34,8 @@ export async function startSimArrayProcess(args: string[]): Promise<{ child: Chi
   const exited = once(child, 'exit').then(([code]) => {
     throw new Error(`sim-array exited with ${String(code)} before it was ready`);
   });
+  // Only the race below reads this; a later exit is not a failure.
+  exited.catch(() => undefined);
   const ready = (async () => {
     for await (const line of lines) {
       const parsed = JSON.parse(line) as { ready?: boolean; url: string; port: number; csiSocket?: string };
@@ -40,7 +43,13 @@ export async function startSimArrayProcess(args: string[]): Promise<{ child: Chi
     }
     throw new Error('sim-array closed stdout before it was ready');
   })();
-  return { child, ready: await Promise.race([ready, exited]) };
+  try {
+    return { child, ready: await Promise.race([ready, exited]) };
+  } catch (err) {
+    // A start that failed must not leave the process running.
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    throw err;
+  }
 }
 
 export async function stop(child: ChildProcess): Promise<number | null> {
@@ -132,6 +141,27 @@ describe('trellis sim-array command', function () {
       expect(array).to.deep.include({ capacityBytes: 10 * 2 ** 30, nativeConsistencyGroups: false });
     } finally {
       expect(await stop(child)).to.equal(0);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('stops on SIGTERM even while a CSI call is stalled inside the array', async () => {
+    await ensureCsiProto();
+    const dir = await tempDir('sim-cli-stall');
+    const socket = join(dir, 'csi.sock');
+    const { child, ready } = await startSimArrayProcess(['--port', '0', '--state', join(dir, 'state.json'), '--csi-socket', socket, '--latency-median-ms', '0']);
+    const driver = createDriver('csi', { endpoint: `unix://${socket}`, timeoutMs: 60_000 });
+    const ctl = new AbortController();
+    try {
+      await fetch(`${ready.url}/admin/faults`, { method: 'POST', body: JSON.stringify({ createVolume: { stallMs: 600_000 } }) });
+      const stalled = driver.createVolume({ name: 'stalled', capacityBytes: 1024 * 1024 }, ctl.signal).catch((err: unknown) => err);
+      while (((await (await fetch(`${ready.url}/admin/stats`)).json()) as { inFlight: number }).inFlight === 0) await new Promise((r) => setTimeout(r, 5));
+      expect(await stop(child)).to.equal(0);
+      expect(await stalled).to.be.instanceOf(Error);
+    } finally {
+      ctl.abort();
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await driver.close();
       await rm(dir, { recursive: true, force: true });
     }
   });

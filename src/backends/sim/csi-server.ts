@@ -327,8 +327,17 @@ export class SimCsiServer {
     this.server.forceShutdown();
   }
 
-  async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+  /** Lets running calls finish for up to `graceMs`, then cuts the rest off. */
+  async close(graceMs = 5_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => resolve());
+    });
+    clearTimeout(timer);
     await rm(this.socketPath, { force: true });
   }
 }

@@ -112,7 +112,10 @@ export async function run(argv: string[]): Promise<number> {
         process.exit(70);
       },
     });
-    if (values['csi-socket']) csi = await SimCsiServer.start(array.state, { socketPath: values['csi-socket'] });
+    if (values['csi-socket']) csi = await SimCsiServer.start(array.state, { socketPath: values['csi-socket'] }).catch(async (err: unknown) => {
+      await array.close();
+      throw err;
+    });
   } catch (err) {
     process.stderr.write(`trellis sim-array: ${(err as Error).message}\n`);
     return 1;
@@ -124,7 +127,9 @@ export async function run(argv: string[]): Promise<number> {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
-  await csi?.close();
+  // The array first: closing it ends stalled operations, which the CSI server's graceful
+  // shutdown would otherwise wait for forever.
   await array.close();
+  await csi?.close();
   return 0;
 }
