@@ -499,7 +499,8 @@ export class BackupRepository {
       // The lease was checked before the manifest went in, but a pause in between (a
       // stopped process, a stalled mount) can outlast the ttl, and GC may then have freed
       // chunks. Once the manifest is visible GC keeps what it lists, so one more check
-      // settles it: a lost lease with a chunk gone withdraws the manifest.
+      // settles it: a lost lease with a chunk gone, or with the backup deleted meanwhile
+      // (which took the lease), withdraws the manifest.
       const lost = await keepLease(true).then(
         () => undefined,
         (err: unknown) => err,
@@ -507,10 +508,13 @@ export class BackupRepository {
       if (lost !== undefined) {
         if (!(lost instanceof LostLeaseError)) throw lost;
         const missing = await this.firstMissingChunk(refs);
-        if (missing !== undefined) {
+        const deleted = missing === undefined && !(await this.store.has(keys.job(job)));
+        if (missing !== undefined || deleted) {
           await this.store.delete(manifestKey);
           await this.removeIntents(job, volume, lease.attempt);
-          throw new LostLeaseError(`${lost.message}; chunk ${missing} went meanwhile, so the manifest was withdrawn`);
+          await this.store.pruneEmptyFolders?.(keys.backup(job));
+          const why = deleted ? `backup ${job} was deleted meanwhile` : `chunk ${missing} went meanwhile`;
+          throw new LostLeaseError(`${lost.message}; ${why}, so the manifest was withdrawn`);
         }
       }
     }

@@ -286,4 +286,19 @@ describe('repository retention and garbage collection', function () {
     expect(result.manifest.sha256).to.equal((await expected(onlyOld)).sha256);
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
   });
+
+  it('withdraws the manifest of an upload whose backup was deleted between its last lease check and its manifest', async () => {
+    const now = () => new Date('2026-01-01T00:00:00Z');
+    const { store, repo } = await pausingBeforeManifest('doomed', 'ns.a', now);
+    store.hook = () => repo.deleteBackup('doomed');
+    let failure: Error | undefined;
+    await backUp(repo, 'doomed', 'ns.a', onlyOld).catch((err: Error) => (failure = err));
+    expect(failure).to.be.instanceOf(LostLeaseError);
+    expect(failure?.message).to.match(/backup doomed was deleted meanwhile/);
+    // Nothing is left of the deleted backup to hold its chunks back from GC.
+    expect(await repo.listBackups()).to.deep.equal([]);
+    expect(await repo.listUploads()).to.deep.equal([]);
+    await collectGarbage(repo);
+    expect(await chunkCount(repo)).to.equal(0);
+  });
 });
