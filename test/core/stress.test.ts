@@ -1,15 +1,17 @@
 // Seeded randomized stress test of the whole core: three controllers (hierarchical,
 // group, serial) share one HierarchicalLocks and one BackendLimiter on a fake clock, with
-// random latencies, failures, timeouts, group operations and runtime limit changes.
+// random latencies, failures, timeouts, group operations and runtime changes of both
+// limits (concurrency and operations per second).
 // Replay a failure with TRELLIS_STRESS_SEED=<seed printed in the failure>.
 import { expect } from 'chai';
+import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { FakeClock, settle, sleep } from '../../src/core/clock.js';
 import { TerminalError, runAll } from '../../src/core/errors.js';
 import { BackendLimiter } from '../../src/core/limiter.js';
 import { HierarchicalLocks, type LockRequest } from '../../src/core/locks.js';
 import { HierarchyPath, backendPath, snapshotPath, volumePath } from '../../src/core/path.js';
-import { Controller, type ConcurrencyMode, type ReconcileContext } from '../../src/core/runner.js';
+import { Controller, ReconcileTimeoutError, type ConcurrencyMode, type ReconcileContext } from '../../src/core/runner.js';
 import { seededRandom } from './helpers.js';
 
 const BACKENDS = 4;
@@ -29,15 +31,41 @@ function overlaps(a: LockRequest, b: LockRequest): boolean {
   return (a.mode === 'write' && a.path.isAncestorOf(b.path)) || (b.mode === 'write' && b.path.isAncestorOf(a.path));
 }
 
-async function stress(seed: number): Promise<{ runs: number; adds: number; maxInFlight: number[]; oldestPendingMs: number; finishedAtMs: number }> {
+/** Starts one backend may make in a one-second window at `opsPerSecond` (the limiter's contract). */
+const startsPerSecond = (opsPerSecond: number) => Math.max(1, Math.floor(opsPerSecond));
+
+interface StressResult {
+  runs: number;
+  adds: number;
+  maxInFlight: number[];
+  busiestSecond: number[];
+  timeouts: number;
+  oldestPendingMs: number;
+  finishedAtMs: number;
+}
+
+async function stress(seed: number): Promise<StressResult> {
   const random = seededRandom(seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
   const clock = new FakeClock();
   const locks = new HierarchicalLocks({ clock });
   const limits = Array.from({ length: BACKENDS }, () => 1 + Math.floor(random() * 4));
+  const randomRate = () => 20 + Math.floor(random() * 60);
   const limiter = new BackendLimiter({ clock });
-  limits.forEach((limit, b) => limiter.configure(`b${b}`, { maxConcurrent: limit }));
-  const logger = pino({ level: 'silent' });
+  limits.forEach((limit, b) => limiter.configure(`b${b}`, { maxConcurrent: limit, opsPerSecond: randomRate() }));
+  // The runner logs every failed run; timeouts among them that no reconcile saw happened
+  // outside a reconcile (in a lock wait), which would let timeouts break a deadlock.
+  let loggedTimeouts = 0;
+  const logger = pino(
+    { level: 'warn' },
+    new Writable({
+      write(chunk, _encoding, callback) {
+        const line = JSON.parse(String(chunk)) as { err?: { type?: string } };
+        if (line.err?.type === 'ReconcileTimeoutError') loggedTimeouts++;
+        callback();
+      },
+    }),
+  );
 
   const backends = Array.from({ length: BACKENDS }, (_, b) => `b${b}`);
   const volumes = backends.flatMap((b) => Array.from({ length: VOLUMES }, (_, v) => volumePath(b, 'ns', `v${v}`)));
@@ -50,6 +78,15 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
   const holds = new Map<number, Hold>();
   const inFlight = new Array<number>(BACKENDS).fill(0);
   const maxInFlight = new Array<number>(BACKENDS).fill(0);
+  // Start times of each backend's operations within the last second, and the most seen at once.
+  const recentStarts = Array.from({ length: BACKENDS }, () => [] as number[]);
+  const busiestSecond = new Array<number>(BACKENDS).fill(0);
+  // Per run id: storage calls waiting in the limiter now. A timeout is legitimate only for a
+  // run that hangs on purpose or waits for the limiter; any other one hides a stuck run.
+  const waitingInLimiter = new Map<string, number>();
+  let timeouts = 0;
+  // Starts that filled their backend's window: proof the rate limit was actually in play.
+  let startsAtRateCap = 0;
   let nextOwner = 0;
   let seq = 0;
   let runs = 0;
@@ -66,11 +103,24 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
     return new TerminalError(message);
   };
 
-  const storageCall = async (backend: number, signal: AbortSignal): Promise<void> => {
+  const storageCall = async (backend: number, signal: AbortSignal, runId: string): Promise<void> => {
+    const leaveLimiter = () => waitingInLimiter.set(runId, waitingInLimiter.get(runId)! - 1);
+    waitingInLimiter.set(runId, (waitingInLimiter.get(runId) ?? 0) + 1);
+    let started = false;
     await limiter.run(
       `b${backend}`,
       'op',
       async () => {
+        started = true;
+        leaveLimiter();
+        const now = clock.now();
+        const recent = recentStarts[backend];
+        recent.push(now);
+        while (recent[0] <= now - 1000) recent.shift();
+        busiestSecond[backend] = Math.max(busiestSecond[backend], recent.length);
+        const allowed = startsPerSecond(limiter.limits(`b${backend}`).opsPerSecond);
+        if (recent.length === allowed) startsAtRateCap++;
+        if (recent.length > allowed) throw violate(`backend b${backend}: ${recent.length} starts in the last second, over ${allowed}`);
         inFlight[backend]++;
         maxInFlight[backend] = Math.max(maxInFlight[backend], inFlight[backend]);
         if (inFlight[backend] > limiter.limits(`b${backend}`).maxConcurrent) {
@@ -83,15 +133,20 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
         }
       },
       signal,
-    );
+    ).finally(() => {
+      if (!started) leaveLimiter();
+    });
   };
 
   const backendOf = (path: HierarchyPath) => Number(path.segments[1]?.slice(1) ?? pick([0, 1, 2, 3]));
 
   /** Shared body of every reconcile: checks exclusion, does storage work, fails at random. */
   const runningPerController = new Map<string, number>();
-  const reconcile = (controller: string, maxConcurrent: number) => async (key: string, context: ReconcileContext, work: () => Promise<void>) => {
+  const reconcile = (controller: string, maxConcurrent: number) => async (key: string, context: ReconcileContext, work: (runId: string) => Promise<void>) => {
     const id = `${controller}/${key}`;
+    let hangs = false;
+    let legitTimeout = false;
+    context.signal.addEventListener('abort', () => (legitTimeout = hangs || (waitingInLimiter.get(id) ?? 0) > 0), { once: true });
     const concurrent = (runningPerController.get(controller) ?? 0) + 1;
     runningPerController.set(controller, concurrent);
     if (concurrent > maxConcurrent) throw violate(`${controller}: ${concurrent} reconciles at once, over ${maxConcurrent}`);
@@ -112,15 +167,22 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
     try {
       const roll = random();
       if (roll < 0.005) {
+        hangs = true;
         // Hang until the runner's timeout aborts us.
         await new Promise((_, reject) => {
           if (context.signal.aborted) reject(context.signal.reason);
           context.signal.addEventListener('abort', () => reject(context.signal.reason), { once: true });
         });
       }
-      await work();
+      await work(id);
       if (roll > 0.98) throw new TerminalError('bad spec');
       if (roll > 0.9) throw new Error('storage busy');
+    } catch (error) {
+      if (context.signal.reason instanceof ReconcileTimeoutError) {
+        timeouts++;
+        if (!legitTimeout) violate(`${id} timed out neither hanging on purpose nor waiting for the limiter: a stuck run`);
+      }
+      throw error;
     } finally {
       holds.delete(owner);
       running.delete(id);
@@ -129,14 +191,20 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
   };
 
   const common = { clock, locks, logger, reconcileTimeoutMs: 2000, retry: { baseMs: 10, capMs: 500, qps: 1000, burst: 1000 } };
-  const make = (name: string, concurrency: ConcurrencyMode, maxConcurrentReconciles: number, locksFor: (key: string) => LockRequest[], work: (key: string, signal: AbortSignal) => Promise<void>) => {
+  const make = (
+    name: string,
+    concurrency: ConcurrencyMode,
+    maxConcurrentReconciles: number,
+    locksFor: (key: string) => LockRequest[],
+    work: (key: string, signal: AbortSignal, runId: string) => Promise<void>,
+  ) => {
     const body = reconcile(name, maxConcurrentReconciles);
     return new Controller({
       ...common,
       name,
       concurrency,
       maxConcurrentReconciles,
-      reconciler: { locksFor, reconcile: (key, context) => body(key, context, () => work(key, context.signal)) },
+      reconciler: { locksFor, reconcile: (key, context) => body(key, context, (runId) => work(key, context.signal, runId)) },
     });
   };
   // Keys of the object controller: "<r|w> <path>".
@@ -145,21 +213,21 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
     'hierarchical',
     8,
     (key) => [{ path: HierarchyPath.parse(key.slice(2)), mode: key[0] === 'w' ? 'write' : 'read' }],
-    (key, signal) => storageCall(backendOf(HierarchyPath.parse(key.slice(2))), signal),
+    (key, signal, runId) => storageCall(backendOf(HierarchyPath.parse(key.slice(2))), signal, runId),
   );
   const group = make(
     'groups',
     'hierarchical',
     3,
     (key) => groups[Number(key)].map((path) => ({ path, mode: 'write' as const })),
-    async (key, signal) => {
+    async (key, signal, runId) => {
       await runAll(groups[Number(key)], { parallelism: 3, keyOf: String, signal, what: 'members' }, async (path) => {
-        await storageCall(backendOf(path), signal);
+        await storageCall(backendOf(path), signal, runId);
         if (random() < 0.05) throw new Error(`member ${path} failed`);
       });
     },
   );
-  const serial = make('serial', 'serial', 4, () => [], (_key, signal) => storageCall(Math.floor(random() * BACKENDS), signal));
+  const serial = make('serial', 'serial', 4, () => [], (_key, signal, runId) => storageCall(Math.floor(random() * BACKENDS), signal, runId));
   const controllers = { objects, groups: group, serial };
 
   const objectKey = (): string => {
@@ -192,7 +260,7 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
     clock.setTimeout(() => {
       const b = Math.floor(random() * BACKENDS);
       limits[b] = 1 + Math.floor(random() * 4);
-      limiter.configure(`b${b}`, { maxConcurrent: limits[b] });
+      limiter.configure(`b${b}`, random() < 0.5 ? { maxConcurrent: limits[b] } : { maxConcurrent: limits[b], opsPerSecond: randomRate() });
     }, random() * ADD_WINDOW_MS);
   }
 
@@ -209,7 +277,8 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
   };
   for (let step = 0; !idle(); step++) {
     if (violations.length > 0) fail(violations.join('\n'));
-    // Timeouts would break a deadlock slowly; a run that drags on this long has one.
+    // Reconcile timeouts run only while a reconcile runs (never during a lock wait), so a lock
+    // deadlock leaves no timer and is caught below; this bounds any other livelock.
     if (clock.now() > 3 * ADD_WINDOW_MS) fail(`did not complete within ${3 * ADD_WINDOW_MS} ms of fake time (deadlock broken only by timeouts?)`);
     for (const since of pendingSince.values()) oldestPendingMs = Math.max(oldestPendingMs, clock.now() - since);
     await settle();
@@ -219,6 +288,8 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
   }
   if (violations.length > 0) fail(violations.join('\n'));
   for (const controller of Object.values(controllers)) await controller.stop();
+  expect(loggedTimeouts, 'runs that timed out outside a reconcile (while waiting for locks)').to.be.at.most(timeouts);
+  expect(startsAtRateCap, 'starts that met the rate limit').to.be.greaterThan(0);
 
   for (const [id, added] of lastAdd) {
     expect(lastStart.get(id) ?? -1, `${id} was added after its last run and never ran again`).to.be.greaterThan(added);
@@ -228,7 +299,7 @@ async function stress(seed: number): Promise<{ runs: number; adds: number; maxIn
   expect(holds.size).to.equal(0);
   for (const controller of Object.values(controllers)) expect(controller.queue.stats()).to.include({ dirty: 0, processing: 0, delayed: 0, backoff: 0 });
   backends.forEach((b) => expect(limiter.inFlight(b)).to.equal(0));
-  return { runs, adds: ADDS, maxInFlight, oldestPendingMs, finishedAtMs: clock.now() };
+  return { runs, adds: ADDS, maxInFlight, busiestSecond, timeouts, oldestPendingMs, finishedAtMs: clock.now() };
 }
 
 describe('core stress (seeded, randomized)', function () {
@@ -236,11 +307,14 @@ describe('core stress (seeded, randomized)', function () {
   const base = Number(process.env.TRELLIS_STRESS_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
   for (const offset of [0, 1, 2]) {
-    it(`never two holders of one key, no overlapping write, in-flight within limits, no deadlock, no lost wake-up (seed ${base + offset})`, async () => {
+    it(`never two holders of one key, no overlapping write, in-flight and starts per second within limits, no deadlock, no stuck run, no lost wake-up (seed ${base + offset})`, async () => {
       const seed = base + offset;
       try {
-        const { runs, maxInFlight, oldestPendingMs, finishedAtMs } = await stress(seed);
-        console.log(`      seed ${seed}: ${runs} runs, max in flight per backend ${maxInFlight.join(',')}, longest wait for a run ${Math.round(oldestPendingMs)} ms, done at ${Math.round(finishedAtMs)} ms (fake)`);
+        const { runs, maxInFlight, busiestSecond, timeouts, oldestPendingMs, finishedAtMs } = await stress(seed);
+        console.log(
+          `      seed ${seed}: ${runs} runs, max in flight per backend ${maxInFlight.join(',')}, most starts in one second ${busiestSecond.join(',')}, ` +
+            `${timeouts} timeouts (all hung on purpose or waiting for the limiter), longest wait for a run ${Math.round(oldestPendingMs)} ms, done at ${Math.round(finishedAtMs)} ms (fake)`,
+        );
         expect(runs).to.be.greaterThan(ADDS / 2);
         expect(Math.max(...maxInFlight)).to.be.greaterThan(1);
       } catch (error) {
