@@ -14,7 +14,7 @@
 //   from the kernel if the Node process dies outright (setpriv --pdeathsig).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
@@ -51,6 +51,11 @@ export interface ControlPlaneOptions {
   progress?: (line: string) => void;
   /** How long to wait for each component to become ready. Default 60 s. */
   readyTimeoutMs?: number;
+  /**
+   * Picks `count` distinct ports for etcd (client, peer) and kube-apiserver; asked again for
+   * new ones when a port is taken before it is bound. Default: free loopback ports. For tests.
+   */
+  choosePorts?: (count: number) => Promise<number[]>;
 }
 
 export interface KubectlResult {
@@ -108,8 +113,19 @@ function killEverythingSync(): void {
     }
   }
   liveChildren.clear();
-  for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
+  for (const dir of liveDirs) removeBestEffortSync(dir);
   liveDirs.clear();
+}
+
+// Runs in exit and signal hooks, where a throw would skip the other dirs and turn a signal's
+// exit code into a crash. A component just SIGKILLed may still be writing (ENOTEMPTY): one
+// retry after it. What stays is removed by the next start (removeOrphanedDataDirs).
+function removeBestEffortSync(dir: string): void {
+  try {
+    rmSync(dir, { recursive: true, force: true, maxRetries: 1, retryDelay: 100 });
+  } catch (err) {
+    process.stderr.write(`control plane: could not remove ${dir}: ${(err as Error).message}\n`);
+  }
 }
 
 function installExitHooks(): void {
@@ -245,8 +261,11 @@ function defaultProgress(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
-/** Free loopback ports, all distinct (every listener stays open until all are found). */
-async function freePorts(count: number): Promise<number[]> {
+/**
+ * Free loopback ports, all distinct (every listener stays open until all are found). They are
+ * free when this returns, not reserved: whoever binds them later can lose the race.
+ */
+export async function freePorts(count: number): Promise<number[]> {
   const servers = await Promise.all(
     Array.from(
       { length: count },
@@ -372,6 +391,8 @@ function kubeconfigYaml(server: string, caData: string, user: string, token: str
 }
 
 const DATA_DIR_PREFIX = 'trellis-cp-';
+/** Starts of etcd and kube-apiserver on fresh ports before a port collision is an error. */
+const PORT_ATTEMPTS = 3;
 const OWNER_FILE = 'owner.pid';
 
 function processAlive(pid: number): boolean {
@@ -441,43 +462,107 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     const adminToken = randomBytes(24).toString('hex');
     writeFileSync(join(pki, 'tokens.csv'), `${adminToken},trellis-admin,trellis-admin,"system:masters"\n`, { mode: 0o600 });
 
-    const [etcdPort, etcdPeerPort, apiPort] = await freePorts(3);
-    const server = `https://127.0.0.1:${apiPort}`;
-    const etcdUrl = `http://127.0.0.1:${etcdPort}`;
-    const etcdPeerUrl = `http://127.0.0.1:${etcdPeerPort}`;
+    // Collections of the installed CRDs; filled once they are Established.
+    const crdCollections: string[] = [];
 
-    const etcd = new Component('etcd', binaries.etcd, [
-      '--name=trellis-test',
-      `--data-dir=${join(dataDir, 'etcd')}`,
-      `--listen-client-urls=${etcdUrl}`,
-      `--advertise-client-urls=${etcdUrl}`,
-      `--listen-peer-urls=${etcdPeerUrl}`,
-      `--initial-advertise-peer-urls=${etcdPeerUrl}`,
-      `--initial-cluster=trellis-test=${etcdPeerUrl}`,
-      // Throwaway data: durability buys nothing and fsync slows every write.
-      '--unsafe-no-fsync',
-      '--log-level=warn',
-    ], join(logs, 'etcd.log'));
+    // etcd and kube-apiserver on the given ports, not started yet.
+    const storageAndApi = ([etcdPort, etcdPeerPort, apiPort]: number[]) => {
+      const server = `https://127.0.0.1:${apiPort}`;
+      const etcdUrl = `http://127.0.0.1:${etcdPort}`;
+      const etcdPeerUrl = `http://127.0.0.1:${etcdPeerPort}`;
 
-    const apiserver = new Component('kube-apiserver', binaries['kube-apiserver'], [
-      `--etcd-servers=${etcdUrl}`,
-      `--secure-port=${apiPort}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
-      // The default reconciler refuses a loopback advertise address.
-      '--endpoint-reconciler-type=none',
-      `--tls-cert-file=${join(pki, 'apiserver.crt')}`,
-      `--tls-private-key-file=${join(pki, 'apiserver.key')}`,
-      `--client-ca-file=${join(pki, 'ca.crt')}`,
-      '--service-account-issuer=https://kubernetes.default.svc',
-      `--service-account-key-file=${join(pki, 'sa.pub')}`,
-      `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
-      `--token-auth-file=${join(pki, 'tokens.csv')}`,
-      '--authorization-mode=RBAC',
-      '--service-cluster-ip-range=10.0.0.0/24',
-      '--disable-admission-plugins=ServiceAccount',
-      '--profiling=false',
-    ], join(logs, 'kube-apiserver.log'));
+      const etcd = new Component('etcd', binaries.etcd, [
+        '--name=trellis-test',
+        `--data-dir=${join(dataDir, 'etcd')}`,
+        `--listen-client-urls=${etcdUrl}`,
+        `--advertise-client-urls=${etcdUrl}`,
+        `--listen-peer-urls=${etcdPeerUrl}`,
+        `--initial-advertise-peer-urls=${etcdPeerUrl}`,
+        `--initial-cluster=trellis-test=${etcdPeerUrl}`,
+        // Throwaway data: durability buys nothing and fsync slows every write.
+        '--unsafe-no-fsync',
+        '--log-level=warn',
+      ], join(logs, 'etcd.log'));
+
+      const apiserver = new Component('kube-apiserver', binaries['kube-apiserver'], [
+        `--etcd-servers=${etcdUrl}`,
+        `--secure-port=${apiPort}`,
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        // The default reconciler refuses a loopback advertise address.
+        '--endpoint-reconciler-type=none',
+        `--tls-cert-file=${join(pki, 'apiserver.crt')}`,
+        `--tls-private-key-file=${join(pki, 'apiserver.key')}`,
+        `--client-ca-file=${join(pki, 'ca.crt')}`,
+        '--service-account-issuer=https://kubernetes.default.svc',
+        `--service-account-key-file=${join(pki, 'sa.pub')}`,
+        `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
+        `--token-auth-file=${join(pki, 'tokens.csv')}`,
+        '--authorization-mode=RBAC',
+        '--service-cluster-ip-range=10.0.0.0/24',
+        '--disable-admission-plugins=ServiceAccount',
+        '--profiling=false',
+      ], join(logs, 'kube-apiserver.log'));
+
+      const startEtcd = async () => {
+        const t = Date.now();
+        etcd.start();
+        await waitUntil('etcd /health', etcd, readyTimeoutMs, async () => {
+          const answer = await get(`${etcdUrl}/health`);
+          return answer.status === 200 && answer.body.includes('"health":"true"');
+        });
+        progress(`control plane: etcd ready on ${etcdUrl} (${elapsed(t)})`);
+      };
+      // /readyz turns ok before the watch cache of each custom resource is initialized; until
+      // then lists and watches of it answer 429 "storage is (re)initializing". Ready here means
+      // every installed CRD's collection can be listed.
+      const waitApiserverReady = async () => {
+        await waitUntil('kube-apiserver /readyz', apiserver, readyTimeoutMs, async () => {
+          const answer = await get(`${server}/readyz`, { ca: caPem, token: adminToken });
+          return answer.status === 200;
+        });
+        for (const collection of crdCollections) {
+          await waitUntil(`a list of ${collection}`, apiserver, readyTimeoutMs, async () => {
+            const answer = await get(`${server}${collection}?limit=1`, { ca: caPem, token: adminToken });
+            return answer.status === 200;
+          });
+        }
+      };
+      const startApiserver = async () => {
+        const t = Date.now();
+        apiserver.start();
+        await waitApiserverReady();
+        progress(`control plane: kube-apiserver ready on ${server} (${elapsed(t)})`);
+      };
+      return { server, etcd, apiserver, startEtcd, startApiserver, waitApiserverReady };
+    };
+
+    // The free ports are closed again before etcd and kube-apiserver bind them, so another
+    // process can take one in between: then the component exits with "address already in
+    // use", and both start again on new ports.
+    const choosePorts = options.choosePorts ?? freePorts;
+    let plane: ReturnType<typeof storageAndApi>;
+    for (let attempt = 1; ; attempt += 1) {
+      plane = storageAndApi(await choosePorts(3));
+      try {
+        components.push(plane.etcd);
+        await plane.startEtcd();
+        components.push(plane.apiserver);
+        await plane.startApiserver();
+        break;
+      } catch (err) {
+        if (attempt >= PORT_ATTEMPTS || !/address already in use/.test((err as Error).message)) throw err;
+        progress(`control plane: a port was taken before it was bound; starting again on new ports (${(err as Error).message.split('\n')[0]})`);
+        for (const component of components.splice(0).reverse()) await component.stop();
+        // The next attempt logs afresh; this one's logs stay beside them for diagnosis.
+        for (const name of ['etcd', 'kube-apiserver']) {
+          const log = join(logs, `${name}.log`);
+          if (existsSync(log)) renameSync(log, join(logs, `${name}.attempt-${attempt}.log`));
+        }
+        rmSync(join(dataDir, 'etcd'), { recursive: true, force: true });
+      }
+    }
+    const { server, etcd, apiserver, startEtcd, startApiserver, waitApiserverReady } = plane;
 
     const adminKubeconfigPath = join(dataDir, 'kubeconfig');
     writeFileSync(adminKubeconfigPath, kubeconfigYaml(server, caData, 'trellis-admin', adminToken), { mode: 0o600 });
@@ -491,44 +576,6 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       '--secure-port=0',
       '--controllers=*,-nodeipam,-nodelifecycle',
     ], join(logs, 'kube-controller-manager.log'));
-
-    const startEtcd = async () => {
-      const t = Date.now();
-      etcd.start();
-      await waitUntil('etcd /health', etcd, readyTimeoutMs, async () => {
-        const answer = await get(`${etcdUrl}/health`);
-        return answer.status === 200 && answer.body.includes('"health":"true"');
-      });
-      progress(`control plane: etcd ready on ${etcdUrl} (${elapsed(t)})`);
-    };
-    // Collections of the installed CRDs; filled once they are Established.
-    const crdCollections: string[] = [];
-    // /readyz turns ok before the watch cache of each custom resource is initialized; until
-    // then lists and watches of it answer 429 "storage is (re)initializing". Ready here means
-    // every installed CRD's collection can be listed.
-    const waitApiserverReady = async () => {
-      await waitUntil('kube-apiserver /readyz', apiserver, readyTimeoutMs, async () => {
-        const answer = await get(`${server}/readyz`, { ca: caPem, token: adminToken });
-        return answer.status === 200;
-      });
-      for (const collection of crdCollections) {
-        await waitUntil(`a list of ${collection}`, apiserver, readyTimeoutMs, async () => {
-          const answer = await get(`${server}${collection}?limit=1`, { ca: caPem, token: adminToken });
-          return answer.status === 200;
-        });
-      }
-    };
-    const startApiserver = async () => {
-      const t = Date.now();
-      apiserver.start();
-      await waitApiserverReady();
-      progress(`control plane: kube-apiserver ready on ${server} (${elapsed(t)})`);
-    };
-
-    components.push(etcd);
-    await startEtcd();
-    components.push(apiserver);
-    await startApiserver();
     if (options.controllerManager !== false) {
       components.push(controllerManager);
       controllerManager.start();

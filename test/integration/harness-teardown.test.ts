@@ -2,8 +2,8 @@
 // is alive and its temp dir is gone; after SIGKILL its processes die with it and the next
 // start removes its files. Uses private control planes so the shared one keeps serving.
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CONTROL_PLANE_START_TIMEOUT_MS, repoRoot, startControlPlane } from '../../src/testing/control-plane.js';
 import { leftoverProcesses } from '../support/control-plane-hooks.js';
@@ -22,7 +22,8 @@ async function controlPlaneInChild() {
     });
     child.once('exit', (code) => reject(new Error(`control plane child exited ${code} before it was up`)));
   });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  // The exit code, or the signal's conventional one (128 + number) when it died of it.
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   return { child, exited, ...(JSON.parse(line) as { dataDir: string; pids: number[] }) };
 }
 
@@ -55,6 +56,29 @@ describe('control plane harness teardown @integration', function () {
       expect(existsSync(started.dataDir)).to.equal(false);
     });
   }
+
+  it('exits with the signal\'s code and stops everything even when its temp dir cannot be removed', async function () {
+    const started = await controlPlaneInChild();
+    // An immutable dir (chattr +i: not even root may remove what is in it) stands for any
+    // removal that fails in the exit hook, such as ENOTEMPTY while a killed etcd still writes.
+    const pinned = join(started.dataDir, 'pinned');
+    mkdirSync(pinned);
+    writeFileSync(join(pinned, 'file'), '');
+    if (spawnSync('chattr', ['+i', pinned]).status !== 0) {
+      started.child.kill('SIGKILL');
+      await started.exited;
+      rmSync(started.dataDir, { recursive: true, force: true });
+      this.skip();
+    }
+    try {
+      started.child.kill('SIGTERM');
+      expect(await started.exited).to.equal(143);
+      expect(leftoverProcesses(started.pids, started.dataDir)).to.deep.equal([]);
+    } finally {
+      spawnSync('chattr', ['-i', pinned]);
+      rmSync(started.dataDir, { recursive: true, force: true });
+    }
+  });
 
   it('leaves no process when the Node process is SIGKILLed, and the next start removes its files', async () => {
     const started = await controlPlaneInChild();
