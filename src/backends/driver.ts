@@ -8,6 +8,12 @@
 //   and starts no further backend requests.
 // - Failures are DriverErrors (see errors.ts): retryable or terminal, with the backend's
 //   own message.
+// - A call that rejects because its signal fired has stopped waiting, not necessarily
+//   stopped the backend: an array may finish a job it had accepted. Creates and deletes
+//   being idempotent, the next reconcile converges either way.
+// - A stream from readSnapshot holds backend resources (on an array, one of its operation
+//   slots) until it ends or is destroyed. A caller that bounds concurrency must count the
+//   stream, not just the call that opened it: `openHeld` keeps a slot until the stream closes.
 import type { Readable } from 'node:stream';
 import { abortReason } from './errors.js';
 
@@ -104,7 +110,10 @@ export interface StorageDriver {
   /** Deletes a native group snapshot and its members; gone already is success. */
   deleteGroupSnapshot(handle: string, signal: AbortSignal): Promise<void>;
 
-  /** The snapshot's data; terminal `invalid` where the backend cannot expose data. */
+  /**
+   * The snapshot's data; terminal `invalid` where the backend cannot expose data. The backend
+   * may count the transfer against its limits until the stream closes (see `openHeld`).
+   */
   readSnapshot(handle: string, signal: AbortSignal): Promise<Readable>;
   /** Replaces the volume's data with `data`; resolves with the bytes written. */
   writeVolume(handle: string, data: Readable, signal: AbortSignal): Promise<{ bytes: number }>;
@@ -142,6 +151,21 @@ export async function snapshotGroup(
     snapshots.push(await driver.createSnapshot({ name: groupMemberName(name, handle), sourceVolume: handle }, signal));
   }
   return { handle: name, name, snapshots, native: false, createdAt: snapshots[0]?.createdAt ?? new Date().toISOString() };
+}
+
+/**
+ * Opens a stream inside `run` (a limiter slot, say) and keeps `run` from finishing until the
+ * stream has closed, so the slot covers the transfer the backend still counts. Rejects when
+ * `run` or `open` does; a stream's own error leaves the slot once it closes.
+ */
+export function openHeld<S extends Readable>(run: (fn: () => Promise<void>) => Promise<void>, open: () => Promise<S>): Promise<S> {
+  return new Promise<S>((resolve, reject) => {
+    run(async () => {
+      const stream = await open();
+      resolve(stream);
+      if (!stream.closed) await new Promise<void>((done) => stream.once('close', () => done()));
+    }).catch(reject);
+  });
 }
 
 /** Resolves after `ms`, or rejects with the signal's reason as soon as it fires. */

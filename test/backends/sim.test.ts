@@ -5,7 +5,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { expect } from 'chai';
 import { BackendLimiter } from '../../src/core/limiter.js';
-import { snapshotGroup } from '../../src/backends/driver.js';
+import { openHeld, snapshotGroup } from '../../src/backends/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
 import { SimArrayServer } from '../../src/backends/sim/array.js';
 import type { OplogEntry } from '../../src/backends/sim/state.js';
@@ -266,6 +266,26 @@ describe('sim array', function () {
         bytes += (chunk as Buffer).length;
       }
       expect(bytes).to.equal(MiB);
+    });
+
+    it("a snapshot stream opened with openHeld keeps its limiter slot until it closes, as the array keeps its own", async () => {
+      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const vol = await driver.createVolume({ name: 'held', capacityBytes: 2 * MiB }, never);
+      const snap = await driver.createSnapshot({ name: 'held-snap', sourceVolume: vol.handle }, never);
+      const limiter = new BackendLimiter();
+      limiter.configure('sim', { maxConcurrent: 1 });
+      const stream = await openHeld((fn) => limiter.run('sim', 'readSnapshot', fn), () => driver.readSnapshot(snap.handle, never));
+      let next = false;
+      const after = limiter.run('sim', 'getVolume', async () => {
+        next = true;
+        // The array must have let go of the transfer's slot by now.
+        return array.state.stats().inFlight;
+      });
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      expect(next, 'the slot is still the stream\'s').to.equal(false);
+      expect(await sha256(stream)).to.have.length(64);
+      expect(await after).to.equal(0);
+      expect(next).to.equal(true);
     });
 
     it('native group snapshots can be switched off: the driver then reports them absent and the caller fans out', async () => {
