@@ -15,11 +15,10 @@
 // - the result contract is controller-runtime's: ok forgets the backoff; requeueAfter
 //   forgets it and adds the key after the delay; an error retries with per-key backoff; a
 //   TerminalError is logged and not retried;
-// - a run past its timeout gets its signal aborted and counts as a failure, but keeps its
-//   locks and its worker until the reconcile really settles: no operation is cut in half,
-//   and no second run of the key can overlap it;
-// - a hold ends when the run settles, never earlier: the lock handle is released in the
-//   run's `finally`, so even past a timeout or the stop grace no operation is cut in half;
+// - a hold ends when the run settles, never earlier: a run past its timeout (or past the
+//   stop grace) gets its signal aborted and counts as a failure, but keeps its locks and its
+//   worker until the reconcile really returns. On purpose: no operation is cut in half, and
+//   no second run of the key can overlap it;
 // - nothing a reconciler throws stops the dispatcher; `stop` drops keys that have not
 //   started yet (still waiting for locks or a worker), lets running reconciles finish within
 //   a grace period, then aborts their signals and reports the keys still unfinished.

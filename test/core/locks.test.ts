@@ -196,6 +196,27 @@ describe('core/locks', () => {
     expect(writer.settled).to.equal(true);
   });
 
+  it('onRelease hears each release and each abandoned wait, once waiters are served, until removed', async () => {
+    const heard: number[] = [];
+    const stop = locks.onRelease(() => heard.push(locks.waiting));
+    const parent = await hold('backends/a', 'write');
+    const abort = new AbortController();
+    const child = await request('backends/a/volumes/n.v', 'write', abort.signal);
+    abort.abort(new Error('gave up'));
+    await settle();
+    expect(child.error).to.be.instanceOf(Error);
+    const again = await request('backends/a/volumes/n.v', 'write');
+    parent.release();
+    parent.release();
+    await settle();
+    // The waiter was granted before the listener ran: it saw none waiting.
+    expect(heard).to.deep.equal([0, 0]);
+    expect(again.settled).to.equal(true);
+    stop();
+    again.value!.release();
+    expect(heard).to.have.length(2);
+  });
+
   it('reports lock waits by mode', async () => {
     const clock = new FakeClock();
     const waits: Array<[LockMode, number]> = [];
