@@ -7,6 +7,8 @@
 //   backups/<job>/volumes/<volume>.json       Manifest, written only after its chunks are durable
 //   backups/<job>/index.json                  BackupIndex, written when the job finishes
 //   uploads/<job>/<volume>/lease.json         Lease of an upload in progress
+//   uploads/<job>/<volume>/attempt-<a>.json   the Lease an attempt started with; written with
+//                                             putIfAbsent, so each attempt number has one owner
 //   uploads/<job>/<volume>/intent-<a>-<s>.json  IntentRecord: chunks the upload is about to rely on
 //   trash/<gc-run>/<sha256>                   chunks a running garbage collection is deleting
 import type { ChunkerOptions } from './chunker.js';
@@ -99,6 +101,7 @@ export const keys = {
   jobUploads: (job: string) => `uploads/${job}`,
   upload: (job: string, volume: string) => `uploads/${job}/${volume}`,
   lease: (job: string, volume: string) => `uploads/${job}/${volume}/lease.json`,
+  attempt: (job: string, volume: string, attempt: number) => `uploads/${job}/${volume}/attempt-${String(attempt).padStart(6, '0')}.json`,
   intent: (job: string, volume: string, attempt: number, seq: number) =>
     `uploads/${job}/${volume}/intent-${String(attempt).padStart(6, '0')}-${String(seq).padStart(9, '0')}.json`,
   trash: 'trash',

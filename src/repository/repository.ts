@@ -14,7 +14,8 @@
 // - An upload in progress holds a lease and declares each chunk in an intent record
 //   *before* it checks whether the chunk exists; garbage collection (gc.ts) re-reads
 //   leases and then manifests after it has moved its victims aside, so it never removes a
-//   chunk that a concurrent upload relies on (see gc.ts for the argument).
+//   chunk that a concurrent upload relies on (see gc.ts for the argument). Each attempt
+//   number has one owner, so two uploads of one volume never share intent records.
 import { subtle } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
@@ -541,11 +542,17 @@ export class BackupRepository {
       renewedAt: now,
       holder: this.holder,
     };
+    // Intent records are keyed by attempt, so two uploads of one volume started at the
+    // same moment must not share one: each would overwrite the other's intents and GC
+    // would miss chunks one relies on. putIfAbsent gives each attempt number one owner;
+    // whichever lease is written last wins, and the other upload fails with a lost lease.
+    while (!(await this.store.putIfAbsent(keys.attempt(job, volume, lease.attempt), encodeRecord(lease)))) lease.attempt++;
     await this.store.put(keys.lease(job, volume), encodeRecord(lease));
     const declaredBefore = new Set<string>();
     if (previous) {
+      const intentPrefix = keys.intent(job, volume, 0, 0).replace(/intent-.*$/, 'intent-');
       for await (const key of this.store.list(keys.upload(job, volume))) {
-        if (key === keys.lease(job, volume)) continue;
+        if (!key.startsWith(intentPrefix)) continue;
         const record = await this.tryRecord<IntentRecord>(key);
         for (const hash of record?.chunks ?? []) declaredBefore.add(hash);
       }

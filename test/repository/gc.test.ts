@@ -301,4 +301,32 @@ describe('repository retention and garbage collection', function () {
     await collectGarbage(repo);
     expect(await chunkCount(repo)).to.equal(0);
   });
+
+  it('never lets two uploads started at once for one volume share an attempt (and so overwrite each other\'s intents)', async () => {
+    // Both read "no lease" before either writes one. Were they both attempt 1, their
+    // intent records would share keys, each overwriting the other's, and GC would miss
+    // chunks one of them relies on.
+    const repo = await tempRepository();
+    await backUp(repo, 'old', 'ns.a', shared);
+    await repo.deleteBackup('old');
+    const other: VolumeShape = { seed: 77, size: shared.size, kind: 'random' };
+    const a = gated(shared, 1024 * 1024);
+    const b = gated(other, 1024 * 1024);
+    const aProgress = afterChunks(20);
+    const bProgress = afterChunks(20);
+    const uploads = [
+      repo.writeVolume('job', { volume: 'ns.a' }, a.bytes, { onProgress: aProgress.onProgress }),
+      repo.writeVolume('job', { volume: 'ns.a' }, b.bytes, { onProgress: bProgress.onProgress }),
+    ];
+    await Promise.all([aProgress.done, bProgress.done]);
+    await collectGarbage(repo);
+    a.release();
+    b.release();
+    const settled = await Promise.allSettled(uploads);
+    const attempts = settled.map((s) => (s.status === 'fulfilled' ? s.value.attempt : undefined));
+    expect(new Set(attempts.filter((n) => n !== undefined)).size, 'distinct attempts').to.equal(attempts.filter((n) => n !== undefined).length);
+    // One of them wrote the manifest; the other failed; what the manifest lists is there.
+    expect(settled.filter((s) => s.status === 'fulfilled')).to.have.length(1);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+  });
 });
