@@ -1,7 +1,10 @@
 // Benchmarks of the core engine, printed side by side from one run:
 // (1) no-op throughput of the queue + hierarchical locks through the controller runner;
 // (2) makespan of simulated volume creations, hierarchical vs serial, against the ideal
-//     bound ceil(ops per backend / limit) * latency.
+//     bound ceil(ops per backend / limit) * latency;
+// (3) head-of-line blocking: no-op keys of free backends while thousands of keys wait for
+//     one write-locked backend (far more than the runner's lock-waiter slots);
+// (4) the rate limit: makespan of operations under opsPerSecond against its ideal bound.
 // `--quick` runs a tenth of the work.
 import { pino } from 'pino';
 import { realClock, sleep } from '../src/core/clock.js';
@@ -14,13 +17,14 @@ const quick = process.argv.includes('--quick');
 const logger = pino({ level: 'silent' });
 
 /** Enqueues every key, runs the controller until each key has been reconciled once, returns ms. */
-async function runAll(keys: string[], reconciler: Reconciler, options: { concurrency: ConcurrencyMode; workers: number }): Promise<number> {
+async function runAll(keys: string[], reconciler: Reconciler, options: { concurrency: ConcurrencyMode; workers: number; locks?: HierarchicalLocks; blocked?: string[] }): Promise<number> {
   let remaining = keys.length;
+  const blocked = new Set(options.blocked ?? []);
   let finish!: () => void;
   const finished = new Promise<void>((resolve) => (finish = resolve));
   const controller = new Controller({
     name: 'bench',
-    locks: new HierarchicalLocks(),
+    locks: options.locks ?? new HierarchicalLocks(),
     logger,
     concurrency: options.concurrency,
     maxConcurrentReconciles: options.workers,
@@ -28,15 +32,18 @@ async function runAll(keys: string[], reconciler: Reconciler, options: { concurr
       locksFor: (key) => reconciler.locksFor(key),
       reconcile: async (key, context) => {
         await reconciler.reconcile(key, context);
-        if (--remaining === 0) finish();
+        if (!blocked.has(key) && --remaining === 0) finish();
       },
     },
   });
+  // Blocked keys go in first, so that the measured keys queue behind them.
+  for (const key of blocked) controller.enqueue(key);
   const start = performance.now();
   for (const key of keys) controller.enqueue(key);
   controller.start();
   await finished;
   const elapsed = performance.now() - start;
+  // Blocked keys still waiting for their locks are dropped here.
   await controller.stop();
   return elapsed;
 }
@@ -77,5 +84,32 @@ async function makespan(): Promise<void> {
   console.log(`  ideal bound ${ideal} ms; hierarchical/ideal ${(hierarchical / ideal).toFixed(2)}x, serial/ideal ${(serial / ideal).toFixed(1)}x`);
 }
 
+async function headOfLine(): Promise<void> {
+  const blockedKeys = quick ? 1_000 : 10_000;
+  const freeKeys = quick ? 1_000 : 10_000;
+  const locks = new HierarchicalLocks();
+  // Held for the whole measurement: every key under backends/held waits.
+  await locks.acquire(HierarchyPath.parse('backends/held'), 'write');
+  const blocked = Array.from({ length: blockedKeys }, (_, i) => volumePath('held', 'ns', `v${i}`).toString());
+  const free = Array.from({ length: freeKeys }, (_, i) => volumePath(`b${i % 100}`, 'ns', `v${i}`).toString());
+  const ms = await runAll(free, { locksFor: writeOwnPath, reconcile: async () => {} }, { concurrency: 'hierarchical', workers: 64, locks, blocked });
+  console.log(`head-of-line: ${freeKeys} no-op keys of 100 free backends behind ${blockedKeys} keys of one write-locked backend (64 workers, 256 waiter slots): ${ms.toFixed(0)} ms, ${Math.round((freeKeys / ms) * 1000)} keys/s`);
+}
+
+async function rate(): Promise<void> {
+  const backends = 4;
+  const opsPerSecond = 50;
+  const ops = quick ? 400 : 1000;
+  const limiter = new BackendLimiter({ defaults: { maxConcurrent: 100, opsPerSecond } });
+  const start = performance.now();
+  await Promise.all(Array.from({ length: ops }, (_, i) => limiter.run(`b${i % backends}`, 'create', () => sleep(realClock, 1))));
+  const ms = performance.now() - start;
+  // The last window opens (ops per backend / rate - 1) seconds after the first start.
+  const ideal = (Math.ceil(ops / backends / opsPerSecond) - 1) * 1000;
+  console.log(`rate: ${ops} operations over ${backends} backends at ${opsPerSecond} ops/s each: ${ms.toFixed(0)} ms; ideal bound ${ideal} ms (+1 ms latency), ratio ${(ms / ideal).toFixed(3)}x`);
+}
+
 await throughput();
 await makespan();
+await headOfLine();
+await rate();

@@ -14,8 +14,9 @@
 //   does so when its run settles, so an operation is never cut in half by a timeout).
 // - Release is idempotent; the trie prunes itself, so no state is left once every lock is
 //   released.
-// - `onRelease` listeners hear every release and every abandoned wait: the moments a
-//   `tryAcquireMany` that failed may succeed, so callers can retry instead of queueing.
+// - `onRelease` listeners hear every release and every abandoned wait, with its requests:
+//   the moments a `tryAcquireMany` that failed may succeed (only one whose paths are on a
+//   line with those: equal, ancestor or descendant), so callers can retry instead of queueing.
 import { realClock, type Clock } from './clock.js';
 import { HierarchyPath } from './path.js';
 
@@ -83,7 +84,7 @@ export class HierarchicalLocks {
   // Waiting requests in arrival order; each is counted in the `waiting` layer.
   private readonly waiters = new Set<Waiter>();
   // Called after every release and every abandoned wait, once waiters have been served.
-  private readonly releaseListeners = new Set<() => void>();
+  private readonly releaseListeners = new Set<(requests: readonly LockRequest[]) => void>();
 
   constructor(options: HierarchicalLocksOptions = {}) {
     this.clock = options.clock ?? realClock;
@@ -114,7 +115,7 @@ export class HierarchicalLocks {
         reject(signal?.reason);
         // The aborted request may have held back later, conflicting ones.
         this.serveWaiters();
-        this.notifyRelease();
+        this.notifyRelease(waiter.requests);
       };
       const waiter: Waiter = {
         requests: normalized,
@@ -130,8 +131,8 @@ export class HierarchicalLocks {
     });
   }
 
-  /** Calls `listener` whenever locks may have become free (a release, an abandoned wait); returns its removal. */
-  onRelease(listener: () => void): () => void {
+  /** Calls `listener` with the requests released or given up whenever locks may have become free; returns its removal. */
+  onRelease(listener: (requests: readonly LockRequest[]) => void): () => void {
     this.releaseListeners.add(listener);
     return () => this.releaseListeners.delete(listener);
   }
@@ -179,7 +180,7 @@ export class HierarchicalLocks {
         released = true;
         this.count(requests, 'held', -1);
         this.serveWaiters();
-        this.notifyRelease();
+        this.notifyRelease(requests);
       },
     };
   }
@@ -198,8 +199,8 @@ export class HierarchicalLocks {
     }
   }
 
-  private notifyRelease(): void {
-    for (const listener of this.releaseListeners) listener();
+  private notifyRelease(requests: readonly LockRequest[]): void {
+    for (const listener of this.releaseListeners) listener(requests);
   }
 
   private count(requests: readonly LockRequest[], layer: Layer, delta: 1 | -1): void {

@@ -96,6 +96,67 @@ interface ParkedRun {
   readonly reject: (reason: unknown) => void;
 }
 
+/**
+ * Parked runs in arrival order, indexed by path, so that a release finds only the runs it
+ * may unblock: two requests conflict only if one path is the other or an ancestor of it.
+ */
+class ParkedRuns {
+  // Every run with its arrival number; a Map iterates oldest first.
+  private readonly runs = new Map<ParkedRun, number>();
+  private arrivals = 0;
+  // '=<path>': runs requesting exactly that path; '<<path>': runs requesting it or a path below.
+  private readonly index = new Map<string, Set<ParkedRun>>();
+
+  get size(): number {
+    return this.runs.size;
+  }
+
+  add(run: ParkedRun): void {
+    this.runs.set(run, this.arrivals++);
+    for (const key of indexKeys(run)) {
+      let runs = this.index.get(key);
+      if (!runs) this.index.set(key, (runs = new Set()));
+      runs.add(run);
+    }
+  }
+
+  delete(run: ParkedRun): void {
+    if (!this.runs.delete(run)) return;
+    for (const key of indexKeys(run)) {
+      const runs = this.index.get(key)!;
+      runs.delete(run);
+      if (runs.size === 0) this.index.delete(key);
+    }
+  }
+
+  oldest(): ParkedRun | undefined {
+    return this.runs.keys().next().value;
+  }
+
+  /** Runs that may conflict with `released`, oldest first. */
+  touching(released: readonly LockRequest[]): ParkedRun[] {
+    const found = new Set<ParkedRun>();
+    const collect = (key: string) => this.index.get(key)?.forEach((run) => found.add(run));
+    for (const { path } of released) {
+      collect(`<${path}`);
+      for (const ancestor of path.ancestors()) collect(`=${ancestor}`);
+    }
+    return [...found].sort((a, b) => this.runs.get(a)! - this.runs.get(b)!);
+  }
+
+  /** Removes and returns every run, oldest first. */
+  clear(): ParkedRun[] {
+    const runs = [...this.runs.keys()];
+    this.runs.clear();
+    this.index.clear();
+    return runs;
+  }
+}
+
+function indexKeys(run: ParkedRun): string[] {
+  return run.requests.flatMap(({ path }) => [`=${path}`, `<${path}`, ...path.ancestors().map((ancestor) => `<${ancestor}`)]);
+}
+
 const GLOBAL_LOCK: readonly LockRequest[] = [{ path: HierarchyPath.root, mode: 'write' }];
 
 /** The reason runs that have not started are dropped with at `stop`; never logged as a failure. */
@@ -122,7 +183,7 @@ export class Controller {
   private lockWaiting = 0;
   // Keys handed out whose locks were busy while every waiter slot was taken, oldest first;
   // each leaves for a waiter slot or straight to its locks, or is rejected at stop.
-  private readonly parked = new Set<ParkedRun>();
+  private readonly parked = new ParkedRuns();
   private unwatchLocks?: () => void;
   // Reconciles started and not settled, with the controller that aborts their signal.
   private readonly inFlight = new Map<string, AbortController>();
@@ -162,7 +223,7 @@ export class Controller {
   /** Starts the workers. Keys may be enqueued before. */
   start(): void {
     if (this.dispatcher) return;
-    this.unwatchLocks = this.locks.onRelease(() => this.serveParked(true));
+    this.unwatchLocks = this.locks.onRelease((released) => this.serveParked(released));
     this.dispatcher = this.dispatch();
   }
 
@@ -179,8 +240,7 @@ export class Controller {
     const stopping = new ControllerStopping(`controller ${this.name} is stopping`);
     // Parked keys go first, so that lock waits given up below do not hand them locks.
     this.unwatchLocks?.();
-    for (const run of this.parked) run.reject(stopping);
-    this.parked.clear();
+    for (const run of this.parked.clear()) run.reject(stopping);
     this.stopping.abort(stopping);
     this.queue.shutdown();
     this.wakeDispatcher?.();
@@ -286,26 +346,24 @@ export class Controller {
     if (this.stopping.signal.aborted) return Promise.reject(this.stopping.signal.reason);
     return new Promise((resolve, reject) => {
       this.parked.add({ requests, resolve, reject });
-      this.serveParked(false);
+      this.serveParked();
     });
   }
 
   /**
-   * Moves parked keys on: with `retryAll` (a lock was released), every parked key whose
-   * locks are free now takes them; then the oldest parked keys fill the free waiter slots.
+   * Moves parked keys on: after a release, every parked key on a line with the released
+   * paths whose locks are free now takes them; then the oldest parked keys fill the free
+   * waiter slots.
    */
-  private serveParked(retryAll: boolean): void {
+  private serveParked(released?: readonly LockRequest[]): void {
     if (this.parked.size === 0) return;
-    if (retryAll) {
-      for (const run of this.parked) {
-        const handle = this.locks.tryAcquireMany(run.requests);
-        if (!handle) continue;
-        this.parked.delete(run);
-        run.resolve(handle);
-      }
+    for (const run of released ? this.parked.touching(released) : []) {
+      const handle = this.locks.tryAcquireMany(run.requests);
+      if (!handle) continue;
+      this.parked.delete(run);
+      run.resolve(handle);
     }
-    for (const run of this.parked) {
-      if (this.lockWaiting >= this.maxLockWaiters) return;
+    for (let run = this.parked.oldest(); run && this.lockWaiting < this.maxLockWaiters; run = this.parked.oldest()) {
       this.parked.delete(run);
       this.lockWaiting++;
       this.locks
@@ -313,7 +371,7 @@ export class Controller {
         .then(run.resolve, run.reject)
         .finally(() => {
           this.lockWaiting--;
-          this.serveParked(false);
+          this.serveParked();
         });
     }
   }
