@@ -358,6 +358,25 @@ describe('core/runner', () => {
     expect(h.locks.nodeCount()).to.equal(0);
   });
 
+  it('a parked parent write runs once the child lock it waited on is released', async () => {
+    const h = harness({ maxConcurrentReconciles: 2, maxLockWaiters: 1 });
+    const a = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
+    const child = await h.locks.acquire(HierarchyPath.parse('backends/c/volumes/n.v'), 'read');
+    h.controller.enqueue('backends/a/volumes/n.v0');
+    h.controller.enqueue('backends/c');
+    await settle();
+    expect(h.controller.waitingForLocks).to.equal(2);
+    child.release();
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/c']);
+    a.release();
+    h.runs[0].gate.resolve();
+    await settle();
+    h.runs[1].gate.resolve();
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/c', 'backends/a/volumes/n.v0']);
+  });
+
   it('the reconcile timeout starts once the locks are held, not during the wait for them', async () => {
     const h = harness({ reconcileTimeoutMs: 1000 });
     const busy = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
