@@ -125,7 +125,12 @@ export class FilesystemBlobStore implements BlobStore {
   async syncBlobs(keys: Iterable<string>): Promise<void> {
     const dirs = new Set<string>();
     for (const key of keys) dirs.add(dirname(this.pathOf(key)));
-    for (const dir of dirs) await fsyncDir(dir);
+    for (const dir of dirs) {
+      // A folder that is gone holds nothing to make durable (the blob was moved away).
+      await fsyncDir(dir).catch((err: unknown) => {
+        if (!isErrno(err, 'ENOENT')) throw err;
+      });
+    }
   }
 
   async removeStaleTemporaries(before: Date): Promise<number> {

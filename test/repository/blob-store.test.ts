@@ -100,4 +100,18 @@ describe('filesystem blob store', () => {
     expect(await a.move('x', 't/run/x')).to.equal(true);
     expect((await b.get('t/run/x')).toString()).to.equal('3');
   });
+
+  it('syncs the folders of blobs another writer put, and passes over folders that are gone', async () => {
+    const dir = await tempDir();
+    const writer = new FilesystemBlobStore(dir);
+    const reader = new FilesystemBlobStore(dir);
+    await writer.put('chunks/ab/one', Buffer.from('1'));
+    await writer.put('gone/x', Buffer.from('2'));
+    await writer.delete('gone/x');
+    await writer.pruneEmptyFolders('gone');
+    await reader.syncBlobs(['chunks/ab/one', 'gone/x']);
+    let error: Error | undefined;
+    await reader.syncBlobs(['../escape']).catch((err: Error) => (error = err));
+    expect(error?.message).to.match(/invalid blob key/);
+  });
 });
