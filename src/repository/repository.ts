@@ -42,7 +42,6 @@ import {
   type VolumeSource,
 } from './format.js';
 
-
 export interface RepositoryOptions {
   /** An upload whose lease was not renewed for this long is considered dead (default 15 min). */
   leaseTtlMs?: number;
