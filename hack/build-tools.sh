@@ -5,11 +5,18 @@
 # Guarantees:
 # - Binaries come only from the exact versions in the committed go.mod/go.sum
 #   (-mod=readonly: a build never changes what is pinned).
-# - Each lands in ${TRELLIS_TOOLS_DIR:-$HOME/.cache/trellis/bin}/<name>-<version>/<name>;
-#   one already there is reused, so a warm cache answers in seconds.
+# - Each lands in ${TRELLIS_TOOLS_DIR:-$HOME/.cache/trellis/bin}/<name>-<version>-<key>/<name>,
+#   <key> being 8 hex digits of a hash of the wrapper's go.mod and go.sum and the build
+#   flags: one already there is reused, so a warm cache answers in seconds, and a change
+#   to a pin, a replace line or the ldflags builds anew instead of reusing a stale binary.
 # - One build at a time across all processes (flock): Go builds take both cores.
 # - A build goes to a temporary directory that is renamed into place only when complete,
 #   so a failed or interrupted build never leaves a half-written binary in the cache.
+# - Where setpriv exists, every child (go build, the test delay) gets SIGKILL from the kernel when
+#   this script dies, even by SIGKILL: nothing keeps building or holds its stderr open.
+#
+# TRELLIS_BUILD_TEST_DELAY_S (tests only) waits that long after go build and before the
+# rename, so a test's signal always lands mid-build however warm the Go cache is.
 #
 # Usage: hack/build-tools.sh <name>...   names: kube-apiserver kube-controller-manager
 #                                          kubectl etcd csi-sanity helm
@@ -38,6 +45,20 @@ pinned_version() {
     "${here}/tools/$1/go.mod"
 }
 
+# What the build depends on besides Go itself: the pins and the flags. The Kubernetes
+# binaries share one wrapper, so the package is part of the key too.
+cache_key() {
+  local module_dir="$1" package="$2" ldflags="$3"
+  {
+    cat "${here}/tools/${module_dir}/go.mod" "${here}/tools/${module_dir}/go.sum"
+    printf 'package=%s\nflags=-trimpath CGO_ENABLED=0 GOFLAGS=-mod=readonly\nldflags=%s\n' "${package}" "${ldflags}"
+  } | sha256sum | cut -c1-8
+}
+
+# A command prefix that has the kernel SIGKILL the command when this script dies.
+pdeath=()
+if setpriv --pdeathsig KILL -- true 2>/dev/null; then pdeath=(setpriv --pdeathsig KILL --); fi
+
 note() { printf 'build-tools: %s\n' "$*" >&2; }
 
 # Kubernetes binaries and helm report their version from ldflags (as upstream's release
@@ -61,9 +82,9 @@ ldflags_for() {
 
 tmp_dir=""
 build_pid=""
-ticker_pid=""
+ticker_fd=""
 cleanup() {
-  [[ -n "${ticker_pid}" ]] && kill "${ticker_pid}" 2>/dev/null || true
+  [[ -n "${ticker_fd}" ]] && exec {ticker_fd}>&- || true
   [[ -n "${build_pid}" ]] && kill "${build_pid}" 2>/dev/null && wait "${build_pid}" 2>/dev/null || true
   [[ -n "${tmp_dir}" ]] && rm -rf "${tmp_dir}"
   return 0
@@ -73,7 +94,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 build_one() {
-  local name="$1" module_dir module package version dest started
+  local name="$1" module_dir module package version ldflags dest started
   read -r module_dir module package < <(recipe "${name}") || {
     note "unknown tool '${name}' (known: kube-apiserver kube-controller-manager kubectl etcd csi-sanity helm)"
     return 2
@@ -83,7 +104,8 @@ build_one() {
     note "no pinned version of ${module} in hack/tools/${module_dir}/go.mod"
     return 1
   fi
-  dest="${tools_dir}/${name}-${version}"
+  ldflags="$(ldflags_for "${module}" "${version}")"
+  dest="${tools_dir}/${name}-${version}-$(cache_key "${module_dir}" "${package}" "${ldflags}")"
   if [[ -x "${dest}/${name}" ]]; then
     echo "${dest}/${name}"
     return 0
@@ -114,28 +136,36 @@ build_one() {
   tmp_dir="$(mktemp -d "${tools_dir}/.building-${name}.XXXXXX")"
   (
     cd "${here}/tools/${module_dir}"
-    GOFLAGS=-mod=readonly CGO_ENABLED=0 exec go build -trimpath \
-      -ldflags="$(ldflags_for "${module}" "${version}")" -o "${tmp_dir}/${name}" "${package}"
+    GOFLAGS=-mod=readonly CGO_ENABLED=0 exec "${pdeath[@]}" go build -trimpath \
+      -ldflags="${ldflags}" -o "${tmp_dir}/${name}" "${package}"
   ) &
   build_pid=$!
-  (
-    # sleep runs as a child waited on, so a TERM ends it at once and stderr closes with us.
-    trap 'kill "${sleep_pid}" 2>/dev/null; exit 0' TERM
-    exec 9>&- # never hold the build lock
-    # $$ is this script: if it is SIGKILLed, the ticker stops on its own.
-    while kill -0 $$ 2>/dev/null; do
-      sleep 30 & sleep_pid=$!
-      wait "${sleep_pid}"
+  # The ticker reads a pipe only this script writes to, and nothing is ever written: it
+  # ticks on each read timeout and ends at EOF, which comes the moment the script closes
+  # the pipe or dies, even by SIGKILL. (A ticker that polled for the script would hold
+  # stderr open after a SIGKILL for up to a tick.)
+  exec {ticker_fd}> >(
+    exec 9>&-
+    while :; do
+      read -rt 30 && continue
+      (($? > 128)) || exit 0
       note "  still building ${name}: $((SECONDS - started)) s elapsed"
     done
-  ) &
-  ticker_pid=$!
+  )
   local status=0
   wait "${build_pid}" || status=$?
   build_pid=""
-  kill "${ticker_pid}" 2>/dev/null || true
-  wait "${ticker_pid}" 2>/dev/null || true
-  ticker_pid=""
+  exec {ticker_fd}>&-
+  ticker_fd=""
+  if [[ ${status} -eq 0 && -n "${TRELLIS_BUILD_TEST_DELAY_S:-}" ]]; then
+    # The sleep itself says it has begun, so the note comes only once pdeathsig is set:
+    # a script killed right after the note cannot leave the sleep behind.
+    "${pdeath[@]}" bash -c 'printf "build-tools: test delay: %s s before the rename\n" "$1" >&2; exec sleep "$1" 2>/dev/null' \
+      test-delay "${TRELLIS_BUILD_TEST_DELAY_S}" </dev/null >/dev/null 9>&- &
+    build_pid=$!
+    wait "${build_pid}" || status=$?
+    build_pid=""
+  fi
   if [[ ${status} -ne 0 ]]; then
     note "building ${name} ${version} failed (exit ${status}) after $((SECONDS - started)) s"
     rm -rf "${tmp_dir}"; tmp_dir=""

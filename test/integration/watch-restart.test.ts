@@ -75,9 +75,14 @@ describe('watching Volumes across a kube-apiserver restart @integration', functi
     // client-node's informer stops for good on a connection error: supervise it.
     let errors = 0;
     let stopped = false;
+    let restart: ReturnType<typeof setTimeout> | undefined;
     informer.on('error', () => {
       errors += 1;
-      if (!stopped) setTimeout(() => void informer.start(), 200);
+      clearTimeout(restart);
+      // Checked when the timer fires, not when the error comes: the test may end in between.
+      restart = setTimeout(() => {
+        if (!stopped) void informer.start();
+      }, 200);
     });
     await informer.start();
     try {
@@ -92,6 +97,7 @@ describe('watching Volumes across a kube-apiserver restart @integration', functi
       expect(informer.list(namespace).map((o) => o.metadata?.name).sort()).to.deep.equal(['a', 'b']);
     } finally {
       stopped = true;
+      clearTimeout(restart);
       await informer.stop();
     }
   });
