@@ -3,15 +3,18 @@
 //
 // Guarantees:
 // - Everything listens on free loopback ports and lives in one temp dir: keys, certs,
-//   etcd data, logs and the kubeconfig. Several control planes can run side by side.
+//   etcd data, logs and the kubeconfig. Several control planes can run side by side. A port
+//   taken by another process before etcd or kube-apiserver binds it costs a new start on
+//   new ports (up to 3 attempts), not a failed one.
 // - Secure like a real cluster: TLS serving cert signed by a generated CA, token auth with
 //   an admin in system:masters, RBAC on, service-account tokens signed by a generated key.
 // - start() returns only when /readyz is ok, kube-controller-manager runs, and every CRD
 //   in crds/ is Established; when it fails, the error carries the tail of the failing
 //   component's log.
 // - stop() ends every process and removes the temp dir. If the Node process exits or gets
-//   SIGINT/SIGTERM first, the same happens from process hooks; children also get SIGKILL
-//   from the kernel if the Node process dies outright (setpriv --pdeathsig).
+//   SIGINT/SIGTERM first, the same happens from process hooks, which never throw (a dir
+//   they cannot remove is left to the next start); children also get SIGKILL from the
+//   kernel if the Node process dies outright (setpriv --pdeathsig).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
