@@ -7,8 +7,10 @@
 // - no head-of-line blocking: a key waiting for its locks does not hold a worker, and the
 //   dispatcher keeps taking keys however many wait, so keys of other backends go on. Up to
 //   `maxLockWaiters` of them wait in the locks' fair queue; the rest are parked (memory
-//   bounded by the keys handed out) and retried whenever a lock is released or a waiter
-//   slot frees, so a parked key whose locks are free runs at once;
+//   bounded by the keys handed out) and retried whenever a lock on a line with theirs is
+//   released or a waiter slot frees, so a parked key whose locks are free runs at once.
+//   Parked keys keep the locks' fairness among this controller's keys: a key never
+//   overtakes an earlier parked key it conflicts with, and slots go to the oldest first;
 // - the wait for locks is bounded by the controller's stop signal only (a lock wait ends
 //   when its AbortSignal aborts); the reconcile timeout starts once the locks are held and
 //   a worker is taken, so a long lock wait is never mistaken for a hung reconcile;
@@ -92,19 +94,25 @@ export interface StopResult {
 /** A key whose locks were busy while every waiter slot was taken. */
 interface ParkedRun {
   readonly requests: readonly LockRequest[];
-  readonly resolve: (handle: LockHandle) => void;
+  /** `withWorker`: a worker was taken for the run along with its locks. */
+  readonly resolve: (granted: { handle: LockHandle; withWorker: boolean }) => void;
   readonly reject: (reason: unknown) => void;
 }
 
 /**
- * Parked runs in arrival order, indexed by path, so that a release finds only the runs it
- * may unblock: two requests conflict only if one path is the other or an ancestor of it.
+ * Parked runs in arrival order, indexed by path. Two requests conflict only if their paths
+ * are on one line (equal, or one an ancestor of the other), so a release looks up only the
+ * runs it may unblock, and a new key finds the earlier parked runs it must not overtake.
  */
 class ParkedRuns {
   // Every run with its arrival number; a Map iterates oldest first.
   private readonly runs = new Map<ParkedRun, number>();
   private arrivals = 0;
-  // '=<path>': runs requesting exactly that path; '<<path>': runs requesting it or a path below.
+  // Runs a release may have freed, to try as soon as a worker is free: taking locks only
+  // with a worker at hand means no parked run holds locks while it waits for one.
+  private readonly woken = new Set<ParkedRun>();
+  // 'w:<path>' / 'r:<path>': runs requesting exactly that path in that mode;
+  // '<<path>': runs requesting that path or one below it.
   private readonly index = new Map<string, Set<ParkedRun>>();
 
   get size(): number {
@@ -113,7 +121,7 @@ class ParkedRuns {
 
   add(run: ParkedRun): void {
     this.runs.set(run, this.arrivals++);
-    for (const key of indexKeys(run)) {
+    for (const key of indexKeys(run.requests)) {
       let runs = this.index.get(key);
       if (!runs) this.index.set(key, (runs = new Set()));
       runs.add(run);
@@ -122,7 +130,8 @@ class ParkedRuns {
 
   delete(run: ParkedRun): void {
     if (!this.runs.delete(run)) return;
-    for (const key of indexKeys(run)) {
+    this.woken.delete(run);
+    for (const key of indexKeys(run.requests)) {
       const runs = this.index.get(key)!;
       runs.delete(run);
       if (runs.size === 0) this.index.delete(key);
@@ -133,28 +142,59 @@ class ParkedRuns {
     return this.runs.keys().next().value;
   }
 
-  /** Runs that may conflict with `released`, oldest first. */
-  touching(released: readonly LockRequest[]): ParkedRun[] {
-    const found = new Set<ParkedRun>();
-    const collect = (key: string) => this.index.get(key)?.forEach((run) => found.add(run));
+  /** Marks the runs on a line with `released` (they may be free now) as woken. */
+  wake(released: readonly LockRequest[]): void {
     for (const { path } of released) {
-      collect(`<${path}`);
-      for (const ancestor of path.ancestors()) collect(`=${ancestor}`);
+      this.collect(`<${path}`, this.woken);
+      for (const ancestor of path.ancestors()) {
+        this.collect(`w:${ancestor}`, this.woken);
+        this.collect(`r:${ancestor}`, this.woken);
+      }
     }
-    return [...found].sort((a, b) => this.runs.get(a)! - this.runs.get(b)!);
+  }
+
+  get wokenCount(): number {
+    return this.woken.size;
+  }
+
+  /** Unmarks and returns the oldest woken run. */
+  takeWoken(): ParkedRun | undefined {
+    let oldest: ParkedRun | undefined;
+    for (const run of this.woken) if (!oldest || this.runs.get(run)! < this.runs.get(oldest)!) oldest = run;
+    if (oldest) this.woken.delete(oldest);
+    return oldest;
+  }
+
+  /** True when a parked run, older than `before` if given, conflicts with `requests` (the locks' rules). */
+  blocks(requests: readonly LockRequest[], before?: ParkedRun): boolean {
+    if (this.runs.size === 0) return false;
+    const limit = before === undefined ? Infinity : this.runs.get(before)!;
+    const found = new Set<ParkedRun>();
+    for (const { path, mode } of requests) {
+      // A write excludes everything at and below it; a read, only writes on the path itself.
+      this.collect(mode === 'write' ? `<${path}` : `w:${path}`, found);
+      for (const ancestor of path.ancestors()) this.collect(`w:${ancestor}`, found);
+    }
+    for (const run of found) if (this.runs.get(run)! < limit) return true;
+    return false;
   }
 
   /** Removes and returns every run, oldest first. */
   clear(): ParkedRun[] {
     const runs = [...this.runs.keys()];
     this.runs.clear();
+    this.woken.clear();
     this.index.clear();
     return runs;
   }
+
+  private collect(key: string, into: Set<ParkedRun>): void {
+    this.index.get(key)?.forEach((run) => into.add(run));
+  }
 }
 
-function indexKeys(run: ParkedRun): string[] {
-  return run.requests.flatMap(({ path }) => [`=${path}`, `<${path}`, ...path.ancestors().map((ancestor) => `<${ancestor}`)]);
+function indexKeys(requests: readonly LockRequest[]): string[] {
+  return requests.flatMap(({ path, mode }) => [`${mode === 'write' ? 'w' : 'r'}:${path}`, `<${path}`, ...path.ancestors().map((ancestor) => `<${ancestor}`)]);
 }
 
 const GLOBAL_LOCK: readonly LockRequest[] = [{ path: HierarchyPath.root, mode: 'write' }];
@@ -295,9 +335,12 @@ export class Controller {
     let result: ReconcileResultLabel | undefined = 'error';
     try {
       const requests = this.serial ? GLOBAL_LOCK : this.reconciler.locksFor(key);
-      // Busy locks: wait without a worker, so keys of other branches run meanwhile.
-      handle = this.locks.tryAcquireMany(requests) ?? (await this.waitForLocks(requests));
-      await this.takeWorker();
+      // Busy locks: wait without a worker, so keys of other branches run meanwhile. A key
+      // never overtakes an earlier parked key it conflicts with, as in the locks' own queue.
+      handle = this.parked.blocks(requests) ? undefined : this.locks.tryAcquireMany(requests);
+      let withWorker = false;
+      if (!handle) ({ handle, withWorker } = await this.waitForLocks(requests));
+      if (!withWorker) await this.takeWorker();
       hasWorker = true;
       if (this.stopping.signal.aborted) throw this.stopping.signal.reason;
       this.inFlight.set(key, abort);
@@ -342,7 +385,7 @@ export class Controller {
   }
 
   /** Waits for busy locks: in the locks' fair queue if a waiter slot is free, else parked. */
-  private waitForLocks(requests: readonly LockRequest[]): Promise<LockHandle> {
+  private waitForLocks(requests: readonly LockRequest[]): Promise<{ handle: LockHandle; withWorker: boolean }> {
     if (this.stopping.signal.aborted) return Promise.reject(this.stopping.signal.reason);
     return new Promise((resolve, reject) => {
       this.parked.add({ requests, resolve, reject });
@@ -351,24 +394,29 @@ export class Controller {
   }
 
   /**
-   * Moves parked keys on: after a release, every parked key on a line with the released
-   * paths whose locks are free now takes them; then the oldest parked keys fill the free
-   * waiter slots.
+   * Moves parked keys on: after a release, parked keys on a line with the released paths
+   * are woken; woken keys whose locks are free take them together with a free worker,
+   * oldest first; then the oldest parked keys fill the free waiter slots.
    */
   private serveParked(released?: readonly LockRequest[]): void {
     if (this.parked.size === 0) return;
-    for (const run of released ? this.parked.touching(released) : []) {
+    if (released) this.parked.wake(released);
+    while (this.parked.wokenCount > 0 && this.running < this.maxConcurrent && this.workerWaiters.length === 0) {
+      const run = this.parked.takeWoken()!;
+      // Still held back by an earlier parked key: that one's release wakes it again.
+      if (this.parked.blocks(run.requests, run)) continue;
       const handle = this.locks.tryAcquireMany(run.requests);
       if (!handle) continue;
       this.parked.delete(run);
-      run.resolve(handle);
+      this.setRunning(this.running + 1);
+      run.resolve({ handle, withWorker: true });
     }
     for (let run = this.parked.oldest(); run && this.lockWaiting < this.maxLockWaiters; run = this.parked.oldest()) {
       this.parked.delete(run);
       this.lockWaiting++;
       this.locks
         .acquireMany(run.requests, this.stopping.signal)
-        .then(run.resolve, run.reject)
+        .then((handle) => run.resolve({ handle, withWorker: false }), run.reject)
         .finally(() => {
           this.lockWaiting--;
           this.serveParked();
@@ -387,8 +435,10 @@ export class Controller {
   /** Hands the worker to the first run waiting for one, or frees it. */
   private releaseWorker(): void {
     const next = this.workerWaiters.shift();
-    if (next) next();
-    else this.setRunning(this.running - 1);
+    if (next) return next();
+    this.setRunning(this.running - 1);
+    // Woken parked keys were waiting for this worker.
+    this.serveParked();
   }
 
   private setRunning(running: number): void {

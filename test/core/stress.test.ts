@@ -197,6 +197,7 @@ async function stress(seed: number): Promise<StressResult> {
     maxConcurrentReconciles: number,
     locksFor: (key: string) => LockRequest[],
     work: (key: string, signal: AbortSignal, runId: string) => Promise<void>,
+    maxLockWaiters?: number,
   ) => {
     const body = reconcile(name, maxConcurrentReconciles);
     return new Controller({
@@ -204,6 +205,7 @@ async function stress(seed: number): Promise<StressResult> {
       name,
       concurrency,
       maxConcurrentReconciles,
+      maxLockWaiters,
       reconciler: { locksFor, reconcile: (key, context) => body(key, context, (runId) => work(key, context.signal, runId)) },
     });
   };
@@ -214,6 +216,8 @@ async function stress(seed: number): Promise<StressResult> {
     8,
     (key) => [{ path: HierarchyPath.parse(key.slice(2)), mode: key[0] === 'w' ? 'write' : 'read' }],
     (key, signal, runId) => storageCall(backendOf(HierarchyPath.parse(key.slice(2))), signal, runId),
+    // Two waiter slots: most blocked object keys are parked, so parking is exercised.
+    2,
   );
   const group = make(
     'groups',
