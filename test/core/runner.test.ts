@@ -377,6 +377,40 @@ describe('core/runner', () => {
     expect(h.keysOf()).to.deep.equal(['backends/c', 'backends/a/volumes/n.v0']);
   });
 
+  it('a parked key asking for one path twice, and for siblings, parks and runs like any other', async () => {
+    const clock = new FakeClock();
+    const locks = new HierarchicalLocks({ clock });
+    const seen: string[] = [];
+    const controller = new Controller({
+      name: 'groups',
+      logger: silent,
+      locks,
+      clock,
+      maxConcurrentReconciles: 1,
+      maxLockWaiters: 1,
+      reconciler: {
+        // A group over volumes listed with repeats, as a selector may yield them.
+        locksFor: (key) => ['n.v1', 'n.v2', 'n.v1'].map((v) => ({ path: HierarchyPath.parse(`backends/${key}/volumes/${v}`), mode: 'write' as const })),
+        reconcile: async (key) => void seen.push(key),
+      },
+    });
+    const a = await locks.acquire(HierarchyPath.parse('backends/a'), 'write');
+    const b = await locks.acquire(HierarchyPath.parse('backends/b'), 'write');
+    controller.start();
+    controller.enqueue('a');
+    controller.enqueue('b');
+    await settle();
+    expect(controller.waitingForLocks).to.equal(2);
+    b.release();
+    await settle();
+    a.release();
+    await settle();
+    expect(seen).to.deep.equal(['b', 'a']);
+    expect(controller.queue.numRequeues('b')).to.equal(0);
+    expect(locks.nodeCount()).to.equal(0);
+    await controller.stop();
+  });
+
   it('the reconcile timeout starts once the locks are held, not during the wait for them', async () => {
     const h = harness({ reconcileTimeoutMs: 1000 });
     const busy = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');

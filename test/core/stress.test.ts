@@ -60,8 +60,12 @@ async function stress(seed: number): Promise<StressResult> {
     { level: 'warn' },
     new Writable({
       write(chunk, _encoding, callback) {
-        const line = JSON.parse(String(chunk)) as { err?: { type?: string } };
+        const line = JSON.parse(String(chunk)) as { err?: { type?: string; message?: string }; key?: string };
         if (line.err?.type === 'ReconcileTimeoutError') loggedTimeouts++;
+        // Anything else than what the reconcilers throw is a runner bug, even if retried.
+        else if (line.err && !['Error', 'TerminalError', 'AggregateFailure'].includes(line.err.type ?? '')) {
+          violations.push(`run of ${line.key} failed in the runner: ${line.err.type}: ${line.err.message}`);
+        }
         callback();
       },
     }),
@@ -216,8 +220,8 @@ async function stress(seed: number): Promise<StressResult> {
     8,
     (key) => [{ path: HierarchyPath.parse(key.slice(2)), mode: key[0] === 'w' ? 'write' : 'read' }],
     (key, signal, runId) => storageCall(backendOf(HierarchyPath.parse(key.slice(2))), signal, runId),
-    // Two waiter slots: most blocked object keys are parked, so parking is exercised.
-    2,
+    // Four waiter slots (of 32 by default): many blocked object keys are parked, so parking is exercised.
+    4,
   );
   const group = make(
     'groups',
@@ -319,7 +323,8 @@ describe('core stress (seeded, randomized)', function () {
           `      seed ${seed}: ${runs} runs, max in flight per backend ${maxInFlight.join(',')}, most starts in one second ${busiestSecond.join(',')}, ` +
             `${timeouts} timeouts (all hung on purpose or waiting for the limiter), longest wait for a run ${Math.round(oldestPendingMs)} ms, done at ${Math.round(finishedAtMs)} ms (fake)`,
         );
-        expect(runs).to.be.greaterThan(ADDS / 2);
+        // Adds to a waiting key collapse into one run, and waits are long with few waiter slots.
+        expect(runs).to.be.greaterThan(ADDS / 3);
         expect(Math.max(...maxInFlight)).to.be.greaterThan(1);
       } catch (error) {
         console.error(`stress test failed with TRELLIS_STRESS_SEED=${seed}`);
