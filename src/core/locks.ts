@@ -8,7 +8,8 @@
 // - Fair: a request never overtakes an earlier waiting request it conflicts with, so a
 //   stream of readers cannot starve a writer; every waiter waits only for holders and for
 //   earlier waiters, so all are served.
-// - Conflict checks walk one root-to-leaf path of a trie: O(depth), not O(held locks).
+// - Conflict checks walk one root-to-leaf path of a trie: O(depth), not O(held locks); a
+//   release re-examines the waiters only if one is on a line with it.
 // - A wait is bounded by the caller's AbortSignal: aborting it rejects the wait and leaves
 //   nothing behind. A hold is not: it lasts until the holder calls `release` (the runner
 //   does so when its run settles, so an operation is never cut in half by a timeout).
@@ -179,10 +180,22 @@ export class HierarchicalLocks {
         if (released) return;
         released = true;
         this.count(requests, 'held', -1);
-        this.serveWaiters();
+        // A release frees only waiters on a line with it; the others stay as they were.
+        if (requests.some((request) => this.waiterOnALine(request))) this.serveWaiters();
         this.notifyRelease(requests);
       },
     };
+  }
+
+  /** True when a waiting request's path equals `request`'s, or is its ancestor or descendant: O(depth). */
+  private waiterOnALine(request: LockRequest): boolean {
+    let node: TrieNode | undefined = this.root;
+    for (const segment of request.path.segments) {
+      if (node.waiting.reads + node.waiting.writes > 0) return true;
+      node = node.children.get(segment);
+      if (!node) return false;
+    }
+    return node.waiting.below > 0;
   }
 
   /** Grants, in arrival order, every waiter that conflicts with no holder and no earlier waiter. */
