@@ -94,6 +94,12 @@ async function headOfLine(): Promise<void> {
   const free = Array.from({ length: freeKeys }, (_, i) => volumePath(`b${i % 100}`, 'ns', `v${i}`).toString());
   const ms = await runAll(free, { locksFor: writeOwnPath, reconcile: async () => {} }, { concurrency: 'hierarchical', workers: 64, locks, blocked });
   console.log(`head-of-line: ${freeKeys} no-op keys of 100 free backends behind ${blockedKeys} keys of one write-locked backend (64 workers, 256 waiter slots): ${ms.toFixed(0)} ms, ${Math.round((freeKeys / ms) * 1000)} keys/s`);
+  // Then the backend is released while all its keys wait (most of them parked): they must drain in near-linear time.
+  const released = new HierarchicalLocks();
+  const held = await released.acquire(HierarchyPath.parse('backends/held'), 'write');
+  setImmediate(() => held.release());
+  const drainMs = await runAll(blocked, { locksFor: writeOwnPath, reconcile: async () => {} }, { concurrency: 'hierarchical', workers: 64, locks: released });
+  console.log(`  release: the ${blockedKeys} keys of the write-locked backend, queued behind its lock and then released: ${drainMs.toFixed(0)} ms, ${Math.round((blockedKeys / drainMs) * 1000)} keys/s`);
 }
 
 async function rate(): Promise<void> {

@@ -41,7 +41,7 @@ import { WorkQueue, type AddOptions } from './queue.js';
 export type ReconcileResult = void | { requeueAfterMs: number };
 
 export interface ReconcileContext {
-  /** Aborts at the timeout or never; pass it to every storage call. */
+  /** Aborts at the reconcile timeout, at the end of the stop grace, or never; pass it to every storage call. */
   signal: AbortSignal;
   logger: Logger;
   locks: LockHandle;
@@ -114,6 +114,9 @@ class ParkedRuns {
   // Runs a release may have freed, to try as soon as a worker is free: taking locks only
   // with a worker at hand means no parked run holds locks while it waits for one.
   private readonly woken = new Set<ParkedRun>();
+  // The woken runs as a min-heap by arrival, so the oldest is found in O(log n). Entries of
+  // runs no longer woken are skipped when popped, and dropped when they outnumber the live.
+  private wokenHeap: Array<{ arrival: number; run: ParkedRun }> = [];
   // 'w:<path>' / 'r:<path>': runs requesting exactly that path in that mode;
   // '<<path>': runs requesting that path or one below it.
   private readonly index = new Map<string, Set<ParkedRun>>();
@@ -147,12 +150,22 @@ class ParkedRuns {
 
   /** Marks the runs on a line with `released` (they may be free now) as woken. */
   wake(released: readonly LockRequest[]): void {
+    const found = new Set<ParkedRun>();
     for (const { path } of released) {
-      this.collect(`<${path}`, this.woken);
+      this.collect(`<${path}`, found);
       for (const ancestor of path.ancestors()) {
-        this.collect(`w:${ancestor}`, this.woken);
-        this.collect(`r:${ancestor}`, this.woken);
+        this.collect(`w:${ancestor}`, found);
+        this.collect(`r:${ancestor}`, found);
       }
+    }
+    for (const run of found) {
+      if (this.woken.has(run)) continue;
+      this.woken.add(run);
+      heapPush(this.wokenHeap, { arrival: this.runs.get(run)!, run });
+    }
+    if (this.wokenHeap.length > 2 * this.woken.size + 64) {
+      this.wokenHeap = [];
+      for (const run of this.woken) heapPush(this.wokenHeap, { arrival: this.runs.get(run)!, run });
     }
   }
 
@@ -162,10 +175,10 @@ class ParkedRuns {
 
   /** Unmarks and returns the oldest woken run. */
   takeWoken(): ParkedRun | undefined {
-    let oldest: ParkedRun | undefined;
-    for (const run of this.woken) if (!oldest || this.runs.get(run)! < this.runs.get(oldest)!) oldest = run;
-    if (oldest) this.woken.delete(oldest);
-    return oldest;
+    for (let entry = heapPop(this.wokenHeap); entry; entry = heapPop(this.wokenHeap)) {
+      if (this.woken.delete(entry.run)) return entry.run;
+    }
+    return undefined;
   }
 
   /** True when a parked run, older than `before` if given, conflicts with `requests` (the locks' rules). */
@@ -187,6 +200,7 @@ class ParkedRuns {
     const runs = [...this.runs.keys()];
     this.runs.clear();
     this.woken.clear();
+    this.wokenHeap = [];
     this.index.clear();
     return runs;
   }
@@ -194,6 +208,36 @@ class ParkedRuns {
   private collect(key: string, into: Set<ParkedRun>): void {
     this.index.get(key)?.forEach((run) => into.add(run));
   }
+}
+
+/** Adds to a binary min-heap ordered by `arrival`. */
+function heapPush<T extends { arrival: number }>(heap: T[], item: T): void {
+  heap.push(item);
+  for (let i = heap.length - 1; i > 0; ) {
+    const parent = (i - 1) >> 1;
+    if (heap[parent].arrival <= heap[i].arrival) break;
+    [heap[parent], heap[i]] = [heap[i], heap[parent]];
+    i = parent;
+  }
+}
+
+/** Removes and returns the smallest `arrival` of a binary min-heap. */
+function heapPop<T extends { arrival: number }>(heap: T[]): T | undefined {
+  const top = heap[0];
+  const last = heap.pop();
+  if (heap.length === 0 || last === undefined) return top;
+  heap[0] = last;
+  for (let i = 0; ; ) {
+    const left = 2 * i + 1;
+    const right = left + 1;
+    let smallest = i;
+    if (left < heap.length && heap[left].arrival < heap[smallest].arrival) smallest = left;
+    if (right < heap.length && heap[right].arrival < heap[smallest].arrival) smallest = right;
+    if (smallest === i) break;
+    [heap[smallest], heap[i]] = [heap[i], heap[smallest]];
+    i = smallest;
+  }
+  return top;
 }
 
 /** Each index key of a run once, though its paths repeat or share ancestors. */
