@@ -358,6 +358,31 @@ describe('core/runner', () => {
     expect(h.locks.nodeCount()).to.equal(0);
   });
 
+  it('a later key never overtakes an earlier parked key it conflicts with', async () => {
+    const h = harness({ maxConcurrentReconciles: 2, maxLockWaiters: 1 });
+    const b = await h.locks.acquire(HierarchyPath.parse('backends/b'), 'write');
+    const child = await h.locks.acquire(HierarchyPath.parse('backends/a/volumes/n.v0'), 'read');
+    h.controller.enqueue('backends/b/volumes/n.v');
+    h.controller.enqueue('backends/a');
+    // Free in the locks, but behind the parked parent write: it parks too.
+    h.controller.enqueue('backends/a/volumes/n.v1');
+    await settle();
+    expect(h.runs).to.have.length(0);
+    expect(h.controller.waitingForLocks).to.equal(3);
+    child.release();
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/a']);
+    h.runs[0].gate.resolve();
+    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/a', 'backends/a/volumes/n.v1']);
+    h.runs[1].gate.resolve();
+    b.release();
+    await settle();
+    h.runs[2].gate.resolve();
+    await settle();
+    expect(h.controller.waitingForLocks).to.equal(0);
+  });
+
   it('a parked parent write runs once the child lock it waited on is released', async () => {
     const h = harness({ maxConcurrentReconciles: 2, maxLockWaiters: 1 });
     const a = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
