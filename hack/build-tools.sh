@@ -84,12 +84,16 @@ tmp_dir=""
 build_pid=""
 ticker_fd=""
 cleanup() {
+  # Whoever read stderr may be dead (a SIGKILLed harness): a job report or error written
+  # there must not end the cleanup by SIGPIPE before the partial build is removed.
+  exec 2>/dev/null
   [[ -n "${ticker_fd}" ]] && exec {ticker_fd}>&- || true
   [[ -n "${build_pid}" ]] && kill "${build_pid}" 2>/dev/null && wait "${build_pid}" 2>/dev/null || true
   [[ -n "${tmp_dir}" ]] && rm -rf "${tmp_dir}"
   return 0
 }
 trap cleanup EXIT
+trap '' PIPE
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
