@@ -84,6 +84,7 @@ tmp_dir=""
 build_pid=""
 ticker_fd=""
 cleanup() {
+  trap '' INT TERM
   # Whoever read stderr may be dead (a SIGKILLed harness): a job report or error written
   # there must not end the cleanup by SIGPIPE before the partial build is removed.
   exec 2>/dev/null
@@ -94,8 +95,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap '' PIPE
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# The first signal starts the cleanup; later ones must not cut it short. They do come: when
+# the harness's Node process dies, a second parent-death SIGTERM was seen (traced) arriving
+# mid-cleanup (the signal follows the parent thread, and Node has several), and an `exit`
+# run by a trap inside the EXIT trap ends the shell on the spot.
+trap 'trap "" INT TERM; exit 130' INT
+trap 'trap "" INT TERM; exit 143' TERM
 
 build_one() {
   local name="$1" module_dir module package version ldflags dest started
