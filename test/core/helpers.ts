@@ -25,14 +25,3 @@ export function track<T>(promise: Promise<T>): { readonly settled: boolean; read
   return state;
 }
 
-/** mulberry32: a small seeded PRNG, so a failing random run can be replayed from its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -12,7 +12,7 @@ import { BackendLimiter } from '../../src/core/limiter.js';
 import { HierarchicalLocks, type LockRequest } from '../../src/core/locks.js';
 import { HierarchyPath, backendPath, snapshotPath, volumePath } from '../../src/core/path.js';
 import { Controller, ReconcileTimeoutError, type ConcurrencyMode, type ReconcileContext } from '../../src/core/runner.js';
-import { seededRandom } from './helpers.js';
+import { prng } from '../../src/backends/sim/random.js';
 
 const BACKENDS = 4;
 const VOLUMES = 6;
@@ -45,7 +45,7 @@ interface StressResult {
 }
 
 async function stress(seed: number): Promise<StressResult> {
-  const random = seededRandom(seed);
+  const random = prng(seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
   const clock = new FakeClock();
   const locks = new HierarchicalLocks({ clock });
