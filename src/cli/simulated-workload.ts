@@ -27,7 +27,6 @@ export interface ModeResult {
   ms: number;
   /** Highest in-flight count each array saw itself, by array name. */
   peakInFlight: Record<string, number>;
-  busyRefusals: number;
 }
 
 export interface RunningArrays {
@@ -94,8 +93,7 @@ export async function createVolumes(arrays: RunningArrays, mode: ConcurrencyMode
   }
   const ms = performance.now() - start;
   const peakInFlight = Object.fromEntries(arrays.names.map((name, i) => [name, arrays.servers[i]!.state.stats().peakInFlight]));
-  const busyRefusals = arrays.servers.reduce((sum, s) => sum + s.state.stats().rejectedBusy, 0);
-  return { mode, volumes: keys.length, ms, peakInFlight, busyRefusals };
+  return { mode, volumes: keys.length, ms, peakInFlight };
 }
 
 /** Runs both modes side by side and prints what happened. */
