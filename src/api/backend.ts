@@ -34,6 +34,16 @@ export const BackendSpec = Type.Object(
             default: 10,
             description: 'At most this many storage operations run on this backend at once (default 10).',
           })),
+          adaptive: Type.Optional(
+            Type.Boolean({
+              default: false,
+              description:
+                'Learn how many operations the storage system takes at once: the limit grows while operations succeed at steady latency and is cut when the storage answers busy or slows down, between minConcurrentOperations and maxConcurrentOperations (default false: a fixed maxConcurrentOperations).',
+            }),
+          ),
+          minConcurrentOperations: Type.Optional(
+            Type.Integer({ minimum: 1, maximum: 1000, description: 'The floor of the adaptive limit (default 1); at most maxConcurrentOperations.' }),
+          ),
           operationsPerSecond: Type.Optional(
             Type.Integer({ minimum: 1, maximum: 100000, description: 'At most this many storage operations start per second; unset means no rate limit.' }),
           ),

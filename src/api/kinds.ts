@@ -54,7 +54,15 @@ export const kinds: KindDefinition[] = [
     description: 'A storage system Trellis drives: its driver, connection settings, credentials and how hard it may be driven.',
     spec: BackendSpec,
     status: BackendStatus,
-    rules: {},
+    rules: {
+      '/properties/limits': [
+        {
+          rule: '!has(self.minConcurrentOperations) || self.minConcurrentOperations <= (has(self.maxConcurrentOperations) ? self.maxConcurrentOperations : 10)',
+          message: 'minConcurrentOperations must not exceed maxConcurrentOperations',
+          fieldPath: '.minConcurrentOperations',
+        },
+      ],
+    },
     columns: [
       { name: 'Driver', type: 'string', jsonPath: '.spec.driver', description: 'The storage driver.' },
       phase,

@@ -14,6 +14,8 @@ const celTwins: Record<string, (self: Obj) => boolean> = {
   'has(self.selector) != has(self.volumes)': (s) => has(s, 'selector') !== has(s, 'volumes'),
   '(has(self.selector) ? 1 : 0) + (has(self.volumes) ? 1 : 0) + (has(self.volumeGroupSnapshotRef) ? 1 : 0) == 1': (s) =>
     ['selector', 'volumes', 'volumeGroupSnapshotRef'].filter((k) => has(s, k)).length === 1,
+  '!has(self.minConcurrentOperations) || self.minConcurrentOperations <= (has(self.maxConcurrentOperations) ? self.maxConcurrentOperations : 10)': (s) =>
+    !has(s, 'minConcurrentOperations') || (s.minConcurrentOperations as number) <= (has(s, 'maxConcurrentOperations') ? (s.maxConcurrentOperations as number) : 10),
   "(self.operator == 'In' || self.operator == 'NotIn') == (has(self.values) && size(self.values) > 0)": (s) =>
     (s.operator === 'In' || s.operator === 'NotIn') === (Array.isArray(s.values) && s.values.length > 0),
 };

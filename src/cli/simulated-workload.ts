@@ -6,10 +6,9 @@ import { pino } from 'pino';
 import { createDriver } from '../backends/registry.js';
 import { SimArrayServer } from '../backends/sim/array.js';
 import type { StorageDriver } from '../backends/driver.js';
-import { BackendLimiter } from '../core/limiter.js';
-import { HierarchicalLocks } from '../core/locks.js';
-import { HierarchyPath, volumePath } from '../core/path.js';
-import { Controller, type ConcurrencyMode } from '../core/runner.js';
+import { BackendLimiter, Controller, HierarchicalLocks, HierarchyPath, serialized, type Reconciler } from '../core/index.js';
+
+export type ConcurrencyMode = 'hierarchical' | 'serial';
 
 export interface WorkloadOptions {
   /** Volumes created on each array, per mode. */
@@ -58,27 +57,26 @@ export async function createVolumes(arrays: RunningArrays, mode: ConcurrencyMode
   const limiter = new BackendLimiter({ defaults: { maxConcurrent: options.limit } });
   for (const server of arrays.servers) server.state.resetStats();
   const keys = arrays.names.flatMap((backend) =>
-    Array.from({ length: options.volumesPerArray }, (_, i) => volumePath(backend, 'demo', `${mode}-vol-${i}`).toString()),
+    Array.from({ length: options.volumesPerArray }, (_, i) => HierarchyPath.of('backends', backend, 'volumes', `demo.${mode}-vol-${i}`).toString()),
   );
   let done = 0;
   let finish!: () => void;
   const finished = new Promise<void>((resolve) => (finish = resolve));
+  const reconciler: Reconciler = {
+    plan: (key) => ({ locks: [{ path: HierarchyPath.parse(key), mode: 'write' }], backend: HierarchyPath.parse(key).segments[1] }),
+    reconcile: async (key, { signal, backend }) => {
+      const name = HierarchyPath.parse(key).segments[3]!;
+      await backend!.run('createVolume', () => drivers.get(backend!.backend)!.createVolume({ name, capacityBytes: 2 ** 30 }, signal));
+      if (++done === keys.length) finish();
+    },
+  };
   const controller = new Controller({
     name: `demo-${mode}`,
     locks: new HierarchicalLocks(),
-    concurrency: mode,
+    limiter,
     maxConcurrentReconciles: arrays.names.length * options.limit,
     logger: pino({ level: 'silent' }),
-    reconciler: {
-      locksFor: (key) => [{ path: HierarchyPath.parse(key), mode: 'write' }],
-      reconcile: async (key, { signal }) => {
-        const path = HierarchyPath.parse(key);
-        const backend = path.segments[1]!;
-        const name = path.segments[3]!;
-        await limiter.run(backend, 'createVolume', (s) => drivers.get(backend)!.createVolume({ name, capacityBytes: 2 ** 30 }, s ?? signal), signal);
-        if (++done === keys.length) finish();
-      },
-    },
+    reconciler: mode === 'serial' ? serialized(reconciler) : reconciler,
   });
   const start = performance.now();
   const ticker = setInterval(() => options.say(`  ${mode}: ${done}/${keys.length} volumes created`), 1_000);

@@ -1,6 +1,9 @@
 // Errors of reconciles and of parallel children. Guarantees:
-// - A TerminalError (or an AggregateFailure made only of terminal failures) means "do not
-//   retry": the runner forgets the key instead of backing off.
+// - One classification for every layer, read by duck typing so the core imports nothing
+//   from above: an error with `terminal === true` (a TerminalError, a driver's invalid or
+//   notFound, a repository's integrity failure, an AggregateFailure made only of such)
+//   means "do not retry"; `retryAfterMs` (a backend's Retry-After) says when to try
+//   again; `busy === true` says the storage refused for load (the limiter backs off).
 // - runAll runs every child with bounded parallelism, logs each failure as it happens with
 //   the child's key, and then throws one AggregateFailure naming every failed child (the
 //   message lists ten, then "and N more"; `failures` holds all). It never stops at the
@@ -8,13 +11,39 @@
 //   child fails under the key `#<index>`, and the others still run).
 import type { Logger } from '../log.js';
 
+/** What the core reads of any error, whichever layer threw it. */
+export interface ErrorClass {
+  /** Retrying cannot help. */
+  readonly terminal?: boolean;
+  /** The source asked to be tried again no sooner than this. */
+  readonly retryAfterMs?: number;
+  /** The storage refused the call because it is overloaded. */
+  readonly busy?: boolean;
+}
+
 /** A failure that retrying cannot fix (a bad spec, a missing object the user must create). */
 export class TerminalError extends Error {
   override readonly name = 'TerminalError';
+  readonly terminal = true;
+}
+
+function classOf(error: unknown): ErrorClass {
+  return typeof error === 'object' && error !== null ? (error as ErrorClass) : {};
 }
 
 export function isTerminal(error: unknown): boolean {
-  return error instanceof TerminalError || (error instanceof AggregateFailure && error.terminal);
+  return classOf(error).terminal === true;
+}
+
+/** True when the storage refused for load. */
+export function isBusy(error: unknown): boolean {
+  return classOf(error).busy === true;
+}
+
+/** The delay the error asks for before the next try, if it names one. */
+export function retryAfterOf(error: unknown): number | undefined {
+  const ms = classOf(error).retryAfterMs;
+  return typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 ? ms : undefined;
 }
 
 export interface ChildFailure {
@@ -29,6 +58,8 @@ export class AggregateFailure extends Error {
   override readonly name = 'AggregateFailure';
   /** True when every failure is terminal, so retrying the whole would not help. */
   readonly terminal: boolean;
+  /** The longest delay a retryable failure asked for, so the whole is not retried before it. */
+  readonly retryAfterMs?: number;
 
   constructor(
     readonly what: string,
@@ -39,6 +70,8 @@ export class AggregateFailure extends Error {
     const more = failures.length > LISTED_FAILURES ? `; and ${failures.length - LISTED_FAILURES} more` : '';
     super(`${failures.length} of ${total} ${what} failed: ${listed.join('; ')}${more}`);
     this.terminal = failures.length > 0 && failures.every((f) => isTerminal(f.error));
+    const delays = failures.filter((f) => !isTerminal(f.error)).map((f) => retryAfterOf(f.error));
+    if (delays.length > 0 && delays.every((ms) => ms !== undefined)) this.retryAfterMs = Math.max(...(delays as number[]));
   }
 }
 

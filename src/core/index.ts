@@ -1,11 +1,20 @@
-// The core engine's public surface: paths, clock, backoff, queue, locks, limiter, errors,
-// metrics and the controller runner. Nothing here knows Kubernetes or any storage system.
-export * from './path.js';
-export * from './clock.js';
-export * from './backoff.js';
-export * from './queue.js';
-export * from './locks.js';
-export * from './limiter.js';
-export * from './errors.js';
-export * from './metrics.js';
-export * from './runner.js';
+// The core engine's public surface: what a controller needs. Nothing here knows Kubernetes
+// or any storage system. Test helpers (FakeClock, settle) are in ./testing.js.
+export { HierarchyPath } from './path.js';
+export { realClock, sleep, type Clock, type TimerHandle } from './clock.js';
+export { HierarchicalLocks, type LockHandle, type LockMode, type LockRequest } from './locks.js';
+export { BackendLimiter, type BackendLimits, type BackendSlot, type HeldSlot } from './limiter.js';
+export { AggregateFailure, TerminalError, aggregateFailures, isBusy, isTerminal, retryAfterOf, runAll, type ChildFailure, type ErrorClass } from './errors.js';
+export { createCoreMetrics, type CoreMetrics } from './metrics.js';
+export {
+  Controller,
+  ReconcileTimeoutError,
+  ShutdownGraceExpired,
+  serialized,
+  type ControllerOptions,
+  type ReconcileContext,
+  type ReconcileResult,
+  type Reconciler,
+  type RunPlan,
+  type StopResult,
+} from './runner.js';

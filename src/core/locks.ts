@@ -7,17 +7,17 @@
 //   Its paths are kept in the global order (HierarchyPath.compare) for a stable record.
 // - Fair: a request never overtakes an earlier waiting request it conflicts with, so a
 //   stream of readers cannot starve a writer; every waiter waits only for holders and for
-//   earlier waiters, so all are served.
-// - Conflict checks walk one root-to-leaf path of a trie: O(depth), not O(held locks); a
-//   release re-examines the waiters only if one is on a line with it.
+//   earlier waiters, so all are served. This is the one fairness rule of the engine: the
+//   runner queues every busy key here, however many there are.
+// - Cheap at any number of waiters: conflict checks walk one root-to-leaf path of a trie,
+//   O(depth); a release (or an abandoned wait) examines only the waiters on a line with
+//   it (equal path, ancestor or descendant), O(depth + those waiters), so blocked keys of
+//   one backend cost nothing to releases on another (`examined` counts them, for tests).
 // - A wait is bounded by the caller's AbortSignal: aborting it rejects the wait and leaves
 //   nothing behind. A hold is not: it lasts until the holder calls `release` (the runner
 //   does so when its run settles, so an operation is never cut in half by a timeout).
 // - Release is idempotent; the trie prunes itself, so no state is left once every lock is
-//   released.
-// - `onRelease` listeners hear every release and every abandoned wait, with its requests:
-//   the moments a `tryAcquireMany` that failed may succeed (only one whose paths are on a
-//   line with those: equal, ancestor or descendant), so callers can retry instead of queueing.
+//   released and no request waits.
 import { realClock, type Clock } from './clock.js';
 import { HierarchyPath } from './path.js';
 
@@ -45,20 +45,25 @@ export interface HierarchicalLocksOptions {
   observer?: LockObserver;
 }
 
-/** Lock counts of one layer (held, or waiting) at one trie node. */
-interface Counts {
-  reads: number;
-  writes: number;
-  // Requests of this layer on this node or any descendant.
-  below: number;
+interface Waiter {
+  readonly requests: readonly LockRequest[];
+  /** Arrival number: lower arrived earlier. */
+  readonly seq: number;
+  readonly since: number;
+  readonly resolve: (handle: LockHandle) => void;
 }
-
-type Layer = 'held' | 'waiting';
 
 class TrieNode {
   readonly children = new Map<string, TrieNode>();
-  readonly held: Counts = { reads: 0, writes: 0, below: 0 };
-  readonly waiting: Counts = { reads: 0, writes: 0, below: 0 };
+  // Held locks exactly here, and held requests here or below.
+  heldReads = 0;
+  heldWrites = 0;
+  heldBelow = 0;
+  // Waiters requesting a write on exactly this path; and waiters requesting it or a path
+  // below, in any mode. Sets iterate in insertion order, and waiters are inserted on
+  // arrival, so the first of each set is its earliest waiter.
+  readonly writeWaiters = new Set<Waiter>();
+  readonly waitersBelow = new Set<Waiter>();
 
   constructor(
     readonly parent: TrieNode | undefined,
@@ -66,26 +71,25 @@ class TrieNode {
   ) {}
 
   get unused(): boolean {
-    return this.held.below === 0 && this.waiting.below === 0 && this.children.size === 0;
+    return this.heldBelow === 0 && this.waitersBelow.size === 0 && this.children.size === 0;
   }
 }
 
-interface Waiter {
-  readonly requests: readonly LockRequest[];
-  readonly since: number;
-  readonly resolve: (handle: LockHandle) => void;
+/** Arrival number of the earliest waiter in `waiters`; Infinity when empty. */
+function earliest(waiters: Set<Waiter>): number {
+  for (const waiter of waiters) return waiter.seq;
+  return Infinity;
 }
 
 export class HierarchicalLocks {
   private readonly clock: Clock;
   private readonly observer?: LockObserver;
-  // Every held and waiting request is counted on its path's node and, in `below`, on every
-  // ancestor; nodes with no counts and no children are removed at once.
+  // Every held and waiting request is recorded on its path's node and, in `heldBelow` or
+  // `waitersBelow`, on every ancestor; unused nodes are removed at once.
   private readonly root = new TrieNode(undefined, '');
-  // Waiting requests in arrival order; each is counted in the `waiting` layer.
-  private readonly waiters = new Set<Waiter>();
-  // Called after every release and every abandoned wait, once waiters have been served.
-  private readonly releaseListeners = new Set<(requests: readonly LockRequest[]) => void>();
+  private waiterCount = 0;
+  private nextSeq = 0;
+  private examinedCount = 0;
 
   constructor(options: HierarchicalLocksOptions = {}) {
     this.clock = options.clock ?? realClock;
@@ -97,10 +101,10 @@ export class HierarchicalLocks {
     return this.acquireMany([{ path, mode }], signal);
   }
 
-  /** Takes all `requests` now if they are free and no earlier waiter conflicts; else undefined (nothing is queued). */
+  /** Takes all `requests` now if they are free and no waiter conflicts; else undefined (nothing is queued). */
   tryAcquireMany(requests: Iterable<LockRequest>): LockHandle | undefined {
     const normalized = normalize(requests);
-    return this.grantable(normalized) ? this.grant(normalized, this.clock.now()) : undefined;
+    return this.free(normalized, Infinity) ? this.grant(normalized, this.clock.now()) : undefined;
   }
 
   /** Takes all `requests` at once; see the module comment. */
@@ -108,39 +112,36 @@ export class HierarchicalLocks {
     if (signal?.aborted) return Promise.reject(signal.reason);
     const normalized = normalize(requests);
     const since = this.clock.now();
-    if (this.grantable(normalized)) return Promise.resolve(this.grant(normalized, since));
+    if (this.free(normalized, Infinity)) return Promise.resolve(this.grant(normalized, since));
     return new Promise((resolve, reject) => {
       const onAbort = () => {
-        if (!this.waiters.delete(waiter)) return;
-        this.count(waiter.requests, 'waiting', -1);
+        if (!this.removeWaiter(waiter)) return;
         reject(signal?.reason);
-        // The aborted request may have held back later, conflicting ones.
-        this.serveWaiters();
-        this.notifyRelease(waiter.requests);
+        // The abandoned request may have held back later, conflicting ones.
+        this.wake(waiter.requests);
       };
       const waiter: Waiter = {
         requests: normalized,
+        seq: this.nextSeq++,
         since,
         resolve: (handle) => {
           signal?.removeEventListener('abort', onAbort);
           resolve(handle);
         },
       };
-      this.waiters.add(waiter);
-      this.count(normalized, 'waiting', +1);
+      this.addWaiter(waiter);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
-  /** Calls `listener` with the requests released or given up whenever locks may have become free; returns its removal. */
-  onRelease(listener: (requests: readonly LockRequest[]) => void): () => void {
-    this.releaseListeners.add(listener);
-    return () => this.releaseListeners.delete(listener);
-  }
-
   /** Requests waiting now. */
   get waiting(): number {
-    return this.waiters.size;
+    return this.waiterCount;
+  }
+
+  /** Waiters looked at by releases and abandoned waits so far: the cost of serving waiters. */
+  get examined(): number {
+    return this.examinedCount;
   }
 
   /** Trie nodes below the root; 0 when no lock is held or awaited. */
@@ -154,23 +155,25 @@ export class HierarchicalLocks {
     return nodes;
   }
 
-  private grantable(requests: readonly LockRequest[]): boolean {
-    return requests.every((request) => !this.conflicts(request, 'held') && !this.conflicts(request, 'waiting'));
+  /** True when no holder and no waiter earlier than `before` conflicts with any of `requests`. */
+  private free(requests: readonly LockRequest[], before: number): boolean {
+    return requests.every((request) => !this.conflicts(request, before));
   }
 
-  private conflicts(request: LockRequest, layer: Layer): boolean {
+  private conflicts({ path, mode }: LockRequest, before: number): boolean {
     let node: TrieNode | undefined = this.root;
-    for (const segment of request.path.segments) {
+    for (const segment of path.segments) {
       // `node` is a strict ancestor of the path: only a write on it conflicts.
-      if (node[layer].writes > 0) return true;
+      if (node.heldWrites > 0 || earliest(node.writeWaiters) < before) return true;
       node = node.children.get(segment);
       if (!node) return false;
     }
-    return request.mode === 'read' ? node[layer].writes > 0 : node[layer].below > 0;
+    if (mode === 'read') return node.heldWrites > 0 || earliest(node.writeWaiters) < before;
+    return node.heldBelow > 0 || earliest(node.waitersBelow) < before;
   }
 
   private grant(requests: readonly LockRequest[], since: number): LockHandle {
-    this.count(requests, 'held', +1);
+    for (const request of requests) this.countHeld(request, +1);
     const mode: LockMode = requests.some((r) => r.mode === 'write') ? 'write' : 'read';
     this.observer?.waited(mode, (this.clock.now() - since) / 1000);
     let released = false;
@@ -179,60 +182,85 @@ export class HierarchicalLocks {
       release: () => {
         if (released) return;
         released = true;
-        this.count(requests, 'held', -1);
-        // A release frees only waiters on a line with it; the others stay as they were.
-        if (requests.some((request) => this.waiterOnALine(request))) this.serveWaiters();
-        this.notifyRelease(requests);
+        for (const request of requests) this.countHeld(request, -1);
+        this.wake(requests);
       },
     };
   }
 
-  /** True when a waiting request's path equals `request`'s, or is its ancestor or descendant: O(depth). */
-  private waiterOnALine(request: LockRequest): boolean {
-    let node: TrieNode | undefined = this.root;
-    for (const segment of request.path.segments) {
-      if (node.waiting.reads + node.waiting.writes > 0) return true;
-      node = node.children.get(segment);
-      if (!node) return false;
-    }
-    return node.waiting.below > 0;
-  }
-
-  /** Grants, in arrival order, every waiter that conflicts with no holder and no earlier waiter. */
-  private serveWaiters(): void {
-    if (this.waiters.size === 0) return;
-    for (const waiter of this.waiters) this.count(waiter.requests, 'waiting', -1);
-    for (const waiter of this.waiters) {
-      if (this.grantable(waiter.requests)) {
-        this.waiters.delete(waiter);
-        waiter.resolve(this.grant(waiter.requests, waiter.since));
-      } else {
-        this.count(waiter.requests, 'waiting', +1);
-      }
-    }
-  }
-
-  private notifyRelease(requests: readonly LockRequest[]): void {
-    for (const listener of this.releaseListeners) listener(requests);
-  }
-
-  private count(requests: readonly LockRequest[], layer: Layer, delta: 1 | -1): void {
+  /**
+   * Grants, in arrival order, the waiters a release or an abandoned wait of `requests` may
+   * have freed: those on a line with one of them. Waiters elsewhere cannot have been held
+   * back by it, so they are not looked at.
+   */
+  private wake(requests: readonly LockRequest[]): void {
+    if (this.waiterCount === 0) return;
+    const candidates = new Set<Waiter>();
     for (const { path, mode } of requests) {
-      let node = this.root;
-      node[layer].below += delta;
+      let node: TrieNode | undefined = this.root;
       for (const segment of path.segments) {
-        let next = node.children.get(segment);
-        if (!next) {
-          next = new TrieNode(node, segment);
-          node.children.set(segment, next);
-        }
-        node = next;
-        node[layer].below += delta;
+        // A write waiting on an ancestor was held back by anything below it.
+        node.writeWaiters.forEach((waiter) => candidates.add(waiter));
+        node = node.children.get(segment);
+        if (!node) break;
       }
-      if (mode === 'read') node[layer].reads += delta;
-      else node[layer].writes += delta;
-      for (let n: TrieNode = node; n.parent && n.unused; n = n.parent) n.parent.children.delete(n.segment);
+      if (!node) continue;
+      // A read held back only writes on its path; a write, everything at or below it.
+      (mode === 'read' ? node.writeWaiters : node.waitersBelow).forEach((waiter) => candidates.add(waiter));
     }
+    this.examinedCount += candidates.size;
+    for (const waiter of [...candidates].sort((a, b) => a.seq - b.seq)) {
+      if (!this.free(waiter.requests, waiter.seq)) continue;
+      this.removeWaiter(waiter);
+      waiter.resolve(this.grant(waiter.requests, waiter.since));
+    }
+  }
+
+  private addWaiter(waiter: Waiter): void {
+    this.waiterCount++;
+    for (const { path, mode } of waiter.requests) {
+      const node = this.walk(path, (n) => n.waitersBelow.add(waiter));
+      if (mode === 'write') node.writeWaiters.add(waiter);
+    }
+  }
+
+  /** Takes a waiter out of the index; false if it was not waiting. */
+  private removeWaiter(waiter: Waiter): boolean {
+    if (!this.root.waitersBelow.delete(waiter)) return false;
+    this.waiterCount--;
+    for (const { path, mode } of waiter.requests) {
+      const node = this.walk(path, (n) => n.waitersBelow.delete(waiter));
+      if (mode === 'write') node.writeWaiters.delete(waiter);
+      this.prune(node);
+    }
+    return true;
+  }
+
+  private countHeld({ path, mode }: LockRequest, delta: 1 | -1): void {
+    const node = this.walk(path, (n) => (n.heldBelow += delta));
+    if (mode === 'read') node.heldReads += delta;
+    else node.heldWrites += delta;
+    this.prune(node);
+  }
+
+  /** The node of `path`, created with its ancestors if missing; `visit` runs on each, root first. */
+  private walk(path: HierarchyPath, visit: (node: TrieNode) => void): TrieNode {
+    let node = this.root;
+    visit(node);
+    for (const segment of path.segments) {
+      let next = node.children.get(segment);
+      if (!next) {
+        next = new TrieNode(node, segment);
+        node.children.set(segment, next);
+      }
+      node = next;
+      visit(node);
+    }
+    return node;
+  }
+
+  private prune(node: TrieNode): void {
+    for (let n: TrieNode = node; n.parent && n.unused; n = n.parent) n.parent.children.delete(n.segment);
   }
 }
 

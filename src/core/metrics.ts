@@ -69,6 +69,7 @@ export function createCoreMetrics(registry: Registry): CoreMetrics {
 
   const lockWait = new Histogram({ name: 'trellis_lock_wait_seconds', help: 'Time a lock request waited before it was granted', labelNames: ['mode'], buckets: exponentialBuckets(1e-5, 4, 12), registers });
   const backendInflight = new Gauge({ name: 'trellis_backend_inflight_operations', help: 'Storage operations running now, per backend', labelNames: ['backend'], registers });
+  const backendLimit = new Gauge({ name: 'trellis_backend_concurrency_limit', help: 'Storage operations allowed at once now, per backend (moves when the limit is adaptive)', labelNames: ['backend'], registers });
   const backendDuration = new Histogram({
     name: 'trellis_backend_operation_duration_seconds',
     help: 'Duration of storage operations, per backend, operation and result',
@@ -108,6 +109,7 @@ export function createCoreMetrics(registry: Registry): CoreMetrics {
     limiterSink: {
       inFlight: (backend, count) => backendInflight.set({ backend }, count),
       operation: (backend, operation, result, seconds) => backendDuration.observe({ backend, operation, result }, seconds),
+      concurrencyLimit: (backend, limit) => backendLimit.set({ backend }, limit),
     },
   };
 }

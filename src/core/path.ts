@@ -72,22 +72,3 @@ export class HierarchyPath {
     return this.segments.join(SEPARATOR);
   }
 }
-
-/** `backends/<backend>`. */
-export function backendPath(backend: string): HierarchyPath {
-  return HierarchyPath.of('backends', backend);
-}
-
-/**
- * `backends/<backend>/volumes/<namespace>.<name>`. Namespaces are DNS labels (no dots), so
- * the first dot splits the segment back unambiguously.
- */
-export function volumePath(backend: string, namespace: string, name: string): HierarchyPath {
-  if (namespace.includes('.')) throw new TypeError(`namespace ${JSON.stringify(namespace)} must not contain a dot`);
-  return backendPath(backend).child('volumes', `${namespace}.${name}`);
-}
-
-/** `backends/<backend>/volumes/<namespace>.<volume>/snapshots/<snapshot>`. */
-export function snapshotPath(backend: string, namespace: string, volume: string, snapshot: string): HierarchyPath {
-  return volumePath(backend, namespace, volume).child('snapshots', snapshot);
-}

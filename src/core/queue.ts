@@ -153,11 +153,14 @@ export class WorkQueue {
     this.delayed.set(key, { readyAt, timer, priority });
   }
 
-  /** Adds `key` after its next backoff delay (per-key exponential, overall token bucket). */
-  addRateLimited(key: string): void {
+  /**
+   * Adds `key` again after a failure: after its next backoff delay (per-key exponential,
+   * overall token bucket), or after exactly `delayMs` when the failure named one.
+   */
+  addRateLimited(key: string, delayMs?: number): void {
     if (this.shuttingDown) return;
     this.metrics?.retried();
-    this.addAfter(key, this.retryLimiter.when(key));
+    this.addAfter(key, delayMs ?? this.retryLimiter.when(key));
   }
 
   /** Ends the key's backoff: its next failure waits the base delay again. */

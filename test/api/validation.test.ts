@@ -19,6 +19,8 @@ const badSpecs: { name: string; kind: string; spec: unknown; field: string }[] =
   { name: 'maxConcurrentOperations 0', kind: 'Backend', spec: { driver: 'sim', limits: { maxConcurrentOperations: 0 } }, field: 'spec.limits.maxConcurrentOperations' },
   { name: 'maxConcurrentOperations above 1000', kind: 'Backend', spec: { driver: 'sim', limits: { maxConcurrentOperations: 1001 } }, field: 'spec.limits.maxConcurrentOperations' },
   { name: 'unknown field in limits', kind: 'Backend', spec: { driver: 'sim', limits: { burst: 3 } }, field: 'spec.limits.burst' },
+  { name: 'adaptive floor above the ceiling', kind: 'Backend', spec: { driver: 'sim', limits: { adaptive: true, minConcurrentOperations: 20, maxConcurrentOperations: 8 } }, field: 'spec.limits' },
+  { name: 'adaptive not a boolean', kind: 'Backend', spec: { driver: 'sim', limits: { adaptive: 'auto' } }, field: 'spec.limits.adaptive' },
   { name: 'secret ref without name', kind: 'Backend', spec: { driver: 'csi', credentialsSecretRef: { namespace: 'x' } }, field: 'spec.credentialsSecretRef.name' },
   { name: 'negative capacity', kind: 'Volume', spec: { ...volume, capacity: '-1Gi' }, field: 'spec.capacity' },
   { name: 'zero capacity (string)', kind: 'Volume', spec: { ...volume, capacity: '0Gi' }, field: 'spec.capacity' },

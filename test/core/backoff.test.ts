@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ExponentialBackoff, RetryLimiter, TokenBucket } from '../../src/core/backoff.js';
-import { FakeClock } from '../../src/core/clock.js';
+import { FakeClock } from '../../src/core/testing.js';
 
 describe('core/backoff', () => {
   it('waits base*2^n up to the cap, and forget starts the key over', () => {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { AggregateFailure, TerminalError, aggregateFailures, isTerminal, runAll } from '../../src/core/errors.js';
-import { settle } from '../../src/core/clock.js';
+import { settle } from '../../src/core/testing.js';
 import { deferred, track } from './helpers.js';
 
 function memoryLogger() {

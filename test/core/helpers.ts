@@ -1,3 +1,4 @@
+import { HierarchyPath } from '../../src/core/path.js';
 // Test helpers for the core: hand-resolved promises and a state probe for promises.
 export interface Deferred<T> {
   promise: Promise<T>;
@@ -25,3 +26,8 @@ export function track<T>(promise: Promise<T>): { readonly settled: boolean; read
   return state;
 }
 
+
+/** `backends/<b>/volumes/<ns>.<v>`: the shape the runtime gives volume keys. */
+export function volumePath(backend: string, namespace: string, name: string): HierarchyPath {
+  return HierarchyPath.of('backends', backend, 'volumes', `${namespace}.${name}`);
+}

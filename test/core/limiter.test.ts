@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { FakeClock, settle } from '../../src/core/clock.js';
+import { FakeClock, settle } from '../../src/core/testing.js';
+import { sleep } from '../../src/core/clock.js';
 import { BackendLimiter } from '../../src/core/limiter.js';
 import { deferred, track, type Deferred } from './helpers.js';
 
@@ -86,7 +87,7 @@ describe('core/limiter', () => {
     await settle();
     expect(started).to.have.length(6);
     expect(limiter.inFlight('a')).to.equal(1);
-    expect(limiter.limits('a')).to.deep.equal({ maxConcurrent: 1, opsPerSecond: Infinity });
+    expect(limiter.limits('a')).to.include({ maxConcurrent: 1, opsPerSecond: Infinity });
   });
 
   it('an abort while waiting for the rate rejects only the waiting operations and leaves no timer', async () => {
@@ -161,6 +162,7 @@ describe('core/limiter', () => {
       metrics: {
         inFlight: (_backend, count) => inFlight.push(count),
         operation: (backend, operation, result, seconds) => ops.push(`${backend} ${operation} ${result} ${seconds}`),
+        concurrencyLimit: () => {},
       },
     });
     const gate = deferred();
@@ -173,6 +175,126 @@ describe('core/limiter', () => {
     expect((failed.error as Error).message).to.equal('boom');
     expect(inFlight).to.deep.equal([1, 2, 1, 0]);
     expect(ops).to.deep.equal(['a delete error 0', 'a create success 1.5']);
+  });
+
+  it('a slot taken with acquire counts against the limit until released; a full backend refuses tryAcquire', async () => {
+    const limiter = new BackendLimiter({ clock: new FakeClock(), defaults: { maxConcurrent: 2 } });
+    const first = await limiter.acquire('a');
+    const second = limiter.tryAcquire('a')!;
+    expect(limiter.tryAcquire('a')).to.equal(undefined);
+    const third = track(limiter.acquire('a'));
+    await settle();
+    expect([limiter.inFlight('a'), limiter.waiting('a'), third.settled]).to.deep.equal([2, 1, false]);
+    // Operations run in a held slot do not take another one.
+    expect(await first.run('create', async () => 'made')).to.equal('made');
+    expect(limiter.inFlight('a')).to.equal(2);
+    first.release();
+    first.release();
+    await settle();
+    expect([third.settled, limiter.inFlight('a')]).to.deep.equal([true, 2]);
+    second.release();
+    third.value!.release();
+    expect(limiter.inFlight('a')).to.equal(0);
+  });
+
+  it('the operations after the first in a held slot wait for the rate window', async () => {
+    const clock = new FakeClock();
+    const limiter = new BackendLimiter({ clock, defaults: { maxConcurrent: 10, opsPerSecond: 2 } });
+    const slot = await limiter.acquire('a');
+    const starts: number[] = [];
+    const three = (async () => {
+      for (let i = 0; i < 3; i++) await slot.run('op', async () => void starts.push(clock.now()));
+    })();
+    await clock.advanceAndSettle(1000);
+    await three;
+    slot.release();
+    expect(starts).to.deep.equal([0, 0, 1000]);
+  });
+
+  describe('adaptive concurrency', () => {
+    /**
+     * A storage system that takes `storageLimit` operations at once and refuses the rest as
+     * busy, driven by `clients` callers that each loop: take a slot, call, and on a busy
+     * answer wait `retryAfterMs` outside the slot (as the runner does). Fake time throughout.
+     */
+    async function drive(options: { limiter: BackendLimiter; clock: FakeClock; storageLimit: () => number; clients: number; untilMs: number; latencyMs?: number }) {
+      const { limiter, clock } = options;
+      let active = 0;
+      let done = 0;
+      let refused = 0;
+      const samples: Array<{ at: number; limit: number }> = [];
+      const client = async () => {
+        while (clock.now() < options.untilMs) {
+          try {
+            await limiter.run('array', 'create', async () => {
+              if (active >= options.storageLimit()) throw Object.assign(new Error('array busy'), { busy: true, retryAfterMs: 20 });
+              active++;
+              try {
+                await sleep(clock, options.latencyMs ?? 20);
+              } finally {
+                active--;
+              }
+            });
+            done++;
+          } catch {
+            refused++;
+            await sleep(clock, 20);
+          }
+          samples.push({ at: clock.now(), limit: limiter.concurrencyLimit('array') });
+        }
+      };
+      const all = Promise.all(Array.from({ length: options.clients }, client));
+      while (clock.now() < options.untilMs && (await clock.runNext()));
+      while (await clock.runNext());
+      await all;
+      return { done, refused, samples };
+    }
+
+    it('settles near a storage limit of 8 under a ceiling of 64: few refusals, at least 90% of a static 8', async () => {
+      const clock = new FakeClock();
+      const adaptive = new BackendLimiter({ clock });
+      adaptive.configure('array', { maxConcurrent: 64, adaptive: true });
+      const learned = await drive({ limiter: adaptive, clock, storageLimit: () => 8, clients: 80, untilMs: 60_000 });
+      const staticClock = new FakeClock();
+      const fixed = new BackendLimiter({ clock: staticClock });
+      fixed.configure('array', { maxConcurrent: 8 });
+      const baseline = await drive({ limiter: fixed, clock: staticClock, storageLimit: () => 8, clients: 80, untilMs: 60_000 });
+      const afterWarmUp = learned.samples.filter((s) => s.at > 5_000).map((s) => s.limit);
+      expect(Math.min(...afterWarmUp), 'lowest limit after warm-up').to.be.at.least(6);
+      expect(Math.max(...afterWarmUp), 'highest limit after warm-up').to.be.at.most(12);
+      const refusalRate = learned.refused / (learned.done + learned.refused);
+      expect(refusalRate, 'busy refusals per operation').to.be.below(0.02);
+      expect(learned.done / baseline.done, 'throughput against a static limit of 8').to.be.at.least(0.9);
+    });
+
+    it('follows a storage limit raised from 8 to 32 within 10 s', async () => {
+      const clock = new FakeClock();
+      const limiter = new BackendLimiter({ clock });
+      limiter.configure('array', { maxConcurrent: 64, adaptive: true });
+      const storageLimit = () => (clock.now() < 20_000 ? 8 : 32);
+      const { samples } = await drive({ limiter, clock, storageLimit, clients: 80, untilMs: 40_000 });
+      const before = samples.filter((s) => s.at > 15_000 && s.at < 20_000).map((s) => s.limit);
+      expect(Math.max(...before)).to.be.at.most(12);
+      const reached = samples.find((s) => s.at >= 20_000 && s.limit >= 28);
+      expect(reached, 'the limit reached 28 after the raise').to.not.equal(undefined);
+      expect(reached!.at - 20_000, 'ms to follow the raise').to.be.at.most(10_000);
+      const settled = samples.filter((s) => s.at > 35_000).map((s) => s.limit);
+      expect(Math.min(...settled)).to.be.at.least(24);
+      expect(Math.max(...settled)).to.be.at.most(36);
+    });
+
+    it('stays between the floor and the Backend ceiling, and a ceiling lowered at run time applies at once', async () => {
+      const clock = new FakeClock();
+      const limiter = new BackendLimiter({ clock });
+      limiter.configure('array', { maxConcurrent: 16, minConcurrent: 3, adaptive: true });
+      await drive({ limiter, clock, storageLimit: () => 1000, clients: 40, untilMs: 5_000 });
+      expect(limiter.concurrencyLimit('array')).to.equal(16);
+      limiter.configure('array', { maxConcurrent: 5 });
+      expect(limiter.concurrencyLimit('array')).to.equal(5);
+      const { samples } = await drive({ limiter, clock, storageLimit: () => 1, clients: 40, untilMs: 10_000 });
+      expect(Math.min(...samples.map((s) => s.limit))).to.equal(3);
+      expect(limiter.maxInFlight('array')).to.be.at.most(16);
+    });
   });
 
   it('rejects nonsensical limits', () => {

@@ -1,8 +1,8 @@
 import { expect } from 'chai';
-import { FakeClock, settle } from '../../src/core/clock.js';
+import { FakeClock, settle } from '../../src/core/testing.js';
 import { HierarchicalLocks, type LockHandle, type LockMode } from '../../src/core/locks.js';
-import { HierarchyPath, volumePath } from '../../src/core/path.js';
-import { track } from './helpers.js';
+import { HierarchyPath } from '../../src/core/path.js';
+import { track, volumePath } from './helpers.js';
 
 const p = HierarchyPath.parse;
 
@@ -196,25 +196,40 @@ describe('core/locks', () => {
     expect(writer.settled).to.equal(true);
   });
 
-  it('onRelease hears each release and each abandoned wait, once waiters are served, until removed', async () => {
-    const heard: number[] = [];
-    const stop = locks.onRelease(() => heard.push(locks.waiting));
-    const parent = await hold('backends/a', 'write');
-    const abort = new AbortController();
-    const child = await request('backends/a/volumes/n.v', 'write', abort.signal);
-    abort.abort(new Error('gave up'));
+  it('a release examines only waiters on a line with it: blocked keys of another backend cost nothing', async () => {
+    const blocker = await hold('backends/hot', 'write');
+    const waiting = await Promise.all(Array.from({ length: 500 }, (_, i) => request(`backends/hot/volumes/n.v${i}`, 'write')));
+    expect(locks.waiting).to.equal(500);
+    const before = locks.examined;
+    for (let i = 0; i < 100; i++) (await hold(`backends/cold/volumes/n.v${i}`, 'write')).release();
+    expect(locks.examined - before, 'waiters examined by releases on another backend').to.equal(0);
+    // A sibling on the hot backend is on no line with the waiters either.
+    const sibling = locks.tryAcquireMany([{ path: p('backends/hot2'), mode: 'write' }]);
+    sibling!.release();
+    expect(locks.examined - before).to.equal(0);
+    blocker.release();
     await settle();
-    expect(child.error).to.be.instanceOf(Error);
-    const again = await request('backends/a/volumes/n.v', 'write');
-    parent.release();
-    parent.release();
+    // The release that frees them looks at each once, and grants all.
+    expect(locks.examined - before).to.equal(500);
+    expect(waiting.every((w) => w.settled)).to.equal(true);
+    for (const w of waiting) w.value!.release();
+    expect(locks.nodeCount()).to.equal(0);
+  });
+
+  it('a release under a waiting parent write wakes that write once its subtree is free', async () => {
+    const child = await hold('backends/a/volumes/n.v', 'read');
+    const parent = await request('backends/a', 'write');
+    const other = await request('backends/a/volumes/n.w', 'read');
+    expect([parent.settled, other.settled]).to.deep.equal([false, false]);
+    child.release();
     await settle();
-    // The waiter was granted before the listener ran: it saw none waiting.
-    expect(heard).to.deep.equal([0, 0]);
-    expect(again.settled).to.equal(true);
-    stop();
-    again.value!.release();
-    expect(heard).to.have.length(2);
+    // The parent write goes first; the later reader waits behind it (fairness).
+    expect([parent.settled, other.settled]).to.deep.equal([true, false]);
+    parent.value!.release();
+    await settle();
+    expect(other.settled).to.equal(true);
+    other.value!.release();
+    expect(locks.nodeCount()).to.equal(0);
   });
 
   it('reports lock waits by mode', async () => {

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { Registry } from 'prom-client';
-import { FakeClock, settle } from '../../src/core/clock.js';
+import { FakeClock, settle } from '../../src/core/testing.js';
 import { deferred } from './helpers.js';
 import { BackendLimiter } from '../../src/core/limiter.js';
 import { HierarchicalLocks } from '../../src/core/locks.js';
@@ -28,7 +28,8 @@ describe('core/metrics', () => {
         'workqueue_longest_running_processor_seconds',
         'workqueue_retries_total',
         'trellis_lock_wait_seconds',
-        'trellis_backend_inflight_operations',
+        'trellis_backend_concurrency_limit',
+      'trellis_backend_inflight_operations',
         'trellis_backend_operation_duration_seconds',
       ].sort(),
     );
@@ -48,7 +49,7 @@ describe('core/metrics', () => {
       metrics,
       maxConcurrentReconciles: 2,
       reconciler: {
-        locksFor: (key) => [{ path: HierarchyPath.parse(key), mode: 'write' }],
+        plan: (key) => ({ locks: [{ path: HierarchyPath.parse(key), mode: 'write' }] }),
         reconcile: () => limiter.run('array-a', 'create', () => gate.promise),
       },
     });
@@ -62,6 +63,7 @@ describe('core/metrics', () => {
     expect(during).to.contain('workqueue_unfinished_work_seconds{name="volume",controller="volume"} 3');
     expect(during).to.contain('controller_runtime_active_workers{controller="volume"} 1');
     expect(during).to.contain('trellis_backend_inflight_operations{backend="array-a"} 1');
+    expect(during).to.contain('trellis_backend_concurrency_limit{backend="array-a"} 10');
     gate.resolve();
     await controller.stop();
     const text = await registry.metrics();

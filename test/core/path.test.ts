@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { HierarchyPath, backendPath, snapshotPath, volumePath } from '../../src/core/path.js';
+import { HierarchyPath } from '../../src/core/path.js';
 
 describe('core/path', () => {
   const p = HierarchyPath.parse;
@@ -13,7 +13,7 @@ describe('core/path', () => {
   });
 
   it('gives parent and ancestors root first', () => {
-    const snap = snapshotPath('array-a', 'team-a', 'db-0', 's1');
+    const snap = p('backends/array-a/volumes/team-a.db-0/snapshots/s1');
     expect(snap.toString()).to.equal('backends/array-a/volumes/team-a.db-0/snapshots/s1');
     expect(snap.parent()?.toString()).to.equal('backends/array-a/volumes/team-a.db-0/snapshots');
     expect(snap.ancestors().map(String)).to.deep.equal([
@@ -36,12 +36,5 @@ describe('core/path', () => {
   it('rejects segments that would break the segment-wise comparison', () => {
     expect(() => HierarchyPath.of('a/b')).to.throw(TypeError);
     expect(() => p('backends//x')).to.throw(TypeError);
-    expect(() => volumePath('a', 'ns.x', 'v')).to.throw(TypeError);
-  });
-
-  it('builds the documented path shapes', () => {
-    expect(backendPath('array-a').toString()).to.equal('backends/array-a');
-    expect(volumePath('array-a', 'team-a', 'db-0').toString()).to.equal('backends/array-a/volumes/team-a.db-0');
-    expect(p('backends/a/volumes/n.v').equals(volumePath('a', 'n', 'v'))).to.equal(true);
   });
 });

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { RetryLimiter } from '../../src/core/backoff.js';
-import { FakeClock, settle } from '../../src/core/clock.js';
+import { FakeClock, settle } from '../../src/core/testing.js';
 import { WorkQueue } from '../../src/core/queue.js';
 import { track } from './helpers.js';
 

@@ -1,9 +1,10 @@
 import { expect } from 'chai';
-import { FakeClock, settle } from '../../src/core/clock.js';
+import { FakeClock, settle } from '../../src/core/testing.js';
 import { TerminalError } from '../../src/core/errors.js';
 import { HierarchicalLocks } from '../../src/core/locks.js';
 import { HierarchyPath } from '../../src/core/path.js';
-import { Controller, ReconcileTimeoutError, ShutdownGraceExpired, type ConcurrencyMode, type ReconcileContext, type ReconcileResult } from '../../src/core/runner.js';
+import { BackendLimiter } from '../../src/core/limiter.js';
+import { Controller, ReconcileTimeoutError, ShutdownGraceExpired, serialized, type ReconcileContext, type ReconcileResult, type Reconciler } from '../../src/core/runner.js';
 import { pino } from 'pino';
 import { deferred, track, type Deferred } from './helpers.js';
 
@@ -20,7 +21,7 @@ const silent = pino({ level: 'silent' });
 let violations: string[] = [];
 
 /** A controller whose reconciles each wait for the test to resolve them. */
-function harness({ start = true, ...options }: { start?: boolean; maxConcurrentReconciles?: number; maxLockWaiters?: number; concurrency?: ConcurrencyMode; reconcileTimeoutMs?: number } = {}) {
+function harness({ start = true, serial = false, limiter, ...options }: { start?: boolean; maxConcurrentReconciles?: number; serial?: boolean; reconcileTimeoutMs?: number; limiter?: (clock: FakeClock) => BackendLimiter } = {}) {
   const clock = new FakeClock();
   const locks = new HierarchicalLocks({ clock });
   const runs: Run[] = [];
@@ -34,15 +35,20 @@ function harness({ start = true, ...options }: { start?: boolean; maxConcurrentR
     logger: silent,
     retry: { baseMs: 100, capMs: 1000, qps: 1000, burst: 1000 },
     ...options,
-    reconciler: {
-      // Keys are paths; a key ending in "!" wants a read instead of a write.
-      locksFor: (key) => [{ path: HierarchyPath.parse(key.replace(/!$/, '')), mode: key.endsWith('!') ? 'read' : 'write' }],
+    limiter: limiter?.(clock),
+    reconciler: (serial ? serialized : (r: Reconciler) => r)({
+      // Keys are paths; a key ending in "!" wants a read instead of a write. A volume key
+      // (backends/<b>/volumes/...) runs in a slot of backend <b>.
+      plan: (key) => ({
+        locks: [{ path: HierarchyPath.parse(key.replace(/!$/, '')), mode: key.endsWith('!') ? 'read' : 'write' }],
+        backend: /^backends\/[^/]+\/volumes\//.test(key) ? key.split('/')[1] : undefined,
+      }),
       reconcile: async (key, context) => {
         if (runningKeys.has(key)) violations.push(`two runs of ${key} at once`);
         runningKeys.add(key);
         running++;
         peak = Math.max(peak, running);
-        const limit = options.concurrency === 'serial' ? 1 : (options.maxConcurrentReconciles ?? 10);
+        const limit = serial ? 1 : (options.maxConcurrentReconciles ?? 10);
         if (running > limit) violations.push(`${running} runs at once, over ${limit}`);
         const gate = deferred<ReconcileResult>();
         runs.push({ key, context, gate });
@@ -53,7 +59,7 @@ function harness({ start = true, ...options }: { start?: boolean; maxConcurrentR
           runningKeys.delete(key);
         }
       },
-    },
+    }),
   });
   if (start) controller.start();
   return {
@@ -185,7 +191,7 @@ describe('core/runner', () => {
     expect(h.controller.queue.stats()).to.deep.equal({ dirty: 0, processing: 0, delayed: 0, ready: 0, fifo: 0, backoff: 0, getters: 1 });
   });
 
-  it('a synchronous throw or a throwing locksFor never kills the dispatcher', async () => {
+  it('a synchronous throw or a throwing plan never kills the dispatcher', async () => {
     const clock = new FakeClock();
     const seen: string[] = [];
     const controller = new Controller({
@@ -194,9 +200,9 @@ describe('core/runner', () => {
       locks: new HierarchicalLocks({ clock }),
       clock,
       reconciler: {
-        locksFor: (key) => {
+        plan: (key) => {
           if (key === 'bad-locks') throw new Error('no locks for you');
-          return [];
+          return { locks: [] };
         },
         reconcile: (key) => {
           seen.push(key);
@@ -252,7 +258,7 @@ describe('core/runner', () => {
     h.controller.enqueue('backends/c/volumes/n.v0');
     await settle();
     expect(h.keysOf()).to.deep.equal(['backends/b/volumes/n.v0', 'backends/c/volumes/n.v0']);
-    expect(h.controller.waitingForLocks).to.equal(5);
+    expect(h.locks.waiting).to.equal(5);
     backendWrite.release();
     h.runs[0].gate.resolve();
     await settle();
@@ -268,7 +274,7 @@ describe('core/runner', () => {
   });
 
   it('serial mode never runs two at once, even on different backends', async () => {
-    const h = harness({ concurrency: 'serial' });
+    const h = harness({ serial: true });
     for (const key of ['backends/a', 'backends/b', 'backends/c/volumes/n.v']) h.controller.enqueue(key);
     for (let i = 0; i < 3; i++) {
       await settle();
@@ -287,7 +293,7 @@ describe('core/runner', () => {
     h.controller.enqueue('backends/b');
     await settle();
     expect(h.keysOf()).to.deep.equal(['backends/b']);
-    expect(h.controller.waitingForLocks).to.equal(1);
+    expect(h.locks.waiting).to.equal(1);
     const stopping = h.controller.stop();
     h.runs[0].gate.resolve();
     await stopping;
@@ -314,61 +320,34 @@ describe('core/runner', () => {
     expect(h.locks.nodeCount()).to.equal(0);
   });
 
-  it('more keys blocked on one backend than waiter slots never hold back another backend', async () => {
+  it('a thousand keys blocked on one backend never hold back another backend, and all run once it is free', async () => {
     const h = harness({ maxConcurrentReconciles: 2 });
     const backendWrite = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
-    // Default waiter slots: 4 x 2 workers = 8; ten keys overflow them.
-    for (let i = 0; i < 10; i++) h.controller.enqueue(`backends/a/volumes/n.v${i}`);
+    for (let i = 0; i < 1000; i++) h.controller.enqueue(`backends/a/volumes/n.v${i}`);
     h.controller.enqueue('backends/b');
     await settle();
     expect(h.keysOf()).to.deep.equal(['backends/b']);
-    expect(h.controller.waitingForLocks).to.equal(10);
-    expect(h.locks.waiting).to.equal(8);
+    expect(h.locks.waiting).to.equal(1000);
     backendWrite.release();
-    for (let i = 0; i < 11; i++) {
+    for (let i = 0; i < 1001; i++) {
       expect(h.runs.length, 'runs started').to.be.greaterThan(i);
       h.runs[i].gate.resolve();
       await settle();
     }
-    expect(new Set(h.keysOf()).size).to.equal(11);
+    expect(new Set(h.keysOf()).size).to.equal(1001);
     expect(h.peak).to.equal(2);
-    expect(h.controller.waitingForLocks).to.equal(0);
+    expect(h.locks.waiting).to.equal(0);
     expect(h.locks.nodeCount()).to.equal(0);
   });
 
-  it('a parked key whose locks come free runs at once, though every waiter slot is taken', async () => {
-    const h = harness({ maxConcurrentReconciles: 2, maxLockWaiters: 1 });
-    const a = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
-    const c = await h.locks.acquire(HierarchyPath.parse('backends/c'), 'write');
-    h.controller.enqueue('backends/a/volumes/n.v0');
-    h.controller.enqueue('backends/a/volumes/n.v1');
-    h.controller.enqueue('backends/c/volumes/n.v0');
-    await settle();
-    expect(h.controller.waitingForLocks).to.equal(3);
-    expect(h.locks.waiting).to.equal(1);
-    c.release();
-    await settle();
-    expect(h.keysOf()).to.deep.equal(['backends/c/volumes/n.v0']);
-    a.release();
-    h.runs[0].gate.resolve();
-    await settle();
-    expect(h.keysOf(1).sort()).to.deep.equal(['backends/a/volumes/n.v0', 'backends/a/volumes/n.v1']);
-    for (const run of h.runs) run.gate.resolve();
-    await settle();
-    expect(h.locks.nodeCount()).to.equal(0);
-  });
-
-  it('a later key never overtakes an earlier parked key it conflicts with', async () => {
-    const h = harness({ maxConcurrentReconciles: 2, maxLockWaiters: 1 });
-    const b = await h.locks.acquire(HierarchyPath.parse('backends/b'), 'write');
+  it('a later key never overtakes an earlier waiting key it conflicts with', async () => {
+    const h = harness({ maxConcurrentReconciles: 2 });
     const child = await h.locks.acquire(HierarchyPath.parse('backends/a/volumes/n.v0'), 'read');
-    h.controller.enqueue('backends/b/volumes/n.v');
     h.controller.enqueue('backends/a');
-    // Free in the locks, but behind the parked parent write: it parks too.
+    // Free in the locks, but behind the waiting parent write: it waits too.
     h.controller.enqueue('backends/a/volumes/n.v1');
     await settle();
     expect(h.runs).to.have.length(0);
-    expect(h.controller.waitingForLocks).to.equal(3);
     child.release();
     await settle();
     expect(h.keysOf()).to.deep.equal(['backends/a']);
@@ -376,64 +355,107 @@ describe('core/runner', () => {
     await settle();
     expect(h.keysOf()).to.deep.equal(['backends/a', 'backends/a/volumes/n.v1']);
     h.runs[1].gate.resolve();
-    b.release();
     await settle();
-    h.runs[2].gate.resolve();
-    await settle();
-    expect(h.controller.waitingForLocks).to.equal(0);
+    expect(h.locks.nodeCount()).to.equal(0);
   });
 
-  it('a parked parent write runs once the child lock it waited on is released', async () => {
-    const h = harness({ maxConcurrentReconciles: 2, maxLockWaiters: 1 });
-    const a = await h.locks.acquire(HierarchyPath.parse('backends/a'), 'write');
-    const child = await h.locks.acquire(HierarchyPath.parse('backends/c/volumes/n.v'), 'read');
-    h.controller.enqueue('backends/a/volumes/n.v0');
-    h.controller.enqueue('backends/c');
+  it('a backend at its limit never keeps a worker from a key of another backend', async () => {
+    // Two workers, backend a takes one operation at a time: a's second key waits for the
+    // slot without a worker, so b's key runs at once instead of queueing behind it.
+    const h = harness({ maxConcurrentReconciles: 2, limiter: (clock) => new BackendLimiter({ clock, defaults: { maxConcurrent: 1 } }) });
+    for (let i = 0; i < 10; i++) h.controller.enqueue(`backends/a/volumes/n.v${i}`);
+    h.controller.enqueue('backends/b/volumes/n.v0');
     await settle();
-    expect(h.controller.waitingForLocks).to.equal(2);
-    child.release();
-    await settle();
-    expect(h.keysOf()).to.deep.equal(['backends/c']);
-    a.release();
-    h.runs[0].gate.resolve();
-    await settle();
+    expect(h.keysOf()).to.deep.equal(['backends/a/volumes/n.v0', 'backends/b/volumes/n.v0']);
+    expect(h.runs[0].context.backend?.backend).to.equal('a');
+    expect(h.running).to.equal(2);
     h.runs[1].gate.resolve();
     await settle();
-    expect(h.keysOf()).to.deep.equal(['backends/c', 'backends/a/volumes/n.v0']);
+    // b is done; a's keys still pass one at a time through a's single slot.
+    expect(h.running).to.equal(1);
+    for (let i = 0; i < 10; i++) {
+      expect(h.running).to.equal(1);
+      h.runs[i === 0 ? 0 : i + 1].gate.resolve();
+      await settle();
+    }
+    expect(h.runs).to.have.length(11);
+    expect(h.peak).to.equal(2);
   });
 
-  it('a parked key asking for one path twice, and for siblings, parks and runs like any other', async () => {
+  it('a plan that changed while its locks were taken is taken again before the run', async () => {
     const clock = new FakeClock();
     const locks = new HierarchicalLocks({ clock });
-    const seen: string[] = [];
+    // A group whose members the test changes while the run waits for its locks.
+    let members = ['n.v1'];
+    const held: string[][] = [];
     const controller = new Controller({
       name: 'groups',
       logger: silent,
       locks,
       clock,
-      maxConcurrentReconciles: 1,
-      maxLockWaiters: 1,
       reconciler: {
-        // A group over volumes listed with repeats, as a selector may yield them.
-        locksFor: (key) => ['n.v1', 'n.v2', 'n.v1'].map((v) => ({ path: HierarchyPath.parse(`backends/${key}/volumes/${v}`), mode: 'write' as const })),
-        reconcile: async (key) => void seen.push(key),
+        plan: () => ({ locks: members.map((v) => ({ path: HierarchyPath.parse(`backends/a/volumes/${v}`), mode: 'read' as const })) }),
+        reconcile: async (_key, { locks: handle }) => void held.push(handle.requests.map((r) => String(r.path))),
       },
     });
-    const a = await locks.acquire(HierarchyPath.parse('backends/a'), 'write');
-    const b = await locks.acquire(HierarchyPath.parse('backends/b'), 'write');
+    const blocker = await locks.acquire(HierarchyPath.parse('backends/a/volumes/n.v1'), 'write');
     controller.start();
-    controller.enqueue('a');
-    controller.enqueue('b');
+    controller.enqueue('groups/g');
     await settle();
-    expect(controller.waitingForLocks).to.equal(2);
-    b.release();
+    // A member is added while the run waits; it must not run with the old set.
+    members = ['n.v1', 'n.v2'];
+    const v2 = await locks.acquire(HierarchyPath.parse('backends/a/volumes/n.v2'), 'write');
+    blocker.release();
     await settle();
-    a.release();
+    expect(held).to.deep.equal([]);
+    v2.release();
     await settle();
-    expect(seen).to.deep.equal(['b', 'a']);
-    expect(controller.queue.numRequeues('b')).to.equal(0);
+    expect(held).to.deep.equal([['backends/a/volumes/n.v1', 'backends/a/volumes/n.v2']]);
     expect(locks.nodeCount()).to.equal(0);
     await controller.stop();
+  });
+
+  it('a run past its timeout is a failure even when it later resolves; one within it is a success', async () => {
+    const h = harness({ reconcileTimeoutMs: 1000 });
+    h.controller.enqueue('k');
+    await settle();
+    await h.clock.advanceAndSettle(1000);
+    h.runs[0].gate.resolve();
+    await settle();
+    // Retried with backoff (100 ms), as an error.
+    expect(h.controller.queue.numRequeues('k')).to.equal(1);
+    await h.clock.advanceAndSettle(100);
+    expect(h.runs).to.have.length(2);
+    await h.clock.advanceAndSettle(999);
+    h.runs[1].gate.resolve();
+    await settle();
+    expect(h.controller.queue.numRequeues('k')).to.equal(0);
+    await h.clock.advanceAndSettle(60_000);
+    expect(h.runs).to.have.length(2);
+  });
+
+  it('an error naming retryAfterMs is retried after exactly that delay, not the backoff', async () => {
+    const h = harness();
+    h.controller.enqueue('k');
+    await settle();
+    h.runs[0].gate.reject(Object.assign(new Error('array busy'), { busy: true, retryAfterMs: 2500 }));
+    await h.clock.advanceAndSettle(2499);
+    expect(h.runs).to.have.length(1);
+    await h.clock.advanceAndSettle(1);
+    expect(h.runs).to.have.length(2);
+  });
+
+  it('any error marked terminal (a driver\'s notFound, a repository integrity failure) is not retried', async () => {
+    class StorageRefusal extends Error {
+      readonly terminal = true;
+    }
+    const h = harness();
+    h.controller.enqueue('k');
+    await settle();
+    h.runs[0].gate.reject(new StorageRefusal('volume vol-1 not found'));
+    await h.clock.advanceAndSettle(600_000);
+    expect(h.runs).to.have.length(1);
+    expect(h.clock.pendingTimers).to.equal(0);
   });
 
   it('the reconcile timeout starts once the locks are held, not during the wait for them', async () => {

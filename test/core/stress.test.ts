@@ -6,12 +6,15 @@
 import { expect } from 'chai';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { FakeClock, settle, sleep } from '../../src/core/clock.js';
+import { sleep } from '../../src/core/clock.js';
+import { FakeClock, settle } from '../../src/core/testing.js';
 import { TerminalError, runAll } from '../../src/core/errors.js';
 import { BackendLimiter } from '../../src/core/limiter.js';
 import { HierarchicalLocks, type LockRequest } from '../../src/core/locks.js';
-import { HierarchyPath, backendPath, snapshotPath, volumePath } from '../../src/core/path.js';
-import { Controller, ReconcileTimeoutError, type ConcurrencyMode, type ReconcileContext } from '../../src/core/runner.js';
+import { HierarchyPath } from '../../src/core/path.js';
+import { Controller, ReconcileTimeoutError, serialized, type ReconcileContext, type Reconciler, type RunPlan } from '../../src/core/runner.js';
+import type { BackendSlot } from '../../src/core/limiter.js';
+import { volumePath } from './helpers.js';
 import { prng } from '../../src/backends/sim/random.js';
 
 const BACKENDS = 4;
@@ -88,6 +91,8 @@ async function stress(seed: number): Promise<StressResult> {
   // Per run id: storage calls waiting in the limiter now. A timeout is legitimate only for a
   // run that hangs on purpose or waits for the limiter; any other one hides a stuck run.
   const waitingInLimiter = new Map<string, number>();
+  // Runs whose storage calls had to wait in the limiter at some point of the current run.
+  const waitedInLimiter = new Set<string>();
   let timeouts = 0;
   // Starts that filled their backend's window: proof the rate limit was actually in play.
   let startsAtRateCap = 0;
@@ -107,14 +112,16 @@ async function stress(seed: number): Promise<StressResult> {
     return new TerminalError(message);
   };
 
-  const storageCall = async (backend: number, signal: AbortSignal, runId: string): Promise<void> => {
-    const leaveLimiter = () => waitingInLimiter.set(runId, waitingInLimiter.get(runId)! - 1);
+  /** One storage operation on `backend`: in the run's own slot when its plan took one, else through the limiter. */
+  const storageCall = async (backend: number, signal: AbortSignal, runId: string, slot?: BackendSlot): Promise<void> => {
+    const enteredAt = clock.now();
+    const leaveLimiter = () => {
+      waitingInLimiter.set(runId, waitingInLimiter.get(runId)! - 1);
+      if (clock.now() > enteredAt) waitedInLimiter.add(runId);
+    };
     waitingInLimiter.set(runId, (waitingInLimiter.get(runId) ?? 0) + 1);
     let started = false;
-    await limiter.run(
-      `b${backend}`,
-      'op',
-      async () => {
+    const operation = async () => {
         started = true;
         leaveLimiter();
         const now = clock.now();
@@ -135,9 +142,8 @@ async function stress(seed: number): Promise<StressResult> {
         } finally {
           inFlight[backend]--;
         }
-      },
-      signal,
-    ).finally(() => {
+    };
+    await (slot ? slot.run('op', operation, signal) : limiter.run(`b${backend}`, 'op', operation, signal)).finally(() => {
       if (!started) leaveLimiter();
     });
   };
@@ -150,7 +156,9 @@ async function stress(seed: number): Promise<StressResult> {
     const id = `${controller}/${key}`;
     let hangs = false;
     let legitTimeout = false;
-    context.signal.addEventListener('abort', () => (legitTimeout = hangs || (waitingInLimiter.get(id) ?? 0) > 0), { once: true });
+    // Waits in the limiter during the run (for a slot, the rate, or a lowered limit) are legitimate delays.
+    waitedInLimiter.delete(id);
+    context.signal.addEventListener('abort', () => (legitTimeout = hangs || (waitingInLimiter.get(id) ?? 0) > 0 || waitedInLimiter.has(id)), { once: true });
     const concurrent = (runningPerController.get(controller) ?? 0) + 1;
     runningPerController.set(controller, concurrent);
     if (concurrent > maxConcurrent) throw violate(`${controller}: ${concurrent} reconciles at once, over ${maxConcurrent}`);
@@ -197,52 +205,45 @@ async function stress(seed: number): Promise<StressResult> {
   const common = { clock, locks, logger, reconcileTimeoutMs: 2000, retry: { baseMs: 10, capMs: 500, qps: 1000, burst: 1000 } };
   const make = (
     name: string,
-    concurrency: ConcurrencyMode,
+    serial: boolean,
     maxConcurrentReconciles: number,
-    locksFor: (key: string) => LockRequest[],
-    work: (key: string, signal: AbortSignal, runId: string) => Promise<void>,
-    maxLockWaiters?: number,
+    plan: (key: string) => RunPlan,
+    work: (key: string, context: ReconcileContext, runId: string) => Promise<void>,
   ) => {
     const body = reconcile(name, maxConcurrentReconciles);
-    return new Controller({
-      ...common,
-      name,
-      concurrency,
-      maxConcurrentReconciles,
-      maxLockWaiters,
-      reconciler: { locksFor, reconcile: (key, context) => body(key, context, (runId) => work(key, context.signal, runId)) },
-    });
+    const reconciler: Reconciler = { plan, reconcile: (key, context) => body(key, context, (runId) => work(key, context, runId)) };
+    return new Controller({ ...common, limiter, name, maxConcurrentReconciles, reconciler: serial ? serialized(reconciler) : reconciler });
   };
   // Keys of the object controller: "<r|w> <path>".
+  // Object runs hold their backend's slot from the plan, so they wait for it without a worker.
   const objects = make(
     'objects',
-    'hierarchical',
+    false,
     8,
-    (key) => [{ path: HierarchyPath.parse(key.slice(2)), mode: key[0] === 'w' ? 'write' : 'read' }],
-    (key, signal, runId) => storageCall(backendOf(HierarchyPath.parse(key.slice(2))), signal, runId),
-    // Four waiter slots (of 32 by default): many blocked object keys are parked, so parking is exercised.
-    4,
+    (key) => ({ locks: [{ path: HierarchyPath.parse(key.slice(2)), mode: key[0] === 'w' ? 'write' : 'read' }], backend: HierarchyPath.parse(key.slice(2)).segments[1] }),
+    (key, context, runId) => storageCall(backendOf(HierarchyPath.parse(key.slice(2))), context.signal, runId, context.backend),
   );
   const group = make(
     'groups',
-    'hierarchical',
+    false,
     3,
-    (key) => groups[Number(key)].map((path) => ({ path, mode: 'write' as const })),
-    async (key, signal, runId) => {
+    (key) => ({ locks: groups[Number(key)].map((path) => ({ path, mode: 'write' as const })) }),
+    async (key, { signal }, runId) => {
       await runAll(groups[Number(key)], { parallelism: 3, keyOf: String, signal, what: 'members' }, async (path) => {
         await storageCall(backendOf(path), signal, runId);
         if (random() < 0.05) throw new Error(`member ${path} failed`);
       });
     },
   );
-  const serial = make('serial', 'serial', 4, () => [], (_key, signal, runId) => storageCall(Math.floor(random() * BACKENDS), signal, runId));
+  const serial = make('serial', true, 4, () => ({ locks: [] }), (_key, { signal }, runId) => storageCall(Math.floor(random() * BACKENDS), signal, runId));
   const controllers = { objects, groups: group, serial };
 
   const objectKey = (): string => {
     const b = Math.floor(random() * BACKENDS);
     const v = Math.floor(random() * VOLUMES);
     const level = random();
-    const path = level < 0.1 ? backendPath(`b${b}`) : level < 0.6 ? volumePath(`b${b}`, 'ns', `v${v}`) : snapshotPath(`b${b}`, 'ns', `v${v}`, `s${Math.floor(random() * SNAPSHOTS)}`);
+    const volume = volumePath(`b${b}`, 'ns', `v${v}`);
+    const path = level < 0.1 ? HierarchyPath.of('backends', `b${b}`) : level < 0.6 ? volume : volume.child('snapshots', `s${Math.floor(random() * SNAPSHOTS)}`);
     return `${random() < 0.7 ? 'w' : 'r'} ${path}`;
   };
   let addsPending = 0;
