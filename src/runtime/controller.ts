@@ -14,11 +14,10 @@
 //   a Warning Event, aggregated into a series (one per error text, not one per retry).
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
-import type { BackendLimiter, Clock, CoreMetrics, LockHandle } from '../core/index.js';
+import type { BackendLimiter, BackendSlot, Clock, CoreMetrics, LockHandle, ReconcileContext, ReconcileResult, Reconciler, RunPlan } from '../core/index.js';
 import { HierarchyPath } from '../core/path.js';
 import { WriteFenced, type KubeApi } from './api.js';
 import type { Cache } from './cache.js';
-import type { BackendSlot, PlannedReconciler, ReconcileContext, ReconcileResult, RunPlan } from './core-contract.js';
 import type { EventRecorder, EventType } from './events.js';
 import { addFinalizer, hasFinalizer, removeFinalizer } from './finalizer.js';
 import { keyOf, refOfKey } from './keys.js';
@@ -120,7 +119,7 @@ export function defineController<K extends KindName>(definition: ControllerDefin
 const WARNING_PHASES = new Set(['Failed', 'Degraded', 'Offline', 'PartiallyFailed']);
 
 /** The core-facing side of one controller: keys in, objects out. */
-export class ObjectReconcilerAdapter<K extends KindName> implements PlannedReconciler {
+export class ObjectReconcilerAdapter<K extends KindName> implements Reconciler {
   constructor(
     private readonly definition: ControllerDefinition<K>,
     private readonly reconciler: ObjectReconciler<K>,
@@ -175,7 +174,9 @@ export class ObjectReconcilerAdapter<K extends KindName> implements PlannedRecon
   private context(object: KindMap[K], key: string, core: ReconcileContext): ObjectContext<K> {
     const { kind } = this.definition;
     const { cache, status, events, secrets } = this.services;
-    const reconcileId = randomUUID();
+    // The core's logger carries the run's id already; reuse it so logs and context agree.
+    const bound = core.logger.bindings() as { reconcileID?: unknown };
+    const reconcileId = typeof bound.reconcileID === 'string' ? bound.reconcileID : randomUUID();
     const ref = refOfKey(key)!;
     const latest = () => cache.get(kind, ref.namespace, ref.name) ?? object;
     const subject = () => ({ apiVersion: resourceOf(kind).apiVersion, kind, metadata: latest().metadata });
@@ -186,7 +187,7 @@ export class ObjectReconcilerAdapter<K extends KindName> implements PlannedRecon
       key,
       reconcileId,
       signal: core.signal,
-      logger: core.logger.child({ reconcileID: reconcileId }),
+      logger: typeof bound.reconcileID === 'string' ? core.logger : core.logger.child({ reconcileID: reconcileId }),
       locks: core.locks,
       backend: core.backend,
       cache,

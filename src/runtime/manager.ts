@@ -17,10 +17,9 @@ import { randomBytes } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { componentLogger, type Logger } from '../log.js';
-import { BackendLimiter, HierarchicalLocks, createCoreMetrics, realClock, type Clock, type ConcurrencyMode, type Controller, type CoreMetrics } from '../core/index.js';
+import { BackendLimiter, Controller, HierarchicalLocks, createCoreMetrics, realClock, serialized, type Clock, type CoreMetrics } from '../core/index.js';
 import { KubeApi } from './api.js';
 import { Cache } from './cache.js';
-import { createCoreController } from './core-contract.js';
 import { ObjectReconcilerAdapter, type ControllerDefinition, type ControllerServices } from './controller.js';
 import { EventRecorder } from './events.js';
 import { HttpEndpoints } from './http.js';
@@ -32,6 +31,9 @@ import { SecretReader } from './secrets.js';
 import { StatusWriter } from './status.js';
 import type { StoreChange } from './store.js';
 import { Watcher } from './watcher.js';
+
+/** `hierarchical`: the core's hierarchical locks; `serial`: one global lock (the classic design, for comparison). */
+export type ConcurrencyMode = 'hierarchical' | 'serial';
 
 export interface LeaderElectionSettings {
   /** The Lease's namespace and name. */
@@ -260,13 +262,12 @@ export class Manager {
     };
     for (const definition of this.definitions) {
       const logger = componentLogger('controller', this.logger).child({ controller: definition.name });
-      const reconciler = definition.create({ ...services, logger });
-      const controller = createCoreController({
+      const adapter = new ObjectReconcilerAdapter(definition, definition.create({ ...services, logger }), services);
+      const controller = new Controller({
         name: definition.name,
-        reconciler: new ObjectReconcilerAdapter(definition, reconciler, services),
+        reconciler: this.options.concurrency === 'serial' ? serialized(adapter) : adapter,
         locks,
         limiter,
-        concurrency: this.options.concurrency ?? 'hierarchical',
         maxConcurrentReconciles: definition.maxConcurrentReconciles ?? this.options.workers ?? 10,
         reconcileTimeoutMs: definition.reconcileTimeoutMs,
         metrics: this.coreMetrics,

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { FakeClock } from '../../src/core/clock.js';
+import { FakeClock } from '../../src/core/testing.js';
 import type { KubeApi } from '../../src/runtime/api.js';
 import { EventRecorder } from '../../src/runtime/events.js';
 import { addFinalizerPatch, removeFinalizerPatch } from '../../src/runtime/finalizer.js';

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { FakeClock } from '../../src/core/clock.js';
+import { FakeClock } from '../../src/core/testing.js';
 import { WriteFenced } from '../../src/runtime/api.js';
 import { LeaderElector } from '../../src/runtime/leader.js';
 import { FakeApiServer } from './fake-api.js';

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { Volume } from '../../src/api/volume.js';
-import { FakeClock } from '../../src/core/clock.js';
+import { FakeClock } from '../../src/core/testing.js';
 import { Cache } from '../../src/runtime/cache.js';
 import { setCondition } from '../../src/runtime/conditions.js';
 import { StatusWriter, mergePatch } from '../../src/runtime/status.js';

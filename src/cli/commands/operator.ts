@@ -7,9 +7,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { rootLogger } from '../../log.js';
-import type { ConcurrencyMode } from '../../core/index.js';
 import { parseAddress } from '../../runtime/http.js';
-import { Manager, type LeaderElectionSettings } from '../../runtime/manager.js';
+import { Manager, type ConcurrencyMode, type LeaderElectionSettings } from '../../runtime/manager.js';
 import type { ControllerDefinition } from '../../runtime/controller.js';
 
 const usage = `usage: trellis operator [options]
