@@ -3,22 +3,9 @@
 // command with a test Volume controller that logs every status write it makes).
 import { expect } from 'chai';
 import { CustomObjectsApi } from '@kubernetes/client-node';
-import { eventually } from '../support/eventually.js';
 import { testNamespace, useSharedControlPlane } from '../support/control-plane-hooks.js';
-import { OperatorProcesses, httpStatus, type OperatorProcess } from '../support/operator-process.js';
+import { OperatorProcesses, httpStatus, leads, when } from '../support/operator-process.js';
 import { group, version, volumeClient, type VolumeObject } from '../support/volumes.js';
-
-/** Polls until `condition` holds; resolves with the time it first held. */
-async function when(what: string, condition: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await condition()) return Date.now();
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const leads = async (operator: OperatorProcess) => (await operator.metric('leader_election_master_status').catch(() => undefined)) === 1;
 
 describe('trellis operator: two replicas on one apiserver @integration', function () {
   this.timeout(240_000);

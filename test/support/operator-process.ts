@@ -119,3 +119,18 @@ export async function httpStatus(url: string): Promise<number> {
     return 0;
   }
 }
+
+/** Polls every 100 ms until `condition` holds; resolves with the time it first held. */
+export async function when(what: string, condition: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await condition()) return Date.now();
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** True when the process reports that it leads. */
+export async function leads(operator: OperatorProcess): Promise<boolean> {
+  return (await operator.metric('leader_election_master_status').catch(() => undefined)) === 1;
+}
