@@ -62,10 +62,9 @@ class TrieNode {
   heldWrites = 0;
   heldBelow = 0;
   // Waiters requesting a write on exactly this path; and waiters requesting it or a path
-  // below, in any mode. Sets iterate in insertion order, and waiters are inserted on
-  // arrival, so the first of each set is its earliest waiter.
-  readonly writeWaiters = new Set<Waiter>();
-  readonly waitersBelow = new Set<Waiter>();
+  // below, in any mode. Both in arrival order.
+  readonly writeWaiters = new ArrivalSet();
+  readonly waitersBelow = new ArrivalSet();
 
   constructor(
     readonly parent: TrieNode | undefined,
@@ -77,9 +76,56 @@ class TrieNode {
   }
 }
 
+/**
+ * Waiters in arrival order, with O(1) add, delete and earliest. A plain Set keeps order too,
+ * but V8 leaves deleted entries as holes its iteration walks over, which made "the
+ * earliest" O(waiters served so far) for a long queue.
+ */
+class ArrivalSet {
+  private readonly members = new Set<Waiter>();
+  // Members in arrival order, plus entries of deleted ones before `head` or not yet swept.
+  private order: Waiter[] = [];
+  private head = 0;
+
+  get size(): number {
+    return this.members.size;
+  }
+
+  add(waiter: Waiter): void {
+    if (this.members.has(waiter)) return;
+    this.members.add(waiter);
+    this.order.push(waiter);
+  }
+
+  delete(waiter: Waiter): boolean {
+    if (!this.members.delete(waiter)) return false;
+    if (this.members.size === 0) {
+      this.order = [];
+      this.head = 0;
+    } else if (this.order.length - this.head > 2 * this.members.size + 32) {
+      this.order = this.order.slice(this.head).filter((w) => this.members.has(w));
+      this.head = 0;
+    }
+    return true;
+  }
+
+  /** Arrival number of the earliest member; Infinity when empty. */
+  earliest(): number {
+    while (this.head < this.order.length && !this.members.has(this.order[this.head])) this.head++;
+    return this.head < this.order.length ? this.order[this.head].seq : Infinity;
+  }
+
+  /** Members in arrival order; ones deleted during the iteration are skipped. */
+  *[Symbol.iterator](): Generator<Waiter> {
+    // A delete may sweep `order` into a new array; this walk keeps the one it started on.
+    const order = this.order;
+    for (let i = this.head; i < order.length; i++) if (this.members.has(order[i])) yield order[i];
+  }
+}
+
 /** The waiters of several arrival-ordered sets merged into one arrival order, each once; sets may shrink meanwhile. */
-function* inArrivalOrder(sets: Array<Set<Waiter>>): Generator<Waiter> {
-  const cursors = sets.map((set) => set.values());
+function* inArrivalOrder(sets: ArrivalSet[]): Generator<Waiter> {
+  const cursors = sets.map((set) => set[Symbol.iterator]());
   const heads = cursors.map((cursor) => cursor.next().value as Waiter | undefined);
   const seen = new Set<Waiter>();
   for (;;) {
@@ -94,11 +140,6 @@ function* inArrivalOrder(sets: Array<Set<Waiter>>): Generator<Waiter> {
   }
 }
 
-/** Arrival number of the earliest waiter in `waiters`; Infinity when empty. */
-function earliest(waiters: Set<Waiter>): number {
-  for (const waiter of waiters) return waiter.seq;
-  return Infinity;
-}
 
 export class HierarchicalLocks {
   private readonly clock: Clock;
@@ -183,12 +224,12 @@ export class HierarchicalLocks {
     let node: TrieNode | undefined = this.root;
     for (const segment of path.segments) {
       // `node` is a strict ancestor of the path: only a write on it conflicts.
-      if (node.heldWrites > 0 || earliest(node.writeWaiters) < before) return true;
+      if (node.heldWrites > 0 || node.writeWaiters.earliest() < before) return true;
       node = node.children.get(segment);
       if (!node) return false;
     }
-    if (mode === 'read') return node.heldWrites > 0 || earliest(node.writeWaiters) < before;
-    return node.heldBelow > 0 || earliest(node.waitersBelow) < before;
+    if (mode === 'read') return node.heldWrites > 0 || node.writeWaiters.earliest() < before;
+    return node.heldBelow > 0 || node.waitersBelow.earliest() < before;
   }
 
   private grant(requests: readonly LockRequest[], since: number): LockHandle {
@@ -216,7 +257,7 @@ export class HierarchicalLocks {
   private wake(requests: readonly LockRequest[]): void {
     for (const { path, mode } of requests) {
       if (this.waiterCount === 0) return;
-      const lines: Array<Set<Waiter>> = [];
+      const lines: ArrivalSet[] = [];
       let node: TrieNode | undefined = this.root;
       for (const segment of path.segments) {
         // A write waiting on an ancestor was held back by anything below it.
