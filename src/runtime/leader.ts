@@ -111,6 +111,8 @@ export class LeaderElector {
   // Ends the current wait between attempts early (the watched Lease may be free now).
   private wake?: () => void;
   private wakeTimer?: TimerHandle;
+  // A wake-up that came while no wait was running (an attempt was in flight): the next wait ends at once.
+  private wokenEarly = false;
 
   constructor(options: LeaderElectionOptions) {
     this.api = options.api;
@@ -203,7 +205,8 @@ export class LeaderElector {
     if (this.wakeTimer !== undefined) this.clock.clearTimeout(this.wakeTimer);
     this.wakeTimer = this.clock.setTimeout(() => {
       this.wakeTimer = undefined;
-      this.wake?.();
+      if (this.wake) this.wake();
+      else this.wokenEarly = true;
     }, Math.max(0, expiresIn));
   }
 
@@ -304,6 +307,10 @@ export class LeaderElector {
 
   /** Waits `ms`, or less when the watch wakes it; rejects when `signal` aborts. */
   private wait(ms: number, signal: AbortSignal): Promise<void> {
+    if (this.wokenEarly) {
+      this.wokenEarly = false;
+      return signal.aborted ? Promise.reject(signal.reason) : Promise.resolve();
+    }
     return new Promise((resolve, reject) => {
       const done = () => {
         this.clock.clearTimeout(handle);
