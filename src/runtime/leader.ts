@@ -167,6 +167,7 @@ export class LeaderElector {
       }
     } finally {
       following.abort();
+      this.wokenEarly = false;
       if (this.wakeTimer !== undefined) this.clock.clearTimeout(this.wakeTimer);
       this.wakeTimer = undefined;
     }
