@@ -16,6 +16,7 @@ export interface WriteRecord {
   started?: boolean;
   aborted?: boolean;
   cleaned?: boolean;
+  reconciled?: boolean;
 }
 
 export interface OperatorProcess {
