@@ -105,6 +105,8 @@ export class LeaderElector {
   // When (on `clock`) the request of the last successful acquire or renew was sent.
   private renewedAt = -Infinity;
   private timer?: TimerHandle;
+  // Fires at the renew deadline of the last renewal: leadership ends then, not at the next attempt.
+  private deadlineTimer?: TimerHandle;
   private readonly lostListeners = new Set<() => void>();
   private readonly stopped = new AbortController();
   private readonly watch?: LeaseWatch;
@@ -179,7 +181,8 @@ export class LeaderElector {
   async release(): Promise<void> {
     this.stopped.abort(new Error('leader election stopped'));
     if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
-    this.timer = undefined;
+    if (this.deadlineTimer !== undefined) this.clock.clearTimeout(this.deadlineTimer);
+    this.timer = this.deadlineTimer = undefined;
     if (!this.leading) return;
     this.leading = false;
     this.status?.set({ name: this.options.name }, 0);
@@ -230,6 +233,8 @@ export class LeaderElector {
   }
 
   private lose(why: string): void {
+    if (this.deadlineTimer !== undefined) this.clock.clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
     if (!this.leading) return;
     this.leading = false;
     this.status?.set({ name: this.options.name }, 0);
@@ -285,6 +290,11 @@ export class LeaderElector {
   private held(lease: Lease, sent: number): boolean {
     this.observe(lease);
     this.renewedAt = sent;
+    if (this.deadlineTimer !== undefined) this.clock.clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = this.clock.setTimeout(() => {
+      this.deadlineTimer = undefined;
+      this.lose(`no renewal for ${this.options.renewDeadlineMs} ms`);
+    }, sent + this.options.renewDeadlineMs - this.clock.now());
     if (!this.leading) {
       this.leading = true;
       this.status?.set({ name: this.options.name }, 1);
