@@ -140,6 +140,10 @@ export class Controller {
   private dispatcher?: Promise<void>;
   // Aborted by `stop`: runs that have not started give up their waits.
   private readonly stopping = new AbortController();
+  // One per run waiting for its locks or slot, aborted by `stop`. Not the shared `stopping`
+  // signal: a signal's listeners are a list, and thousands of waits on one made each
+  // grant's listener removal cost O(waits).
+  private readonly admissions = new Set<AbortController>();
 
   constructor(options: ControllerOptions) {
     this.name = options.name;
@@ -174,6 +178,7 @@ export class Controller {
    */
   async stop({ graceMs = 30_000 }: StopOptions = {}): Promise<StopResult> {
     this.stopping.abort(new ControllerStopping(`controller ${this.name} is stopping`));
+    for (const admission of this.admissions) admission.abort(this.stopping.signal.reason);
     for (const waiter of this.workerWaiters.splice(0)) waiter(false);
     this.queue.shutdown();
     this.wakeDispatcher?.();
@@ -255,16 +260,27 @@ export class Controller {
 
   /** Takes the plan's locks, then its backend's slot, holding no worker; re-plans under the locks. */
   private async admit(key: string): Promise<{ locks: LockHandle; slot?: HeldSlot }> {
+    if (this.stopping.signal.aborted) throw this.stopping.signal.reason;
+    const admission = new AbortController();
+    this.admissions.add(admission);
+    try {
+      return await this.admitUntil(key, admission.signal);
+    } finally {
+      this.admissions.delete(admission);
+    }
+  }
+
+  private async admitUntil(key: string, stop: AbortSignal): Promise<{ locks: LockHandle; slot?: HeldSlot }> {
     for (let attempt = 0; attempt < MAX_REPLANS; attempt++) {
       const plan = this.reconciler.plan(key);
-      const locks = this.locks.tryAcquireMany(plan.locks) ?? (await this.locks.acquireMany(plan.locks, this.stopping.signal));
+      const locks = this.locks.tryAcquireMany(plan.locks) ?? (await this.locks.acquireMany(plan.locks, stop));
       try {
         if (!samePlan(plan, this.reconciler.plan(key))) {
           locks.release();
           continue;
         }
         if (!plan.backend || !this.limiter) return { locks };
-        const slot = this.limiter.tryAcquire(plan.backend) ?? (await this.limiter.acquire(plan.backend, this.stopping.signal));
+        const slot = this.limiter.tryAcquire(plan.backend) ?? (await this.limiter.acquire(plan.backend, stop));
         return { locks, slot };
       } catch (error) {
         locks.release();
