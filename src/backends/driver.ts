@@ -15,7 +15,13 @@
 //   slots) until it ends or is destroyed. A caller that bounds concurrency must count the
 //   stream, not just the call that opened it: `openHeld` keeps a slot until the stream closes.
 import type { Readable } from 'node:stream';
+import type { Clock } from '../core/clock.js';
 import { abortReason } from './errors.js';
+
+/** What a driver takes besides its config: the one Clock the core runs on (default realClock). */
+export interface DriverOptions {
+  clock?: Clock;
+}
 
 export interface DriverCapabilities {
   /** The backend cuts one crash-consistent snapshot of many volumes at once. */
@@ -165,22 +171,6 @@ export function openHeld<S extends Readable>(run: (fn: () => Promise<void>) => P
       resolve(stream);
       if (!stream.closed) await new Promise<void>((done) => stream.once('close', () => done()));
     }).catch(reject);
-  });
-}
-
-/** Resolves after `ms`, or rejects with the signal's reason as soon as it fires. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(abortReason(signal));
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(abortReason(signal!));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 

@@ -129,17 +129,18 @@ describe('csi driver', () => {
       }
     });
 
-    it('an operation pending on the volume (ABORTED) is retried until the other operation ends', async () => {
+    it('an operation pending on the volume (ABORTED) is busy at once; the retry after it ends succeeds', async () => {
       const vol = await fx.driver.createVolume({ name: 'pending', capacityBytes: MiB }, never);
       const s = fx.array.state;
       s.setFault('resizeVolume', { stallMs: 60_000 });
       const resize = s.resizeVolume(vol.handle, 2 * MiB);
       s.setFault('resizeVolume', {});
-      const deleting = fx.driver.deleteVolume(vol.handle, never);
-      while (s.stats().conflicts < 2) await new Promise((r) => setTimeout(r, 2));
+      const err = await expectDriverError(fx.driver.deleteVolume(vol.handle, never), 'busy');
+      expect(err.retryAfterMs).to.be.within(50, 100);
+      expect(s.stats().conflicts).to.equal(1);
       s.abortStalls();
       await resize;
-      await deleting;
+      await fx.driver.deleteVolume(vol.handle, never);
       await expectDriverError(fx.driver.getVolume(vol.handle, never), 'notFound');
       const refused = s.oplog().filter((e) => e.outcome === 'pending').map((e) => `${e.op} ${e.target}`);
       expect(new Set(refused)).to.deep.equal(new Set([`deleteVolume ${vol.handle}`]));

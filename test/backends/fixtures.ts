@@ -72,7 +72,7 @@ function arrayHooks(array: SimArrayServer): Pick<ContractFixture, 'busy' | 'stal
 
 export async function simFixture(): Promise<ContractFixture> {
   const { array, dir } = await startArray();
-  const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1, busyBackoffMs: 2 });
+  const driver = createDriver('sim', { endpoint: array.url });
   return {
     driver,
     ...arrayHooks(array),
@@ -87,7 +87,7 @@ export async function csiFixture(): Promise<ContractFixture & { array: SimArrayS
   const { array, dir } = await startArray();
   const socket = join(dir, 'csi.sock');
   const csi = await SimCsiServer.start(array.state, { socketPath: socket });
-  const driver = createDriver('csi', { endpoint: `unix://${socket}`, busyBackoffMs: 2, timeoutMs: 30_000 });
+  const driver = createDriver('csi', { endpoint: `unix://${socket}`, timeoutMs: 30_000 });
   return {
     driver,
     array,
@@ -108,7 +108,7 @@ export async function hostpathFixture(): Promise<ContractFixture & { root: strin
   let busy = false;
   let refused = 0;
   const driver = new HostpathDriver(
-    { root, busyBackoffMs: 2 },
+    { root },
     {
       beforeTry: (call) => {
         if (!busy || call !== 'createVolume') return;

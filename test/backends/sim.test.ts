@@ -9,7 +9,7 @@ import { openHeld, snapshotGroup } from '../../src/backends/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
 import { SimArrayServer } from '../../src/backends/sim/array.js';
 import type { OplogEntry } from '../../src/backends/sim/state.js';
-import { expectDriverError, sha256 } from './contract.js';
+import { expectDriverError, sha256, untilNotBusy } from './contract.js';
 import { startArray, tempDir } from './fixtures.js';
 
 const never = new AbortController().signal;
@@ -48,7 +48,7 @@ describe('sim array', function () {
     const clients = limit * 10;
 
     async function workload(run: <T>(op: string, fn: () => Promise<T>) => Promise<T>, driverUrl: string) {
-      const driver = createDriver('sim', { endpoint: driverUrl, pollIntervalMs: 1, busyBackoffMs: 2 });
+      const driver = createDriver('sim', { endpoint: driverUrl });
       // Each client: create a volume, snapshot it, resize it, read it back.
       const results = await Promise.all(
         Array.from({ length: clients }, async (_, i) => {
@@ -65,9 +65,9 @@ describe('sim array', function () {
 
     const latency = { medianMs: 3, sigma: 0.6, maxMs: 50, factors: { createSnapshot: 2 } };
 
-    it("10x over the array's own limit: the driver backs off on busy and every operation finally succeeds, once", async () => {
+    it("10x over the array's own limit: the driver answers busy, the caller waits it out, and every operation succeeds once", async () => {
       ({ array, dir } = await startArray({ maxConcurrentOperations: limit, retryAfterMs: 10, latency }));
-      const results = await workload((_op, fn) => fn(), array.url);
+      const results = await workload((_op, fn) => untilNotBusy(fn), array.url);
       const stats = array.state.stats();
       expect(stats.rejectedBusy, 'the array must have refused some requests').to.be.greaterThan(0);
       expect(results.map((r) => r.got.capacityBytes)).to.deep.equal(Array(clients).fill(8 * MiB));
@@ -178,7 +178,7 @@ describe('sim array', function () {
   });
 
   describe('busy as 503', () => {
-    it('an array that answers busy with 503 and Retry-After is waited out like a 429', async () => {
+    it('an array that answers busy with 503 and Retry-After is busy like a 429, with the hint as retryAfterMs', async () => {
       ({ array, dir } = await startArray({ maxConcurrentOperations: 1, retryAfterMs: 5, busyStatus: 503 }));
       array.state.setFault('getArray', { stallMs: 60_000 });
       const holder = array.state.getArray();
@@ -186,12 +186,12 @@ describe('sim array', function () {
       const raw = await fetch(`${array.url}/api/volumes`);
       expect(raw.status).to.equal(503);
       expect(raw.headers.get('retry-after')).to.equal('1');
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
-      const pending = driver.createVolume({ name: 'after-503', capacityBytes: MiB }, never);
-      while (array.state.stats().rejectedBusy < 2) await new Promise((r) => setTimeout(r, 2));
+      const driver = createDriver('sim', { endpoint: array.url });
+      const err = await expectDriverError(driver.createVolume({ name: 'after-503', capacityBytes: MiB }, never), 'busy');
+      expect(err.retryAfterMs).to.equal(5);
       array.state.abortStalls();
       await holder;
-      expect((await pending).name).to.equal('after-503');
+      expect((await driver.createVolume({ name: 'after-503', capacityBytes: MiB }, never)).name).to.equal('after-503');
     });
   });
 
@@ -201,7 +201,7 @@ describe('sim array', function () {
     });
 
     it('an injected error rate fails operations as retryable unavailable, with the array\'s message', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const vol = await driver.createVolume({ name: 'f', capacityBytes: MiB }, never);
       const set = await fetch(`${array.url}/admin/faults`, { method: 'POST', body: JSON.stringify({ getVolume: { errorRate: 1 } }) });
       expect(set.status).to.equal(200);
@@ -213,7 +213,7 @@ describe('sim array', function () {
     });
 
     it('the operation log records op, target, start and end of each operation, served at /admin/oplog', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const vol = await driver.createVolume({ name: 'logged', capacityBytes: MiB }, never);
       await driver.resizeVolume(vol.handle, 2 * MiB, never);
       const { entries } = (await (await fetch(`${array.url}/admin/oplog`)).json()) as { entries: OplogEntry[] };
@@ -224,7 +224,7 @@ describe('sim array', function () {
     });
 
     it('an operation on a volume that is being written is refused as pending, never run alongside', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const vol = await driver.createVolume({ name: 'busyvol', capacityBytes: MiB }, never);
       array.state.setFault('resizeVolume', { stallMs: 60_000 });
       const resize = driver.resizeVolume(vol.handle, 2 * MiB, never);
@@ -239,7 +239,7 @@ describe('sim array', function () {
     });
 
     it('snapshot data is a deterministic seeded stream per volume, the same on every read', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const a = await driver.createVolume({ name: 'da', capacityBytes: 2 * MiB }, never);
       const b = await driver.createVolume({ name: 'db', capacityBytes: 2 * MiB }, never);
       const sa = await driver.createSnapshot({ name: 'sa', sourceVolume: a.handle }, never);
@@ -256,7 +256,7 @@ describe('sim array', function () {
 
     it('a snapshot read slower than the request timeout is not cut off: the timeout bounds only the wait for headers', async () => {
       const requestTimeoutMs = 1_000;
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1, requestTimeoutMs });
+      const driver = createDriver('sim', { endpoint: array.url, requestTimeoutMs });
       const vol = await driver.createVolume({ name: 'slow-read', capacityBytes: MiB }, never);
       const snap = await driver.createSnapshot({ name: 'slow-read-snap', sourceVolume: vol.handle }, never);
       let bytes = 0;
@@ -269,7 +269,7 @@ describe('sim array', function () {
     });
 
     it("a snapshot stream opened with openHeld keeps its limiter slot until it closes, as the array keeps its own", async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const vol = await driver.createVolume({ name: 'held', capacityBytes: 2 * MiB }, never);
       const snap = await driver.createSnapshot({ name: 'held-snap', sourceVolume: vol.handle }, never);
       const limiter = new BackendLimiter();
@@ -289,7 +289,7 @@ describe('sim array', function () {
     });
 
     it('native group snapshots can be switched off: the driver then reports them absent and the caller fans out', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const vols = await Promise.all(['g1', 'g2'].map((name) => driver.createVolume({ name, capacityBytes: MiB }, never)));
       const native = await snapshotGroup(driver, 'cg', vols.map((v) => v.handle), never);
       expect(native.native).to.equal(true);
@@ -304,7 +304,7 @@ describe('sim array', function () {
     it('capacity is enforced: a volume beyond the free space is a terminal noSpace', async () => {
       await array.close();
       ({ array } = await startArray({ capacityBytes: 10 * MiB }, dir));
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       await driver.createVolume({ name: 'fits', capacityBytes: 8 * MiB }, never);
       await expectDriverError(driver.createVolume({ name: 'too-big', capacityBytes: 4 * MiB }, never), 'noSpace');
       const p = await driver.probe(never);
@@ -315,7 +315,7 @@ describe('sim array', function () {
   describe('persistence', () => {
     it('a restarted array keeps every acknowledged volume, snapshot and group, and keeps ids unique', async () => {
       ({ array, dir } = await startArray());
-      let driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      let driver = createDriver('sim', { endpoint: array.url });
       const vol = await driver.createVolume({ name: 'keep', capacityBytes: 2 * MiB, params: { tier: 'gold' } }, never);
       const snap = await driver.createSnapshot({ name: 'keep-snap', sourceVolume: vol.handle }, never);
       const group = await snapshotGroup(driver, 'keep-group', [vol.handle], never);
@@ -323,7 +323,7 @@ describe('sim array', function () {
       await array.close();
 
       ({ array } = await startArray({}, dir));
-      driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      driver = createDriver('sim', { endpoint: array.url });
       expect(await driver.getVolume(vol.handle, never)).to.deep.include({ name: 'keep', capacityBytes: 2 * MiB, params: { tier: 'gold' } });
       expect((await driver.getSnapshot(snap.handle, never)).sourceVolume).to.equal(vol.handle);
       expect(await sha256(await driver.readSnapshot(snap.handle, never))).to.equal(before);
@@ -338,7 +338,7 @@ describe('sim array', function () {
       ({ array, dir } = await startArray());
       const port = array.port;
       array.state.setFault('createVolume', { stallMs: 60_000 });
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 5, maxPollIntervalMs: 20 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const pending = driver.createVolume({ name: 'lost-job', capacityBytes: MiB }, never);
       let settled = false;
       void pending.catch(() => undefined).finally(() => (settled = true));
@@ -362,7 +362,7 @@ describe('sim array', function () {
 
     it('a crash drops every connection; after a restart from the state file, acknowledged work is there and the retry succeeds', async () => {
       ({ array, dir } = await startArray());
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const kept = await driver.createVolume({ name: 'before-crash', capacityBytes: MiB }, never);
       const port = array.port;
       await fetch(`${array.url}/admin/faults`, { method: 'POST', body: JSON.stringify({ createVolume: { crash: true } }) });

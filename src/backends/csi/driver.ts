@@ -4,20 +4,23 @@
 //   DEADLINE_EXCEEDED are retryable; INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS and
 //   OUT_OF_RANGE terminal. RESOURCE_EXHAUSTED that speaks of capacity or space is the
 //   terminal noSpace, since retrying cannot create room.
-// - Busy answers (RESOURCE_EXHAUSTED without a capacity message, ABORTED for a pending
-//   operation) are retried with capped exponential backoff until the caller's signal fires.
+// - One try per call: a busy answer (RESOURCE_EXHAUSTED without a capacity message, ABORTED
+//   for a pending operation) is thrown at once as a `busy` DriverError with a short
+//   jittered `retryAfterMs` (CSI carries no hint); the caller waits, outside its slot.
 // - Group snapshots go through GroupController.CreateVolumeGroupSnapshot when the plugin
 //   advertises it; otherwise createGroupSnapshot resolves undefined (the caller fans out).
-// - Every call carries a deadline and is cancelled when the caller's signal fires; a call or
-//   the shared capability discovery past its deadline is a retryable `timeout`.
+// - Every call has a deadline, timed on the injected Clock, and is cancelled when the
+//   caller's signal fires; a call or the shared capability discovery past its deadline is
+//   a retryable `timeout`.
 // CSI has no data path, so readSnapshot and writeVolume fail with a terminal error.
 import * as grpc from '@grpc/grpc-js';
 import type { Readable } from 'node:stream';
 import { Type, type Static } from 'typebox';
+import { realClock, type Clock } from '../../core/clock.js';
 import { abortReason, DriverError, type DriverErrorReason } from '../errors.js';
 import {
-  sleep,
   throwIfAborted,
+  type DriverOptions,
   type CreateSnapshotRequest,
   type CreateVolumeRequest,
   type GroupSnapshotInfo,
@@ -45,8 +48,6 @@ export const CsiConfig = Type.Object(
     accessMode: Type.Optional(Type.Unsafe<(typeof accessModes)[number]>({ type: 'string', enum: [...accessModes], default: 'SINGLE_NODE_WRITER' })),
     volumeMode: Type.Optional(Type.Union([Type.Literal('mount'), Type.Literal('block')], { default: 'mount' })),
     fsType: Type.Optional(Type.String({ minLength: 1, description: 'Filesystem for mount volumes, e.g. ext4.' })),
-    busyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 20, description: 'First backoff after a busy answer.' })),
-    maxBusyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 2_000, description: 'Longest backoff after busy answers.' })),
   },
   { additionalProperties: false },
 );
@@ -111,13 +112,23 @@ interface Clients {
 export class CsiDriver implements StorageDriver {
   readonly kind = 'csi';
   private clients: Promise<Clients> | undefined;
-  private readonly cfg: CsiConfig & Required<Pick<CsiConfig, 'timeoutMs' | 'busyBackoffMs' | 'maxBusyBackoffMs'>>;
+  private readonly cfg: CsiConfig & Required<Pick<CsiConfig, 'timeoutMs'>>;
+  private readonly clock: Clock;
 
   constructor(
     config: CsiConfig,
     private readonly secrets: CsiCredentials = {},
+    options: DriverOptions = {},
   ) {
-    this.cfg = { timeoutMs: 60_000, busyBackoffMs: 20, maxBusyBackoffMs: 2_000, ...config };
+    this.cfg = { timeoutMs: 60_000, ...config };
+    this.clock = options.clock ?? realClock;
+  }
+
+  /** A signal that fires `timeoutMs` from now on the clock; `cancel` stops its timer. */
+  private deadline(): { signal: AbortSignal; cancel: () => void } {
+    const ctl = new AbortController();
+    const timer = this.clock.setTimeout(() => ctl.abort(), this.cfg.timeoutMs);
+    return { signal: ctl.signal, cancel: () => this.clock.clearTimeout(timer) };
   }
 
   /**
@@ -128,7 +139,7 @@ export class CsiDriver implements StorageDriver {
     throwIfAborted(signal);
     if (!this.clients) {
       const discovery = (async () => {
-        const deadline = AbortSignal.timeout(this.cfg.timeoutMs);
+        const { signal: deadline, cancel } = this.deadline();
         const csi = await loadCsi();
         const creds = grpc.credentials.createInsecure();
         const identity = new csi.Identity(this.cfg.endpoint, creds);
@@ -152,6 +163,8 @@ export class CsiDriver implements StorageDriver {
             throw new DriverError('timeout', `csi: plugin discovery at ${this.cfg.endpoint}: no answer within ${this.cfg.timeoutMs} ms`, { cause: err });
           }
           throw err;
+        } finally {
+          cancel();
         }
         return base;
       })();
@@ -169,34 +182,31 @@ export class CsiDriver implements StorageDriver {
     });
   }
 
-  /** One gRPC call with a deadline, cancelled by `signal`. */
+  /** One gRPC call, cancelled by `signal` or past its deadline (a retryable `timeout`). */
   private once<T>(client: grpc.Client, rpc: string, req: object, signal: AbortSignal): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (signal.aborted) return reject(abortReason(signal));
       const method = (client as unknown as Record<string, Unary>)[rpc]!.bind(client);
+      const deadline = this.deadline();
       const onAbort = () => call.cancel();
-      const call = method(req, new grpc.Metadata(), { deadline: Date.now() + this.cfg.timeoutMs }, (err, res) => {
+      const call = method(req, new grpc.Metadata(), {}, (err, res) => {
         signal.removeEventListener('abort', onAbort);
+        deadline.signal.removeEventListener('abort', onAbort);
+        deadline.cancel();
         if (signal.aborted) return reject(abortReason(signal));
+        if (deadline.signal.aborted) return reject(new DriverError('timeout', `csi ${rpc}: no answer within ${this.cfg.timeoutMs} ms`, { cause: err }));
         if (err) return reject(csiError(err, rpc));
         resolve(res as T);
       });
       signal.addEventListener('abort', onAbort, { once: true });
+      deadline.signal.addEventListener('abort', onAbort, { once: true });
     });
   }
 
-  /** A call whose busy answers are retried with backoff until `signal` fires. */
+  /** One try of `rpc` on the discovered plugin; a busy answer is thrown, not waited out. */
   private async call<T>(which: 'identity' | 'controller' | 'group', rpc: string, req: object, signal: AbortSignal): Promise<T> {
     const clients = await this.connect(signal);
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.once<T>(clients[which], rpc, req, signal);
-      } catch (err) {
-        if (!(err instanceof DriverError && err.reason === 'busy')) throw err;
-        const backoff = Math.min(this.cfg.maxBusyBackoffMs, this.cfg.busyBackoffMs * 2 ** Math.min(attempt, 20));
-        await sleep(backoff * (0.5 + Math.random()), signal);
-      }
-    }
+    return this.once<T>(clients[which], rpc, req, signal);
   }
 
   private volumeCapability(): object {

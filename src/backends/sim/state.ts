@@ -21,7 +21,8 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { sameParams, sleep } from '../driver.js';
+import { realClock, sleep, type Clock } from '../../core/clock.js';
+import { sameParams } from '../driver.js';
 import { defaultLatency, deriveSeed, drawLatency, prng, seededStream, type LatencyOptions } from './random.js';
 
 export type SimErrorCode =
@@ -277,6 +278,7 @@ export class ArrayState {
 
   private constructor(
     readonly options: SimArrayOptions,
+    readonly clock: Clock,
     private readonly blobDir: string,
     private readonly ownsBlobDir: boolean,
   ) {
@@ -284,8 +286,9 @@ export class ArrayState {
   }
 
   /** Opens the array, reloading its state file when there is one. */
-  static async open(options: Partial<SimArrayOptions> = {}): Promise<ArrayState> {
-    const opts: SimArrayOptions = { ...defaultOptions, ...options, latency: { ...defaultLatency, ...options.latency } };
+  static async open(options: Partial<SimArrayOptions> & { clock?: Clock } = {}, clock: Clock = options.clock ?? realClock): Promise<ArrayState> {
+    const { clock: _clock, ...rest } = options;
+    const opts: SimArrayOptions = { ...defaultOptions, ...rest, latency: { ...defaultLatency, ...options.latency } };
     let blobDir: string;
     let owns = false;
     if (opts.statePath) {
@@ -296,7 +299,7 @@ export class ArrayState {
       owns = true;
     }
     await mkdir(blobDir, { recursive: true });
-    const state = new ArrayState(opts, blobDir, owns);
+    const state = new ArrayState(opts, clock, blobDir, owns);
     if (opts.statePath) await state.load(opts.statePath);
     return state;
   }
@@ -422,7 +425,7 @@ export class ArrayState {
     }
     if (fault?.stallMs) {
       const released = this.stallRelease.signal;
-      await sleep(fault.stallMs, AbortSignal.any([this.closing.signal, released])).catch((err: unknown) => {
+      await sleep(this.clock, fault.stallMs, AbortSignal.any([this.closing.signal, released])).catch((err: unknown) => {
         if (!released.aborted || this.closing.signal.aborted) throw err;
       });
     }
@@ -431,7 +434,7 @@ export class ArrayState {
       throw new SimError('unavailable', `${op} failed: controller error (injected)`);
     }
     const ms = drawLatency(this.options.latency, op, this.random);
-    if (ms > 0) await sleep(ms, this.closing.signal);
+    if (ms > 0) await sleep(this.clock, ms, this.closing.signal);
   }
 
   /**
