@@ -165,4 +165,96 @@ describe('csi driver', () => {
       }
     });
   });
+
+  // Issue 21: what real plugins do that a forgiving endpoint hid. Each case fails on the csi
+  // driver as it was before the fix, against this stricter simulated array.
+  describe('against a sim array CSI socket as strict as real plugins', function () {
+    this.timeout(120_000);
+    let fx: Awaited<ReturnType<typeof csiFixture>> | undefined;
+    before(ensureCsiProto);
+    afterEach(async () => {
+      await fx?.driver.close();
+      await fx?.teardown();
+      fx = undefined;
+    });
+
+    it('a native group snapshot create -> delete leaves no snapshot (snapshot_ids sent; a member alone is refused)', async () => {
+      fx = await csiFixture();
+      const d = fx.driver;
+      const vols = await Promise.all(['ga', 'gb'].map((name) => d.createVolume({ name, capacityBytes: MiB }, never)));
+      const group = await snapshotGroup(d, 'group-1', vols.map((v) => v.handle), never);
+      expect(group.native).to.equal(true);
+      // The plugin refuses to delete a member on its own, as real ones do.
+      await expectDriverError(d.deleteSnapshot(group.snapshots[0]!.handle, never), 'invalid');
+      await d.deleteGroupSnapshot(group.handle, never);
+      await d.deleteGroupSnapshot(group.handle, never);
+      const left = (await d.listSnapshots(never)).map((s) => s.handle);
+      for (const s of group.snapshots) expect(left, s.handle).not.to.include(s.handle);
+      expect(fx.array.state.stats()).to.include({ snapshots: 0, groupSnapshots: 0 });
+    });
+
+    it('get of a deleted volume is notFound, also from a plugin that answers OK with an abnormal condition', async () => {
+      fx = await csiFixture({ server: { quirks: { unknownVolumeAbnormal: true } } });
+      const vol = await fx.driver.createVolume({ name: 'gone', capacityBytes: MiB }, never);
+      expect((await fx.driver.getVolume(vol.handle, never)).condition).to.deep.equal({ abnormal: false, message: 'volume is healthy' });
+      await fx.driver.deleteVolume(vol.handle, never);
+      const err = await expectDriverError(fx.driver.getVolume(vol.handle, never), 'notFound');
+      expect(err.message).to.match(/not found/);
+    });
+
+    it('an abnormal volume is surfaced as its condition, with the plugin\'s message', async () => {
+      fx = await csiFixture();
+      const vol = await fx.driver.createVolume({ name: 'sick', capacityBytes: MiB }, never);
+      await fx.array.state.setVolumeCondition(vol.handle, 'disk 3 of the RAID set failed');
+      expect((await fx.driver.getVolume(vol.handle, never)).condition).to.deep.equal({ abnormal: true, message: 'disk 3 of the RAID set failed' });
+      expect((await fx.driver.listVolumes(never)).find((v) => v.handle === vol.handle)?.condition?.abnormal).to.equal(true);
+    });
+
+    it('a conflicting re-create is alreadyExists, also from a plugin that ignores parameters on a name match', async () => {
+      for (const quirks of [{}, { ignoreParametersOnNameMatch: true }]) {
+        fx = await csiFixture({ server: { quirks } });
+        const d = fx.driver;
+        const vol = await d.createVolume({ name: 'dup', capacityBytes: 4 * MiB, params: { tier: 'gold' } }, never);
+        expect(vol.params, 'what the plugin reports, not what was sent').to.deep.equal({ tier: 'gold' });
+        expect((await d.createVolume({ name: 'dup', capacityBytes: 4 * MiB, params: { tier: 'gold' } }, never)).handle).to.equal(vol.handle);
+        await expectDriverError(d.createVolume({ name: 'dup', capacityBytes: 4 * MiB, params: { tier: 'bronze' } }, never), 'alreadyExists');
+        await expectDriverError(d.createVolume({ name: 'dup', capacityBytes: 16 * MiB, params: { tier: 'gold' } }, never), 'alreadyExists');
+        expect(fx.array.state.stats().volumes).to.equal(1);
+        await d.close();
+        await fx.teardown();
+        fx = undefined;
+      }
+    });
+
+    it('an oversize create is noSpace in capacity words, whether the plugin says RESOURCE_EXHAUSTED or OUT_OF_RANGE', async () => {
+      for (const quirks of [{}, { oversizeOutOfRange: true }]) {
+        fx = await csiFixture({ array: { capacityBytes: 8 * MiB }, server: { quirks } });
+        const err = await expectDriverError(fx.driver.createVolume({ name: 'huge', capacityBytes: 64 * MiB }, never), 'noSpace');
+        expect(err.message).to.match(/capacity/);
+        await fx.driver.close();
+        await fx.teardown();
+        fx = undefined;
+      }
+    });
+
+    it('topology: the plugin\'s VOLUME_ACCESSIBILITY_CONSTRAINTS shows in probe; configured requirements are passed through', async () => {
+      fx = await csiFixture({ server: { topology: { zone: 'z1' } }, config: { accessibilityRequirements: { requisite: [{ zone: 'z1' }], preferred: [{ zone: 'z1' }] } } });
+      expect((await fx.driver.probe(never)).capabilities.topology).to.equal(true);
+      const vol = await fx.driver.createVolume({ name: 'zoned', capacityBytes: MiB }, never);
+      expect(vol.accessibleTopology).to.deep.equal([{ zone: 'z1' }]);
+      const elsewhere = createDriver('csi', { endpoint: `unix://${fx.socket}`, accessibilityRequirements: { requisite: [{ zone: 'z2' }] } });
+      try {
+        await expectDriverError(elsewhere.createVolume({ name: 'zoned-elsewhere', capacityBytes: MiB }, never), 'noSpace');
+      } finally {
+        await elsewhere.close();
+      }
+      const plain = await csiFixture();
+      try {
+        expect((await plain.driver.probe(never)).capabilities.topology).to.equal(false);
+      } finally {
+        await plain.driver.close();
+        await plain.teardown();
+      }
+    });
+  });
 });

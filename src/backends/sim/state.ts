@@ -132,6 +132,8 @@ export interface VolumeRecord {
   createdAt: string;
   /** Host -> mapping; a mapped volume cannot be deleted. */
   publishedTo?: Record<string, { readonly: boolean }>;
+  /** Set while the volume is abnormal (a failed disk, say); absent means healthy. */
+  abnormal?: string;
 }
 
 export interface SnapshotRecord {
@@ -720,6 +722,24 @@ export class ArrayState {
       await this.persist();
       return { bytes, sha256 };
     });
+  }
+
+  /** The snapshot record now, outside any operation (no admission, no latency). */
+  peekSnapshot(id: string): SnapshotRecord | undefined {
+    return this.snapshots.get(id);
+  }
+
+  /** The group record now, outside any operation (no admission, no latency). */
+  peekGroup(id: string): GroupRecord | undefined {
+    return this.groups.get(id);
+  }
+
+  /** Marks a volume abnormal with `message` (what its condition will say), or healthy again. */
+  async setVolumeCondition(id: string, abnormal: string | undefined): Promise<void> {
+    const vol = this.mustVolume(id);
+    if (abnormal === undefined) delete vol.abnormal;
+    else vol.abnormal = abnormal;
+    await this.persist();
   }
 
   findSnapshotByName(name: string): SnapshotRecord | undefined {
