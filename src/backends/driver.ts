@@ -32,6 +32,22 @@ export interface DriverCapabilities {
   volumeData: boolean;
   /** resizeVolume can grow a volume. */
   resize: boolean;
+  /**
+   * Volumes are accessible from some nodes only (CSI VOLUME_ACCESSIBILITY_CONSTRAINTS): a
+   * volume's `accessibleTopology` says from where.
+   */
+  topology: boolean;
+}
+
+/** A topology segment, e.g. {"topology.kubernetes.io/zone": "z1"}. */
+export type TopologySegment = Record<string, string>;
+
+/** The condition a backend reports for a volume (CSI VOLUME_CONDITION). */
+export interface VolumeCondition {
+  /** The volume is not available for use or not operating optimally. */
+  abnormal: boolean;
+  /** The backend's own words. */
+  message: string;
 }
 
 export interface ProbeResult {
@@ -47,11 +63,16 @@ export interface VolumeInfo {
   handle: string;
   name: string;
   capacityBytes: number;
+  /** The parameters as the backend reports them (for CSI, the volume context), not as sent. */
   params: Record<string, string>;
   /** The snapshot this volume was created from, if any. */
   sourceSnapshot?: string;
   /** Bytes of data last written (or seeded) into the volume; what a snapshot of it reads. */
   dataBytes?: number;
+  /** The condition the backend reports, where it reports one; abnormal ones deserve a Volume condition. */
+  condition?: VolumeCondition;
+  /** Where the volume can be reached from, where the backend has topology. */
+  accessibleTopology?: TopologySegment[];
 }
 
 export interface SnapshotInfo {

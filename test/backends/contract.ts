@@ -98,7 +98,7 @@ export function driverContract(title: string, setup: () => Promise<ContractFixtu
       expect(p.healthy, p.message).to.equal(true);
       expect(p.capacityBytes).to.be.greaterThan(0);
       expect(p.usedBytes).to.be.at.least(0);
-      expect(p.capabilities).to.have.keys('nativeGroupSnapshot', 'snapshotData', 'volumeData', 'resize');
+      expect(p.capabilities).to.have.keys('nativeGroupSnapshot', 'snapshotData', 'volumeData', 'resize', 'topology');
     });
 
     it('create is idempotent by name; get and list see the volume; delete is idempotent', async () => {

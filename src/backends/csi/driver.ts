@@ -9,6 +9,16 @@
 //   jittered `retryAfterMs` (CSI carries no hint); the caller waits, outside its slot.
 // - Group snapshots go through GroupController.CreateVolumeGroupSnapshot when the plugin
 //   advertises it; otherwise createGroupSnapshot resolves undefined (the caller fans out).
+//   Deleting one sends its members' ids (REQUIRED by the spec), found by listing snapshots.
+// - A volume is what the plugin says: its parameters are the volume context the plugin
+//   returns, and a create whose answer contradicts the request (a smaller size, an echoed
+//   parameter with another value: a plugin that ignored them on a name match) is a
+//   terminal alreadyExists. An oversize create is noSpace whether the plugin says
+//   RESOURCE_EXHAUSTED or OUT_OF_RANGE.
+// - With VOLUME_CONDITION, a volume carries its condition; an abnormal "not found" (how some
+//   plugins answer ControllerGetVolume for an unknown id) is notFound.
+// - VOLUME_ACCESSIBILITY_CONSTRAINTS shows as the `topology` capability; configured
+//   accessibility requirements go with every CreateVolume.
 // - Every call has a deadline, timed on the injected Clock, and is cancelled when the
 //   caller's signal fires; a call or the shared capability discovery past its deadline is
 //   a retryable `timeout`.
@@ -48,6 +58,15 @@ export const CsiConfig = Type.Object(
     accessMode: Type.Optional(Type.Unsafe<(typeof accessModes)[number]>({ type: 'string', enum: [...accessModes], default: 'SINGLE_NODE_WRITER' })),
     volumeMode: Type.Optional(Type.Union([Type.Literal('mount'), Type.Literal('block')], { default: 'mount' })),
     fsType: Type.Optional(Type.String({ minLength: 1, description: 'Filesystem for mount volumes, e.g. ext4.' })),
+    accessibilityRequirements: Type.Optional(
+      Type.Object(
+        {
+          requisite: Type.Optional(Type.Array(Type.Record(Type.String(), Type.String()), { description: 'Segments a new volume must be accessible from (one of them).' })),
+          preferred: Type.Optional(Type.Array(Type.Record(Type.String(), Type.String()), { description: 'Segments to prefer, in order.' })),
+        },
+        { additionalProperties: false, description: 'Passed as CreateVolume accessibility_requirements to a plugin with VOLUME_ACCESSIBILITY_CONSTRAINTS.' },
+      ),
+    ),
   },
   { additionalProperties: false },
 );
@@ -62,7 +81,15 @@ interface CsiVolume {
   capacity_bytes: number;
   volume_context?: Record<string, string>;
   content_source?: { snapshot?: { snapshot_id: string } | null } | null;
+  accessible_topology?: { segments?: Record<string, string> }[];
 }
+
+interface CsiVolumeStatus {
+  volume_condition?: { abnormal: boolean; message: string } | null;
+}
+
+/** How plugins word an abnormal condition that means the volume is not there at all. */
+const notFoundCondition = /not found|does not exist|no such volume|unknown volume/i;
 
 interface CsiSnapshot {
   snapshot_id: string;
@@ -107,6 +134,7 @@ interface Clients {
   group: grpc.Client;
   controllerCaps: Set<string>;
   groupSnapshots: boolean;
+  topology: boolean;
 }
 
 export class CsiDriver implements StorageDriver {
@@ -145,11 +173,12 @@ export class CsiDriver implements StorageDriver {
         const identity = new csi.Identity(this.cfg.endpoint, creds);
         const controller = new csi.Controller(this.cfg.endpoint, creds);
         const group = new csi.GroupController(this.cfg.endpoint, creds);
-        const base = { identity, controller, group, controllerCaps: new Set<string>(), groupSnapshots: false };
+        const base = { identity, controller, group, controllerCaps: new Set<string>(), groupSnapshots: false, topology: false };
         try {
           const plugin = await this.once<{ capabilities: { service?: { type: string } | null }[] }>(identity, 'GetPluginCapabilities', {}, deadline);
           const caps = await this.once<{ capabilities: { rpc?: { type: string } | null }[] }>(controller, 'ControllerGetCapabilities', {}, deadline);
           for (const c of caps.capabilities) if (c.rpc) base.controllerCaps.add(c.rpc.type);
+          base.topology = plugin.capabilities.some((c) => c.service?.type === 'VOLUME_ACCESSIBILITY_CONSTRAINTS');
           if (plugin.capabilities.some((c) => c.service?.type === 'GROUP_CONTROLLER_SERVICE')) {
             const g = await this.once<{ capabilities: { rpc?: { type: string } | null }[] }>(group, 'GroupControllerGetCapabilities', {}, deadline);
             base.groupSnapshots = g.capabilities.some((c) => c.rpc?.type === 'CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT');
@@ -214,10 +243,14 @@ export class CsiDriver implements StorageDriver {
     return { access_mode: { mode: this.cfg.accessMode ?? 'SINGLE_NODE_WRITER' }, ...access };
   }
 
-  private toVolume(v: CsiVolume, name = ''): VolumeInfo {
+  private toVolume(v: CsiVolume, name = '', status?: CsiVolumeStatus | null): VolumeInfo {
     const info: VolumeInfo = { handle: v.volume_id, name, capacityBytes: Number(v.capacity_bytes), params: v.volume_context ?? {} };
     const snap = v.content_source?.snapshot?.snapshot_id;
     if (snap) info.sourceSnapshot = snap;
+    const condition = status?.volume_condition;
+    if (condition) info.condition = { abnormal: condition.abnormal, message: condition.message };
+    const topology = (v.accessible_topology ?? []).map((t) => t.segments ?? {});
+    if (topology.length > 0) info.accessibleTopology = topology;
     return info;
   }
 
@@ -235,10 +268,11 @@ export class CsiDriver implements StorageDriver {
   }
 
   async probe(signal: AbortSignal): Promise<ProbeResult> {
-    const capabilities = { nativeGroupSnapshot: false, snapshotData: false, volumeData: false, resize: false };
+    const capabilities = { nativeGroupSnapshot: false, snapshotData: false, volumeData: false, resize: false, topology: false };
     try {
       const clients = await this.connect(signal);
       capabilities.nativeGroupSnapshot = clients.groupSnapshots;
+      capabilities.topology = clients.topology;
       capabilities.resize = clients.controllerCaps.has('EXPAND_VOLUME');
       const probe = await this.call<{ ready?: { value: boolean } | null }>('identity', 'Probe', {}, signal);
       let capacityBytes = 0;
@@ -264,8 +298,26 @@ export class CsiDriver implements StorageDriver {
       secrets: this.secrets,
     };
     if (req.sourceSnapshot) request.volume_content_source = { snapshot: { snapshot_id: req.sourceSnapshot } };
-    const res = await this.call<{ volume: CsiVolume }>('controller', 'CreateVolume', request, signal);
-    return this.toVolume(res.volume, req.name);
+    const wanted = this.cfg.accessibilityRequirements;
+    if (wanted) {
+      const topologies = (segments: Record<string, string>[] = []) => segments.map((s) => ({ segments: s }));
+      request.accessibility_requirements = { requisite: topologies(wanted.requisite), preferred: topologies(wanted.preferred) };
+    }
+    let res: { volume: CsiVolume };
+    try {
+      res = await this.call<{ volume: CsiVolume }>('controller', 'CreateVolume', request, signal);
+    } catch (err) {
+      // Plugins differ: an oversize request is RESOURCE_EXHAUSTED on some, OUT_OF_RANGE on
+      // others. Without a source to be smaller than, both mean there is no room for it.
+      const code = err instanceof DriverError ? (err.cause as grpc.ServiceError | undefined)?.code : undefined;
+      if (code === grpc.status.OUT_OF_RANGE && !req.sourceSnapshot) {
+        throw new DriverError('noSpace', `csi CreateVolume: no capacity for ${req.capacityBytes} bytes (${(err as DriverError).message})`, { cause: err });
+      }
+      throw err;
+    }
+    const vol = this.toVolume(res.volume, req.name);
+    checkMatches(req, vol);
+    return vol;
   }
 
   async deleteVolume(handle: string, signal: AbortSignal): Promise<void> {
@@ -296,8 +348,12 @@ export class CsiDriver implements StorageDriver {
   async getVolume(handle: string, signal: AbortSignal): Promise<VolumeInfo> {
     const clients = await this.connect(signal);
     if (clients.controllerCaps.has('GET_VOLUME')) {
-      const res = await this.call<{ volume: CsiVolume }>('controller', 'ControllerGetVolume', { volume_id: handle }, signal);
-      return this.toVolume(res.volume);
+      const res = await this.call<{ volume: CsiVolume; status?: CsiVolumeStatus | null }>('controller', 'ControllerGetVolume', { volume_id: handle }, signal);
+      const vol = this.toVolume(res.volume, '', res.status);
+      if (vol.condition?.abnormal && notFoundCondition.test(vol.condition.message)) {
+        throw new DriverError('notFound', `csi ControllerGetVolume: volume ${handle}: ${vol.condition.message} (abnormal condition)`);
+      }
+      return vol;
     }
     const found = (await this.listVolumes(signal)).find((v) => v.handle === handle);
     if (!found) throw new DriverError('notFound', `csi: volume ${handle} not found`);
@@ -319,7 +375,7 @@ export class CsiDriver implements StorageDriver {
   async listVolumes(signal: AbortSignal): Promise<VolumeInfo[]> {
     const clients = await this.connect(signal);
     if (!clients.controllerCaps.has('LIST_VOLUMES')) throw new DriverError('invalid', 'csi: the plugin cannot list volumes (no LIST_VOLUMES)');
-    return (await this.all<{ volume: CsiVolume }>('ListVolumes', {}, signal)).map((e) => this.toVolume(e.volume));
+    return (await this.all<{ volume: CsiVolume; status?: CsiVolumeStatus | null }>('ListVolumes', {}, signal)).map((e) => this.toVolume(e.volume, '', e.status));
   }
 
   async createSnapshot(req: CreateSnapshotRequest, signal: AbortSignal): Promise<SnapshotInfo> {
@@ -373,15 +429,26 @@ export class CsiDriver implements StorageDriver {
   async deleteGroupSnapshot(handle: string, signal: AbortSignal): Promise<void> {
     const clients = await this.connect(signal);
     if (!clients.groupSnapshots) return;
-    let snapshotIds: string[];
-    try {
-      const res = await this.call<{ group_snapshot: CsiGroupSnapshot }>('group', 'GetVolumeGroupSnapshot', { group_snapshot_id: handle, secrets: this.secrets }, signal);
-      snapshotIds = res.group_snapshot.snapshots.map((s) => s.snapshot_id);
-    } catch (err) {
-      if (err instanceof DriverError && err.reason === 'notFound') return;
-      throw err;
+    // snapshot_ids is REQUIRED: the members are the snapshots that name this group.
+    let snapshotIds = clients.controllerCaps.has('LIST_SNAPSHOTS')
+      ? (await this.listSnapshots(signal)).filter((s) => s.groupHandle === handle).map((s) => s.handle)
+      : [];
+    if (snapshotIds.length === 0) {
+      // No member listed: the group is gone, or the plugin cannot list. Ask it; a plugin that
+      // needs the ids answers NOT_FOUND for a group it does not have.
+      try {
+        const res = await this.call<{ group_snapshot: CsiGroupSnapshot }>('group', 'GetVolumeGroupSnapshot', { group_snapshot_id: handle, secrets: this.secrets }, signal);
+        snapshotIds = res.group_snapshot.snapshots.map((s) => s.snapshot_id);
+      } catch (err) {
+        if (err instanceof DriverError && err.reason === 'notFound') return;
+        throw err;
+      }
     }
-    await this.call('group', 'DeleteVolumeGroupSnapshot', { group_snapshot_id: handle, snapshot_ids: snapshotIds, secrets: this.secrets }, signal);
+    try {
+      await this.call('group', 'DeleteVolumeGroupSnapshot', { group_snapshot_id: handle, snapshot_ids: snapshotIds, secrets: this.secrets }, signal);
+    } catch (err) {
+      if (!(err instanceof DriverError && err.reason === 'notFound')) throw err;
+    }
   }
 
   async readSnapshot(_handle: string, signal: AbortSignal): Promise<Readable> {
@@ -402,5 +469,22 @@ export class CsiDriver implements StorageDriver {
     c?.identity.close();
     c?.controller.close();
     c?.group.close();
+  }
+}
+
+/**
+ * Throws alreadyExists when a created volume contradicts its request: a plugin that ignored
+ * size or parameters on a name match returned someone else's volume. Only what the plugin
+ * reports can be compared: the size, and parameters it echoes in the volume context.
+ */
+function checkMatches(req: CreateVolumeRequest, vol: VolumeInfo): void {
+  const clash: string[] = [];
+  if (vol.capacityBytes > 0 && vol.capacityBytes < req.capacityBytes) clash.push(`${vol.capacityBytes} bytes, not ${req.capacityBytes}`);
+  for (const [key, value] of Object.entries(req.params ?? {})) {
+    const reported = vol.params[key];
+    if (reported !== undefined && reported !== value) clash.push(`${key}=${reported}, not ${value}`);
+  }
+  if (clash.length > 0) {
+    throw new DriverError('alreadyExists', `csi CreateVolume: volume "${req.name}" exists (${vol.handle}) with other parameters: ${clash.join(', ')}`);
   }
 }

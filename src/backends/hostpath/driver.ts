@@ -274,7 +274,7 @@ export class HostpathDriver implements StorageDriver {
 
   async probe(signal: AbortSignal): Promise<ProbeResult> {
     throwIfAborted(signal);
-    const capabilities = { nativeGroupSnapshot: false, snapshotData: true, volumeData: true, resize: true };
+    const capabilities = { nativeGroupSnapshot: false, snapshotData: true, volumeData: true, resize: true, topology: false };
     try {
       await this.init();
       const fs = await statfs(this.config.root);

@@ -68,6 +68,7 @@ interface ErrorBody {
 function toVolume(v: VolumeRecord): VolumeInfo {
   const info: VolumeInfo = { handle: v.id, name: v.name, capacityBytes: v.capacityBytes, params: v.params, dataBytes: v.content.bytes };
   if (v.sourceSnapshotId) info.sourceSnapshot = v.sourceSnapshotId;
+  if (v.abnormal !== undefined) info.condition = { abnormal: true, message: v.abnormal };
   return info;
 }
 
@@ -195,7 +196,7 @@ export class SimDriver implements StorageDriver {
       healthy: true,
       capacityBytes: a.capacityBytes,
       usedBytes: a.usedBytes,
-      capabilities: { nativeGroupSnapshot: a.nativeConsistencyGroups, snapshotData: true, volumeData: true, resize: true },
+      capabilities: { nativeGroupSnapshot: a.nativeConsistencyGroups, snapshotData: true, volumeData: true, resize: true, topology: false },
     };
   }
 
