@@ -25,7 +25,8 @@ import { realClock, sleep } from '../src/core/clock.js';
 import { BackendLimiter } from '../src/core/limiter.js';
 import { DriverError } from '../src/backends/errors.js';
 import { createDriver } from '../src/backends/registry.js';
-import type { ArrayStats, OplogEntry } from '../src/backends/sim/state.js';
+import type { OplogEntry } from '../src/backends/sim/oplog.js';
+import type { ArrayStats } from '../src/backends/sim/state.js';
 
 const quick = process.argv.includes('--quick');
 function flag(name: string, fallback: number): number {

@@ -8,7 +8,7 @@ import { BackendLimiter } from '../../src/core/limiter.js';
 import { openHeld, snapshotGroup } from '../../src/backends/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
 import { SimArrayServer } from '../../src/backends/sim/array.js';
-import type { OplogEntry } from '../../src/backends/sim/state.js';
+import type { OplogEntry } from '../../src/backends/sim/oplog.js';
 import { expectDriverError, sha256, untilNotBusy } from './contract.js';
 import { startArray, tempDir } from './fixtures.js';
 

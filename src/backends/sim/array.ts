@@ -21,7 +21,10 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { realClock, sleep, type Clock } from '../../core/clock.js';
 import { componentLogger } from '../../log.js';
-import { ArrayState, operations, SimError, type FaultSpec, type OpName, type SimArrayOptions, type SimErrorCode } from './state.js';
+import type { FaultSpec } from './faults.js';
+import { operations, type OpName, type SimArrayOptions } from './options.js';
+import { SimError, type SimErrorCode } from './records.js';
+import { ArrayState } from './state.js';
 
 const log = componentLogger('sim-array');
 

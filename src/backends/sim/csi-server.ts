@@ -24,7 +24,8 @@ import { rm } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { componentLogger } from '../../log.js';
 import { loadCsi, timestamp } from '../csi/proto.js';
-import { SimError, type ArrayState, type GroupRecord, type SimErrorCode, type SnapshotRecord, type VolumeRecord } from './state.js';
+import { SimError, type GroupRecord, type SimErrorCode, type SnapshotRecord, type VolumeRecord } from './records.js';
+import type { ArrayState } from './state.js';
 
 const log = componentLogger('sim-csi');
 

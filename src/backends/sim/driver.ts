@@ -26,7 +26,7 @@ import {
   type StorageDriver,
   type VolumeInfo,
 } from '../driver.js';
-import type { GroupRecord, SnapshotRecord, VolumeRecord } from './state.js';
+import type { GroupRecord, SnapshotRecord, VolumeRecord } from './records.js';
 import type { JobView } from './array.js';
 
 export const SimConfig = Type.Object(
