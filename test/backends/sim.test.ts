@@ -110,6 +110,34 @@ describe('sim array', function () {
     });
   });
 
+  describe('job completion', () => {
+    it("a job's end is seen within one round trip of the array finishing it (long-poll), not at the next poll", async () => {
+      // 250 ms: a poll every 10 ms growing 1.5x would next look at ~322 ms.
+      ({ array, dir } = await startArray({ latency: { medianMs: 250, sigma: 0, maxMs: 1000, factors: {} } }));
+      const driver = createDriver('sim', { endpoint: array.url });
+      await driver.createVolume({ name: 'warm-up', capacityBytes: MiB }, never);
+      await driver.createVolume({ name: 'timed', capacityBytes: MiB }, never);
+      const seen = performance.timeOrigin + performance.now();
+      const ran = array.state.oplog().find((e) => e.op === 'createVolume' && e.target === 'name:timed')!;
+      expect(ran.end - ran.start).to.be.at.least(249);
+      expect(seen - ran.end, 'ms from the array finishing to the caller seeing it').to.be.below(40);
+    });
+
+    it('a long-poll is held until the job ends, and no longer than asked', async () => {
+      ({ array, dir } = await startArray());
+      array.state.setFault('createVolume', { stallMs: 60_000 });
+      const post = await fetch(`${array.url}/api/volumes`, { method: 'POST', body: JSON.stringify({ name: 'held', capacityBytes: MiB }) });
+      const { jobId } = (await post.json()) as { jobId: string };
+      const t0 = performance.now();
+      const running = (await (await fetch(`${array.url}/api/jobs/${jobId}?waitMs=50`)).json()) as { state: string };
+      expect(running.state).to.equal('running');
+      expect(performance.now() - t0).to.be.at.least(45);
+      const done = fetch(`${array.url}/api/jobs/${jobId}?waitMs=10000`).then(async (r) => (await r.json()) as { state: string });
+      setTimeout(() => array.state.abortStalls(), 20);
+      expect((await done).state).to.equal('succeeded');
+    });
+  });
+
   describe('HTTP API', () => {
     beforeEach(async () => {
       ({ array, dir } = await startArray({ maxConcurrentOperations: 1, retryAfterMs: 1500 }));

@@ -28,17 +28,8 @@ import type { Readable } from 'node:stream';
 import { Type, type Static } from 'typebox';
 import { realClock, type Clock } from '../../core/clock.js';
 import { abortReason, DriverError, type DriverErrorReason } from '../errors.js';
-import {
-  throwIfAborted,
-  type DriverOptions,
-  type CreateSnapshotRequest,
-  type CreateVolumeRequest,
-  type GroupSnapshotInfo,
-  type ProbeResult,
-  type SnapshotInfo,
-  type StorageDriver,
-  type VolumeInfo,
-} from '../driver.js';
+import { throwIfAborted } from '../driver.js';
+import type { CreateSnapshotRequest, CreateVolumeRequest, DriverOptions, GroupSnapshotInfo, ProbeResult, SnapshotInfo, StorageDriver, VolumeInfo } from '../driver.js';
 import { fromTimestamp, loadCsi } from './proto.js';
 
 export const accessModes = [

@@ -24,18 +24,8 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Type, type Static } from 'typebox';
 import { abortReason, DriverError } from '../errors.js';
-import {
-  sameParams,
-  throwIfAborted,
-  type DriverOptions,
-  type CreateSnapshotRequest,
-  type CreateVolumeRequest,
-  type GroupSnapshotInfo,
-  type ProbeResult,
-  type SnapshotInfo,
-  type StorageDriver,
-  type VolumeInfo,
-} from '../driver.js';
+import { sameParams, throwIfAborted } from '../driver.js';
+import type { CreateSnapshotRequest, CreateVolumeRequest, DriverOptions, GroupSnapshotInfo, ProbeResult, SnapshotInfo, StorageDriver, VolumeInfo } from '../driver.js';
 
 export const HostpathConfig = Type.Object(
   {

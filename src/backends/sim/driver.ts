@@ -15,17 +15,8 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Type, type Static } from 'typebox';
 import { realClock, sleep, type Clock } from '../../core/clock.js';
 import { abortReason, DriverError, type DriverErrorReason } from '../errors.js';
-import {
-  throwIfAborted,
-  type DriverOptions,
-  type CreateSnapshotRequest,
-  type CreateVolumeRequest,
-  type GroupSnapshotInfo,
-  type ProbeResult,
-  type SnapshotInfo,
-  type StorageDriver,
-  type VolumeInfo,
-} from '../driver.js';
+import { throwIfAborted } from '../driver.js';
+import type { CreateSnapshotRequest, CreateVolumeRequest, DriverOptions, GroupSnapshotInfo, ProbeResult, SnapshotInfo, StorageDriver, VolumeInfo } from '../driver.js';
 import type { GroupRecord, SnapshotRecord, VolumeRecord } from './records.js';
 import type { JobView } from './array.js';
 
