@@ -9,7 +9,9 @@
 //   to tell the two changes apart;
 // - after: today's driver answers busy at once; the caller leaves the slot, waits the
 //   answer's retryAfterMs and queues again (a stand-in for the core's runner).
-// - after, jittered: the same, waiting 0.5-1.5x retryAfterMs (a policy the runner may pick).
+// - after, jittered: the same, waiting 0.5-1.5x retryAfterMs (a policy the runner may pick);
+// - after + limit cut on busy: the same under a limiter that lowers its concurrency on busy
+//   (AIMD), what the core's adaptive limiter is to do with the `busy` flag.
 // For each: throughput, the array's busy refusals (/admin/stats rejectedBusy), and the p50
 // latency of an accepted operation as the array ran it (its oplog) and as the caller saw
 // it end. The ideal makespan is ceil(ops / arrayLimit) * latency. A second table is the
@@ -37,6 +39,8 @@ function flag(name: string, fallback: number): number {
 const arrayLimit = 8;
 const callers = arrayLimit * 10;
 const perCaller = quick ? 2 : 4;
+/** Each table row is the median of this many runs, interleaved with the other arms' (the machine's load drifts). */
+const rounds = quick ? 1 : 3;
 const latencyMs = flag('--latency-ms', 20);
 const retryAfterMs = flag('--retry-after-ms', 50);
 const MiB = 1024 * 1024;
@@ -80,21 +84,58 @@ interface Arm {
   make(limiter: BackendLimiter, url: string): Create;
 }
 
+/** How a limit adapts to what the array answers (the after arm's limiter, if it adapts). */
+interface Adaptation {
+  busy(retryAfterMs: number): void;
+  ok(): void;
+}
+
 /** The after arm's caller loop: out of the slot on busy, wait `wait(retryAfterMs)`, queue again. */
-function outOfSlot(wait: (retryAfterMs: number) => number): Arm['make'] {
+function outOfSlot(wait: (retryAfterMs: number) => number, adapt?: (limiter: BackendLimiter) => Adaptation): Arm['make'] {
   return (limiter, url) => {
     const driver = createDriver('sim', { endpoint: url });
     const never = new AbortController().signal;
+    const adaptation = adapt?.(limiter);
     return async (name) => {
       for (;;) {
         const outcome = await limiter.run('array', 'createVolume', () => driver.createVolume({ name, capacityBytes: MiB }, never)).catch((err: unknown) => err);
         if (!(outcome instanceof DriverError && outcome.busy)) {
           if (outcome instanceof Error) throw outcome;
+          adaptation?.ok();
           return;
         }
+        adaptation?.busy(outcome.retryAfterMs ?? 0);
         await sleep(realClock, wait(outcome.retryAfterMs ?? 0));
       }
     };
+  };
+}
+
+/**
+ * What `busy` is for: a limit that drops on busy (x0.75, at most once per retry-after) and
+ * grows by one per window of successes. A stand-in for the core's adaptive limiter, to show
+ * the contract end to end.
+ */
+function aimd(limiter: BackendLimiter): Adaptation {
+  const max = limiter.limits('array').maxConcurrent;
+  let limit = max;
+  let successes = 0;
+  let lastCut = -Infinity;
+  const set = (n: number) => {
+    limit = n;
+    successes = 0;
+    limiter.configure('array', { maxConcurrent: n });
+  };
+  return {
+    busy: (retryAfterMs) => {
+      const now = performance.now();
+      if (now - lastCut < retryAfterMs) return;
+      lastCut = now;
+      set(Math.max(1, Math.floor(limit * 0.75)));
+    },
+    ok: () => {
+      if (++successes >= limit && limit < max) set(limit + 1);
+    },
   };
 }
 
@@ -113,6 +154,7 @@ const arms: Arm[] = [
   },
   { title: 'after: busy out of the slot, long-poll', make: outOfSlot((ms) => ms) },
   { title: 'after, jittered wait (0.5-1.5x)', make: outOfSlot((ms) => ms * (0.5 + Math.random())) },
+  { title: 'after + limit cut on busy (AIMD stand-in)', make: outOfSlot((ms) => ms, aimd) },
 ];
 
 function p50(values: number[]): number {
@@ -164,7 +206,7 @@ async function admin<T>(url: string, method: string, path: string, body?: unknow
 
 let run = 0;
 
-async function measure(array: ArrayProcess, arm: Arm, opts: { arrayLimit: number; slots: number; callers: number }): Promise<Result> {
+async function measure(array: ArrayProcess, arm: Arm, opts: { arrayLimit: number; slots: number; callers: number; perCaller: number }): Promise<Result> {
   const { url } = array;
   await admin(url, 'PATCH', 'config', { maxConcurrentOperations: opts.arrayLimit, latency: { medianMs: latencyMs, sigma: 0, factors: { createVolume: 1 } } });
   const before = (await admin<ArrayStats>(url, 'POST', 'reset-stats')).volumes;
@@ -176,7 +218,7 @@ async function measure(array: ArrayProcess, arm: Arm, opts: { arrayLimit: number
   const start = performance.now();
   await Promise.all(
     Array.from({ length: opts.callers }, async (_, c) => {
-      for (let i = 0; i < perCaller; i++) {
+      for (let i = 0; i < opts.perCaller; i++) {
         const name = `${prefix}-c${c}-v${i}`;
         await create(name);
         seenAt.set(name, epochNow());
@@ -187,7 +229,7 @@ async function measure(array: ArrayProcess, arm: Arm, opts: { arrayLimit: number
   const stats = await admin<ArrayStats>(url, 'GET', 'stats');
   const { entries } = await admin<{ entries: OplogEntry[] }>(url, 'GET', 'oplog');
   const ran = entries.filter((e) => e.op === 'createVolume' && e.outcome === 'ok');
-  const ops = opts.callers * perCaller;
+  const ops = opts.callers * opts.perCaller;
   if (stats.volumes - before !== ops) throw new Error(`${arm.title}: ${stats.volumes - before} volumes made, ${ops} asked`);
   return {
     ms,
@@ -215,20 +257,30 @@ try {
     `busy retries: ${callers} callers x ${perCaller} creates = ${ops} operations on an array that runs ${arrayLimit} at once ` +
       `(flat ${latencyMs} ms, Retry-After ${retryAfterMs} ms); ideal makespan ${ideal} ms`,
   );
-  for (const slots of [callers, arrayLimit * 2]) {
-    console.log(`\nBackendLimiter maxConcurrent ${slots} (the array takes ${arrayLimit}):`);
+  const table = async (list: Arm[], opts: { arrayLimit: number; slots: number; callers: number; perCaller: number }, ideal: number) => {
+    const runs = new Map<Arm, Result[]>(list.map((arm) => [arm, []]));
+    for (let r = 0; r < rounds; r++) for (const arm of list) runs.get(arm)!.push(await measure(array, arm, opts));
     console.log(header);
-    for (const arm of arms) console.log(row(arm.title, await measure(array, arm, { arrayLimit, slots, callers }), ideal));
+    for (const arm of list) {
+      const results = runs.get(arm)!;
+      const med = (f: (r: Result) => number) => p50(results.map(f));
+      const r: Result = { ms: med((x) => x.ms), opsPerSec: med((x) => x.opsPerSec), rejectedBusy: med((x) => x.rejectedBusy), arrayP50: med((x) => x.arrayP50), seenP50: med((x) => x.seenP50) };
+      console.log(row(arm.title, r, ideal));
+    }
+  };
+  for (const slots of [callers, arrayLimit * 2]) {
+    console.log(`\nBackendLimiter maxConcurrent ${slots} (the array takes ${arrayLimit}); median of ${rounds} runs:`);
+    await table(arms, { arrayLimit, slots, callers, perCaller }, ideal);
   }
 
   // One in flight shows the protocol's own overhead; 20 the issue's case.
-  for (const inFlight of [1, 20]) {
-    const lateIdeal = perCaller * latencyMs;
-    console.log(`\ncompletion seen late: ${inFlight} caller(s) x ${perCaller} creates, array limit ${inFlight * 2} (no refusals), flat ${latencyMs} ms; ideal ${lateIdeal} ms`);
-    console.log(header);
-    for (const arm of [arms[0]!, arms[2]!]) {
-      console.log(row(arm.title, await measure(array, arm, { arrayLimit: inFlight * 2, slots: inFlight, callers: inFlight }), lateIdeal));
-    }
+  for (const [inFlight, each] of [
+    [1, quick ? 10 : 40],
+    [20, quick ? 2 : 5],
+  ] as const) {
+    const lateIdeal = each * latencyMs;
+    console.log(`\ncompletion seen late: ${inFlight} caller(s) x ${each} creates, array limit ${inFlight * 2} (no refusals), flat ${latencyMs} ms; ideal ${lateIdeal} ms; median of ${rounds} runs`);
+    await table([arms[0]!, arms[2]!], { arrayLimit: inFlight * 2, slots: inFlight, callers: inFlight, perCaller: each }, lateIdeal);
   }
 } finally {
   await array.stop();
