@@ -13,6 +13,7 @@ import { snapshotGroup } from '../../src/backends/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
 import { csiFixture, ensureCsiProto, tempDir } from './fixtures.js';
 import { expectDriverError } from './contract.js';
+import { FakeClock, settle } from '../../src/core/clock.js';
 
 const never = new AbortController().signal;
 const MiB = 1024 * 1024;
@@ -89,6 +90,35 @@ describe('csi driver', () => {
       try {
         const err = await expectDriverError(driver.getVolume('v', never), 'timeout');
         expect(err.message).to.match(/discovery|deadline/i);
+      } finally {
+        await driver.close();
+        for (const c of held) c.destroy();
+        await new Promise<void>((resolve) => mute.close(() => resolve()));
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  describe('on the injected clock', function () {
+    this.timeout(60_000);
+    before(ensureCsiProto);
+
+    it('the call deadline runs on the Clock the driver was given: a FakeClock times out a mute plugin without real waiting', async () => {
+      const dir = await tempDir('csi-fake-clock');
+      const socket = join(dir, 'csi.sock');
+      const held: Socket[] = [];
+      const mute = createServer((c) => void held.push(c));
+      await new Promise<void>((resolve) => mute.listen(socket, resolve));
+      const clock = new FakeClock();
+      const driver = createDriver('csi', { endpoint: `unix://${socket}`, timeoutMs: 3_600_000 }, {}, { clock });
+      try {
+        const pending = driver.getVolume('v', never).catch((e: unknown) => e);
+        while (clock.pendingTimers === 0) await settle();
+        const started = performance.now();
+        await clock.advanceAndSettle(3_600_000);
+        const err = await pending;
+        expect(err).to.have.property('reason', 'timeout');
+        expect(performance.now() - started).to.be.below(5_000);
       } finally {
         await driver.close();
         for (const c of held) c.destroy();

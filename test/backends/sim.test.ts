@@ -2,8 +2,9 @@
 // API limit, the job protocol, fault injection, the operation log, seeded data and state
 // that survives a restart or a crash.
 import { readdir, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { expect } from 'chai';
+import { FakeClock, settle } from '../../src/core/clock.js';
 import { BackendLimiter } from '../../src/core/limiter.js';
 import { openHeld, snapshotGroup } from '../../src/backends/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
@@ -107,6 +108,28 @@ describe('sim array', function () {
       await resize;
       const pairs = unsafeOverlaps(s.oplog());
       expect(pairs.map(([a, b]) => [a.op, b.op].sort().join('+'))).to.deep.equal(['createVolume+resizeVolume']);
+    });
+  });
+
+  describe('on the injected clock', () => {
+    it('the request timeout runs on the Clock the driver was given: a FakeClock times out a mute array without real waiting', async () => {
+      const held: Socket[] = [];
+      const mute = createServer((c) => void held.push(c));
+      await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
+      const { port } = mute.address() as AddressInfo;
+      const clock = new FakeClock();
+      const driver = createDriver('sim', { endpoint: `http://127.0.0.1:${port}`, requestTimeoutMs: 3_600_000 }, {}, { clock });
+      try {
+        const pending = driver.getVolume('v', never).catch((e: unknown) => e);
+        while (clock.pendingTimers === 0) await settle();
+        await clock.advanceAndSettle(3_600_000);
+        const err = await pending;
+        expect(err).to.have.property('reason', 'timeout');
+        expect((err as Error).message).to.match(/no answer within 3600000 ms/);
+      } finally {
+        for (const c of held) c.destroy();
+        await new Promise<void>((resolve) => mute.close(() => resolve()));
+      }
     });
   });
 

@@ -22,6 +22,7 @@
 // NOT_FOUND, so a conformance run with its Node tests skipped can still clean up.
 import { rm } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
+import type { Clock, TimerHandle } from '../../core/clock.js';
 import { componentLogger } from '../../log.js';
 import { loadCsi, timestamp } from '../csi/proto.js';
 import { SimError, type GroupRecord, type SimErrorCode, type SnapshotRecord, type VolumeRecord } from './records.js';
@@ -188,6 +189,7 @@ export class SimCsiServer {
   private constructor(
     private readonly server: grpc.Server,
     readonly socketPath: string,
+    private readonly clock: Clock,
   ) {}
 
   static async start(state: ArrayState, options: SimCsiServerOptions): Promise<SimCsiServer> {
@@ -398,7 +400,7 @@ export class SimCsiServer {
       server.bindAsync(`unix:${options.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
     });
     log.debug({ socket: options.socketPath }, 'sim array CSI server listening');
-    return new SimCsiServer(server, options.socketPath);
+    return new SimCsiServer(server, options.socketPath, state.clock);
   }
 
   /** Drops every call at once (an array crash). */
@@ -408,15 +410,15 @@ export class SimCsiServer {
 
   /** Lets running calls finish for up to `graceMs`, then cuts the rest off. */
   async close(graceMs = 5_000): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
+    let timer: TimerHandle | undefined;
     await new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
+      timer = this.clock.setTimeout(() => {
         this.server.forceShutdown();
         resolve();
       }, graceMs);
       this.server.tryShutdown(() => resolve());
     });
-    clearTimeout(timer);
+    if (timer !== undefined) this.clock.clearTimeout(timer);
     await rm(this.socketPath, { force: true });
   }
 }
