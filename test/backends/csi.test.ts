@@ -75,55 +75,53 @@ describe('csi driver', () => {
     });
   });
 
+  /** A unix socket that accepts connections and says nothing, so no gRPC call ever completes. */
+  async function muteSocket(): Promise<{ socket: string; close: () => Promise<void> }> {
+    const dir = await tempDir('csi-mute');
+    const socket = join(dir, 'csi.sock');
+    const held: Socket[] = [];
+    const mute = createServer((c) => void held.push(c));
+    await new Promise<void>((resolve) => mute.listen(socket, resolve));
+    return {
+      socket,
+      close: async () => {
+        for (const c of held) c.destroy();
+        await new Promise<void>((resolve) => mute.close(() => resolve()));
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
   describe('a plugin that never answers', function () {
     this.timeout(120_000);
     before(ensureCsiProto);
 
     it('discovery past the deadline is a retryable timeout DriverError, not a bare abort', async () => {
-      const dir = await tempDir('csi-mute');
-      const socket = join(dir, 'csi.sock');
-      // Accepts connections and says nothing, so no gRPC call ever completes.
-      const held: Socket[] = [];
-      const mute = createServer((c) => void held.push(c));
-      await new Promise<void>((resolve) => mute.listen(socket, resolve));
-      const driver = createDriver('csi', { endpoint: `unix://${socket}`, timeoutMs: 200 });
+      const mute = await muteSocket();
+      const driver = createDriver('csi', { endpoint: `unix://${mute.socket}`, timeoutMs: 200 });
       try {
         const err = await expectDriverError(driver.getVolume('v', never), 'timeout');
         expect(err.message).to.match(/discovery|deadline/i);
       } finally {
         await driver.close();
-        for (const c of held) c.destroy();
-        await new Promise<void>((resolve) => mute.close(() => resolve()));
-        await rm(dir, { recursive: true, force: true });
+        await mute.close();
       }
     });
-  });
 
-  describe('on the injected clock', function () {
-    this.timeout(60_000);
-    before(ensureCsiProto);
-
-    it('the call deadline runs on the Clock the driver was given: a FakeClock times out a mute plugin without real waiting', async () => {
-      const dir = await tempDir('csi-fake-clock');
-      const socket = join(dir, 'csi.sock');
-      const held: Socket[] = [];
-      const mute = createServer((c) => void held.push(c));
-      await new Promise<void>((resolve) => mute.listen(socket, resolve));
+    it('the deadline runs on the Clock the driver was given: a FakeClock times out a mute plugin without real waiting', async () => {
+      const mute = await muteSocket();
       const clock = new FakeClock();
-      const driver = createDriver('csi', { endpoint: `unix://${socket}`, timeoutMs: 3_600_000 }, {}, { clock });
+      const driver = createDriver('csi', { endpoint: `unix://${mute.socket}`, timeoutMs: 3_600_000 }, {}, { clock });
       try {
         const pending = driver.getVolume('v', never).catch((e: unknown) => e);
         while (clock.pendingTimers === 0) await settle();
         const started = performance.now();
         await clock.advanceAndSettle(3_600_000);
-        const err = await pending;
-        expect(err).to.have.property('reason', 'timeout');
+        expect(await pending).to.have.property('reason', 'timeout');
         expect(performance.now() - started).to.be.below(5_000);
       } finally {
         await driver.close();
-        for (const c of held) c.destroy();
-        await new Promise<void>((resolve) => mute.close(() => resolve()));
-        await rm(dir, { recursive: true, force: true });
+        await mute.close();
       }
     });
   });
