@@ -60,7 +60,6 @@ export function defaultRetryAfterMs(random: () => number = Math.random): number 
   return Math.round(50 + 50 * random());
 }
 
-
 export function isDriverError(err: unknown, reason?: DriverErrorReason): err is DriverError {
   return err instanceof DriverError && (reason === undefined || err.reason === reason);
 }

@@ -114,6 +114,7 @@ class KeyedMutex {
   }
 }
 
+/** The driver options; hostpath never waits on time, so `clock` is accepted and unused. */
 export interface HostpathOptions extends DriverOptions {
   /**
    * Runs before each try of a call, named by the call; what it throws counts as that try's
@@ -139,7 +140,7 @@ export class HostpathDriver implements StorageDriver {
 
   constructor(
     private readonly config: HostpathConfig,
-    private readonly hooks: HostpathOptions = {},
+    private readonly options: HostpathOptions = {},
   ) {
     this.volumesDir = join(config.root, 'volumes');
     this.snapshotsDir = join(config.root, 'snapshots');
@@ -150,7 +151,7 @@ export class HostpathDriver implements StorageDriver {
   private async attempt<T>(call: string, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
     throwIfAborted(signal);
     try {
-      this.hooks.beforeTry?.(call);
+      this.options.beforeTry?.(call);
       return await fn();
     } catch (err) {
       if (signal.aborted) throw abortReason(signal);
