@@ -13,7 +13,7 @@ import { snapshotGroup } from '../../src/backends/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
 import { csiFixture, ensureCsiProto, tempDir } from './fixtures.js';
 import { expectDriverError } from './contract.js';
-import { FakeClock, settle } from '../../src/core/clock.js';
+import { FakeClock, settle } from '../../src/core/testing.js';
 
 const never = new AbortController().signal;
 const MiB = 1024 * 1024;

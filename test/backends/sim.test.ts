@@ -4,7 +4,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { expect } from 'chai';
-import { FakeClock, settle } from '../../src/core/clock.js';
+import { FakeClock, settle } from '../../src/core/testing.js';
 import { BackendLimiter } from '../../src/core/limiter.js';
 import { openHeld, snapshotGroup } from '../../src/backends/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
