@@ -10,8 +10,8 @@
 // - after: today's driver answers busy at once; the caller leaves the slot, waits the
 //   answer's retryAfterMs and queues again (a stand-in for the core's runner).
 // - after, jittered: the same, waiting 0.5-1.5x retryAfterMs (a policy the runner may pick);
-// - after + limit cut on busy: the same under a limiter that lowers its concurrency on busy
-//   (AIMD), what the core's adaptive limiter is to do with the `busy` flag.
+// - after + the core's adaptive limit: the same under `limits.adaptive`, which learns the
+//   array's concurrency from its busy answers (src/core/adaptive-limit.ts).
 // For each: throughput, the array's busy refusals (/admin/stats rejectedBusy), and the p50
 // latency of an accepted operation as the array ran it (its oplog) and as the caller saw
 // it end. The ideal makespan is ceil(ops / arrayLimit) * latency. A second table is the
@@ -84,58 +84,21 @@ interface Arm {
   make(limiter: BackendLimiter, url: string): Create;
 }
 
-/** How a limit adapts to what the array answers (the after arm's limiter, if it adapts). */
-interface Adaptation {
-  busy(retryAfterMs: number): void;
-  ok(): void;
-}
-
 /** The after arm's caller loop: out of the slot on busy, wait `wait(retryAfterMs)`, queue again. */
-function outOfSlot(wait: (retryAfterMs: number) => number, adapt?: (limiter: BackendLimiter) => Adaptation): Arm['make'] {
+function outOfSlot(wait: (retryAfterMs: number) => number): Arm['make'] {
   return (limiter, url) => {
     const driver = createDriver('sim', { endpoint: url });
     const never = new AbortController().signal;
-    const adaptation = adapt?.(limiter);
     return async (name) => {
       for (;;) {
         const outcome = await limiter.run('array', 'createVolume', () => driver.createVolume({ name, capacityBytes: MiB }, never)).catch((err: unknown) => err);
         if (!(outcome instanceof DriverError && outcome.busy)) {
           if (outcome instanceof Error) throw outcome;
-          adaptation?.ok();
           return;
         }
-        adaptation?.busy(outcome.retryAfterMs ?? 0);
         await sleep(realClock, wait(outcome.retryAfterMs ?? 0));
       }
     };
-  };
-}
-
-/**
- * What `busy` is for: a limit that drops on busy (x0.75, at most once per retry-after) and
- * grows by one per window of successes. A stand-in for the core's adaptive limiter, to show
- * the contract end to end.
- */
-function aimd(limiter: BackendLimiter): Adaptation {
-  const max = limiter.limits('array').maxConcurrent;
-  let limit = max;
-  let successes = 0;
-  let lastCut = -Infinity;
-  const set = (n: number) => {
-    limit = n;
-    successes = 0;
-    limiter.configure('array', { maxConcurrent: n });
-  };
-  return {
-    busy: (retryAfterMs) => {
-      const now = performance.now();
-      if (now - lastCut < retryAfterMs) return;
-      lastCut = now;
-      set(Math.max(1, Math.floor(limit * 0.75)));
-    },
-    ok: () => {
-      if (++successes >= limit && limit < max) set(limit + 1);
-    },
   };
 }
 
@@ -154,7 +117,13 @@ const arms: Arm[] = [
   },
   { title: 'after: busy out of the slot, long-poll', make: outOfSlot((ms) => ms) },
   { title: 'after, jittered wait (0.5-1.5x)', make: outOfSlot((ms) => ms * (0.5 + Math.random())) },
-  { title: 'after + limit cut on busy (AIMD stand-in)', make: outOfSlot((ms) => ms, aimd) },
+  {
+    title: 'after + the core\'s adaptive limit',
+    make: (limiter, url) => {
+      limiter.configure('array', { adaptive: true });
+      return outOfSlot((ms) => ms)(limiter, url);
+    },
+  },
 ];
 
 function p50(values: number[]): number {
