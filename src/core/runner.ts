@@ -219,7 +219,10 @@ export class Controller {
 
   private async process(key: string): Promise<void> {
     const started = this.clock.now();
-    const logger = this.logger.child({ key, reconcileID: randomUUID() });
+    // Made on first use: most runs log nothing, and a child logger per run was a large share
+    // of the garbage of a burst of small reconciles.
+    let runLogger: Logger | undefined;
+    const log = () => (runLogger ??= this.logger.child({ key, reconcileID: randomUUID() }));
     const abort = new AbortController();
     let admitted: { locks: LockHandle; slot?: HeldSlot } | undefined;
     let hasWorker = false;
@@ -233,16 +236,24 @@ export class Controller {
       timer = this.clock.setTimeout(() => {
         abort.abort(new ReconcileTimeoutError(`reconcile of ${key} timed out after ${this.timeoutMs} ms`));
         // Visible so that a reconciler ignoring its signal (and so keeping its locks) is found.
-        logger.warn(`reconcile still running after its ${this.timeoutMs} ms timeout; signal aborted, locks kept until it returns`);
+        log().warn(`reconcile still running after its ${this.timeoutMs} ms timeout; signal aborted, locks kept until it returns`);
       }, this.timeoutMs);
-      const outcome = await this.reconciler.reconcile(key, { signal: abort.signal, logger, locks: admitted.locks, backend: admitted.slot });
+      const context: ReconcileContext = {
+        signal: abort.signal,
+        get logger() {
+          return log();
+        },
+        locks: admitted.locks,
+        backend: admitted.slot,
+      };
+      const outcome = await this.reconciler.reconcile(key, context);
       // Past its timeout a run has failed, however it ended: its caller gave up on it.
       if (abort.signal.reason instanceof ReconcileTimeoutError) throw abort.signal.reason;
       this.queue.forget(key);
       result = outcome && outcome.requeueAfterMs !== undefined ? 'requeue_after' : 'success';
       if (outcome && outcome.requeueAfterMs !== undefined) this.queue.addAfter(key, outcome.requeueAfterMs);
     } catch (error) {
-      result = this.retry(key, error, logger);
+      result = this.retry(key, error, log);
     } finally {
       if (timer !== undefined) this.clock.clearTimeout(timer);
       this.inFlight.delete(key);
@@ -261,6 +272,24 @@ export class Controller {
   /** Takes the plan's locks, then its backend's slot, holding no worker; re-plans under the locks. */
   private async admit(key: string): Promise<{ locks: LockHandle; slot?: HeldSlot }> {
     if (this.stopping.signal.aborted) throw this.stopping.signal.reason;
+    // The usual case waits for nothing and needs no signal.
+    const plan = this.reconciler.plan(key);
+    const locks = this.locks.tryAcquireMany(plan.locks);
+    const slot = locks && plan.backend && this.limiter ? this.limiter.tryAcquire(plan.backend) : undefined;
+    if (locks && (!plan.backend || !this.limiter || slot)) {
+      let same = false;
+      try {
+        same = samePlan(plan, this.reconciler.plan(key));
+      } finally {
+        if (!same) {
+          slot?.release();
+          locks.release();
+        }
+      }
+      if (same) return { locks, slot };
+    } else {
+      locks?.release();
+    }
     const admission = new AbortController();
     this.admissions.add(admission);
     try {
@@ -270,6 +299,7 @@ export class Controller {
     }
   }
 
+  /** Takes the plan's locks, then its slot, waiting for each until `stop` aborts. */
   private async admitUntil(key: string, stop: AbortSignal): Promise<{ locks: LockHandle; slot?: HeldSlot }> {
     for (let attempt = 0; attempt < MAX_REPLANS; attempt++) {
       const plan = this.reconciler.plan(key);
@@ -291,22 +321,22 @@ export class Controller {
   }
 
   /** Requeues a failed run as its error asks; returns the result label, or undefined for a run dropped at stop. */
-  private retry(key: string, error: unknown, logger: Logger): ReconcileResultLabel | undefined {
+  private retry(key: string, error: unknown, log: () => Logger): ReconcileResultLabel | undefined {
     if (error instanceof ControllerStopping) {
-      logger.debug('not started before the controller stopped; the next start picks it up');
+      log().debug('not started before the controller stopped; the next start picks it up');
       return undefined;
     }
     this.metrics?.reconcileErrors.inc({ controller: this.name });
     const retryAfterMs = retryAfterOf(error);
     if (isTerminal(error)) {
       this.queue.forget(key);
-      logger.error({ err: error }, `reconcile failed for good, not retrying: ${String(error)}`);
+      log().error({ err: error }, `reconcile failed for good, not retrying: ${String(error)}`);
     } else if (retryAfterMs !== undefined) {
       this.queue.addRateLimited(key, retryAfterMs);
-      logger.info({ err: error, retryAfterMs }, `reconcile failed, retrying after ${retryAfterMs} ms as asked: ${String(error)}`);
+      log().info({ err: error, retryAfterMs }, `reconcile failed, retrying after ${retryAfterMs} ms as asked: ${String(error)}`);
     } else {
       this.queue.addRateLimited(key);
-      logger.warn({ err: error, retries: this.queue.numRequeues(key) }, `reconcile failed, will retry: ${String(error)}`);
+      log().warn({ err: error, retries: this.queue.numRequeues(key) }, `reconcile failed, will retry: ${String(error)}`);
     }
     return 'error';
   }
