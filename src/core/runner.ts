@@ -272,52 +272,34 @@ export class Controller {
   /** Takes the plan's locks, then its backend's slot, holding no worker; re-plans under the locks. */
   private async admit(key: string): Promise<{ locks: LockHandle; slot?: HeldSlot }> {
     if (this.stopping.signal.aborted) throw this.stopping.signal.reason;
-    // The usual case waits for nothing and needs no signal.
-    const plan = this.reconciler.plan(key);
-    const locks = this.locks.tryAcquireMany(plan.locks);
-    const slot = locks && plan.backend && this.limiter ? this.limiter.tryAcquire(plan.backend) : undefined;
-    if (locks && (!plan.backend || !this.limiter || slot)) {
-      let same = false;
-      try {
-        same = samePlan(plan, this.reconciler.plan(key));
-      } finally {
-        if (!same) {
-          slot?.release();
-          locks.release();
-        }
-      }
-      if (same) return { locks, slot };
-    } else {
-      locks?.release();
-    }
-    const admission = new AbortController();
-    this.admissions.add(admission);
+    // Made only if the run must wait (the usual run does not): `stop` aborts it.
+    let admission: AbortController | undefined;
+    const stop = () => {
+      if (this.stopping.signal.aborted) return this.stopping.signal;
+      if (!admission) this.admissions.add((admission = new AbortController()));
+      return admission.signal;
+    };
     try {
-      return await this.admitUntil(key, admission.signal);
-    } finally {
-      this.admissions.delete(admission);
-    }
-  }
-
-  /** Takes the plan's locks, then its slot, waiting for each until `stop` aborts. */
-  private async admitUntil(key: string, stop: AbortSignal): Promise<{ locks: LockHandle; slot?: HeldSlot }> {
-    for (let attempt = 0; attempt < MAX_REPLANS; attempt++) {
-      const plan = this.reconciler.plan(key);
-      const locks = this.locks.tryAcquireMany(plan.locks) ?? (await this.locks.acquireMany(plan.locks, stop));
-      try {
-        if (!samePlan(plan, this.reconciler.plan(key))) {
+      for (let attempt = 0; attempt < MAX_REPLANS; attempt++) {
+        const plan = this.reconciler.plan(key);
+        const locks = this.locks.tryAcquireMany(plan.locks) ?? (await this.locks.acquireMany(plan.locks, stop()));
+        try {
+          if (!samePlan(plan, this.reconciler.plan(key))) {
+            locks.release();
+            continue;
+          }
+          if (!plan.backend || !this.limiter) return { locks };
+          const slot = this.limiter.tryAcquire(plan.backend) ?? (await this.limiter.acquire(plan.backend, stop()));
+          return { locks, slot };
+        } catch (error) {
           locks.release();
-          continue;
+          throw error;
         }
-        if (!plan.backend || !this.limiter) return { locks };
-        const slot = this.limiter.tryAcquire(plan.backend) ?? (await this.limiter.acquire(plan.backend, stop));
-        return { locks, slot };
-      } catch (error) {
-        locks.release();
-        throw error;
       }
+      throw new Error(`the plan of ${key} changed ${MAX_REPLANS} times in a row while its locks were taken`);
+    } finally {
+      if (admission) this.admissions.delete(admission);
     }
-    throw new Error(`the plan of ${key} changed ${MAX_REPLANS} times in a row while its locks were taken`);
   }
 
   /** Requeues a failed run as its error asks; returns the result label, or undefined for a run dropped at stop. */
