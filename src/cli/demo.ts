@@ -10,7 +10,7 @@ import {
   startControlPlane,
   type KubectlOptions,
   type KubectlResult,
-} from '../testing/control-plane.js';
+} from './local-cluster.js';
 import { runSimulatedWorkload, startArrays, type RunningArrays } from './simulated-workload.js';
 
 const usage = `usage: npm run demo [-- --once]

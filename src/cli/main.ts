@@ -1,6 +1,7 @@
 // `trellis <command>`: one binary, each command in its own module under ./commands,
 // loaded on demand so `trellis repo stats` does not pay for the Kubernetes client.
 const commands: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> }> = {
+  operator: { summary: 'run the Kubernetes operator (watches, leader election, controllers, /metrics, probes)', load: () => import('./commands/operator.js') },
   'sim-array': { summary: 'run a simulated storage array (HTTP API, optional CSI socket)', load: () => import('./commands/sim-array.js') },
   repo: { summary: 'operate a backup repository: verify | stats | gc', load: () => import('./commands/repo.js') },
 };

@@ -6,7 +6,7 @@ import { ApiextensionsV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { repoRoot } from '../../src/testing/control-plane.js';
+import { repoRoot } from '../../src/cli/local-cluster.js';
 import { testNamespace, useSharedControlPlane } from '../support/control-plane-hooks.js';
 import { group, version, volumeClient } from '../support/volumes.js';
 

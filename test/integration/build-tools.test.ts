@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { repoRoot } from '../../src/testing/control-plane.js';
+import { repoRoot } from '../../src/cli/local-cluster.js';
 import { eventually } from '../support/eventually.js';
 
 const script = join(repoRoot, 'hack', 'build-tools.sh');

@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { join } from 'node:path';
-import { repoRoot } from '../../src/testing/control-plane.js';
+import { repoRoot } from '../../src/cli/local-cluster.js';
 import { testNamespace, useSharedControlPlane } from '../support/control-plane-hooks.js';
 
 describe('a cluster with kube-controller-manager, kubectl and RBAC @integration', function () {

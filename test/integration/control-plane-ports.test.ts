@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { existsSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { CONTROL_PLANE_START_TIMEOUT_MS, freePorts, startControlPlane } from '../../src/testing/control-plane.js';
+import { CONTROL_PLANE_START_TIMEOUT_MS, freePorts, startControlPlane } from '../../src/cli/local-cluster.js';
 
 describe('control plane harness ports @integration', function () {
   this.timeout(CONTROL_PLANE_START_TIMEOUT_MS);

@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONTROL_PLANE_START_TIMEOUT_MS, repoRoot } from '../../src/testing/control-plane.js';
+import { CONTROL_PLANE_START_TIMEOUT_MS, repoRoot } from '../../src/cli/local-cluster.js';
 import { leftoverProcesses } from '../support/control-plane-hooks.js';
 
 describe('npm run demo -- --once @integration', function () {

@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONTROL_PLANE_START_TIMEOUT_MS, repoRoot, startControlPlane } from '../../src/testing/control-plane.js';
+import { CONTROL_PLANE_START_TIMEOUT_MS, repoRoot, startControlPlane } from '../../src/cli/local-cluster.js';
 import { leftoverProcesses } from '../support/control-plane-hooks.js';
 import { eventually } from '../support/eventually.js';
 

@@ -15,7 +15,7 @@ import {
   CONTROL_PLANE_START_TIMEOUT_MS,
   startControlPlane,
   type ControlPlane,
-} from '../../src/testing/control-plane.js';
+} from '../../src/cli/local-cluster.js';
 
 let shared: Promise<ControlPlane> | undefined;
 

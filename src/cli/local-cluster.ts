@@ -1,5 +1,7 @@
-// A real, throwaway Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)
-// built from the pinned Go modules in hack/tools, for tests and the demo.
+// A local Kubernetes cluster: a real, throwaway control plane (etcd, kube-apiserver,
+// kube-controller-manager) built from the pinned Go modules in hack/tools, started by
+// `npm run demo` and by the integration tests. Importing this module starts, spawns and
+// installs nothing; everything happens in the functions called.
 //
 // Guarantees:
 // - Everything listens on free loopback ports and lives in one temp dir: keys, certs,
@@ -155,7 +157,12 @@ function installExitHooks(): void {
   }
 }
 
-const setprivAvailable = spawnSync('setpriv', ['--help'], { stdio: 'ignore' }).status === 0;
+// Probed on first spawn, not at import: importing this module starts nothing.
+let setprivProbed: boolean | undefined;
+function setprivAvailable(): boolean {
+  setprivProbed ??= spawnSync('setpriv', ['--help'], { stdio: 'ignore' }).status === 0;
+  return setprivProbed;
+}
 
 /** One component of the control plane, restartable in place, its output appended to a log. */
 class Component {
@@ -178,7 +185,7 @@ class Component {
     if (this.running) return;
     const log = openSync(this.logPath, 'a');
     // pdeathsig: the kernel kills the component if this Node process dies without cleanup.
-    const [command, args] = setprivAvailable
+    const [command, args] = setprivAvailable()
       ? ['setpriv', ['--pdeathsig', 'KILL', '--', this.binary, ...this.args]]
       : [this.binary, this.args];
     const child = spawn(command, args, { stdio: ['ignore', log, log] });
@@ -229,7 +236,7 @@ export async function ensureTools<T extends ToolName>(
 ): Promise<Record<T, string>> {
   const script = join(repoRoot, 'hack', 'build-tools.sh');
   // If this process dies outright, the kernel sends the script SIGTERM, so its trap still runs.
-  const [command, args] = setprivAvailable
+  const [command, args] = setprivAvailable()
     ? ['setpriv', ['--pdeathsig', 'TERM', '--', 'bash', script, ...names]]
     : ['bash', [script, ...names]];
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
