@@ -140,6 +140,10 @@ export class Controller {
   private dispatcher?: Promise<void>;
   // Aborted by `stop`: runs that have not started give up their waits.
   private readonly stopping = new AbortController();
+  // One per run waiting for its locks or slot, aborted by `stop`. Not the shared `stopping`
+  // signal: a signal's listeners are a list, and thousands of waits on one made each
+  // grant's listener removal cost O(waits).
+  private readonly admissions = new Set<AbortController>();
 
   constructor(options: ControllerOptions) {
     this.name = options.name;
@@ -174,6 +178,7 @@ export class Controller {
    */
   async stop({ graceMs = 30_000 }: StopOptions = {}): Promise<StopResult> {
     this.stopping.abort(new ControllerStopping(`controller ${this.name} is stopping`));
+    for (const admission of this.admissions) admission.abort(this.stopping.signal.reason);
     for (const waiter of this.workerWaiters.splice(0)) waiter(false);
     this.queue.shutdown();
     this.wakeDispatcher?.();
@@ -214,7 +219,10 @@ export class Controller {
 
   private async process(key: string): Promise<void> {
     const started = this.clock.now();
-    const logger = this.logger.child({ key, reconcileID: randomUUID() });
+    // Made on first use: most runs log nothing, and a child logger per run was a large share
+    // of the garbage of a burst of small reconciles.
+    let runLogger: Logger | undefined;
+    const log = () => (runLogger ??= this.logger.child({ key, reconcileID: randomUUID() }));
     const abort = new AbortController();
     let admitted: { locks: LockHandle; slot?: HeldSlot } | undefined;
     let hasWorker = false;
@@ -228,16 +236,24 @@ export class Controller {
       timer = this.clock.setTimeout(() => {
         abort.abort(new ReconcileTimeoutError(`reconcile of ${key} timed out after ${this.timeoutMs} ms`));
         // Visible so that a reconciler ignoring its signal (and so keeping its locks) is found.
-        logger.warn(`reconcile still running after its ${this.timeoutMs} ms timeout; signal aborted, locks kept until it returns`);
+        log().warn(`reconcile still running after its ${this.timeoutMs} ms timeout; signal aborted, locks kept until it returns`);
       }, this.timeoutMs);
-      const outcome = await this.reconciler.reconcile(key, { signal: abort.signal, logger, locks: admitted.locks, backend: admitted.slot });
+      const context: ReconcileContext = {
+        signal: abort.signal,
+        get logger() {
+          return log();
+        },
+        locks: admitted.locks,
+        backend: admitted.slot,
+      };
+      const outcome = await this.reconciler.reconcile(key, context);
       // Past its timeout a run has failed, however it ended: its caller gave up on it.
       if (abort.signal.reason instanceof ReconcileTimeoutError) throw abort.signal.reason;
       this.queue.forget(key);
       result = outcome && outcome.requeueAfterMs !== undefined ? 'requeue_after' : 'success';
       if (outcome && outcome.requeueAfterMs !== undefined) this.queue.addAfter(key, outcome.requeueAfterMs);
     } catch (error) {
-      result = this.retry(key, error, logger);
+      result = this.retry(key, error, log);
     } finally {
       if (timer !== undefined) this.clock.clearTimeout(timer);
       this.inFlight.delete(key);
@@ -255,42 +271,54 @@ export class Controller {
 
   /** Takes the plan's locks, then its backend's slot, holding no worker; re-plans under the locks. */
   private async admit(key: string): Promise<{ locks: LockHandle; slot?: HeldSlot }> {
-    for (let attempt = 0; attempt < MAX_REPLANS; attempt++) {
-      const plan = this.reconciler.plan(key);
-      const locks = this.locks.tryAcquireMany(plan.locks) ?? (await this.locks.acquireMany(plan.locks, this.stopping.signal));
-      try {
-        if (!samePlan(plan, this.reconciler.plan(key))) {
+    if (this.stopping.signal.aborted) throw this.stopping.signal.reason;
+    // Made only if the run must wait (the usual run does not): `stop` aborts it.
+    let admission: AbortController | undefined;
+    const stop = () => {
+      if (this.stopping.signal.aborted) return this.stopping.signal;
+      if (!admission) this.admissions.add((admission = new AbortController()));
+      return admission.signal;
+    };
+    try {
+      for (let attempt = 0; attempt < MAX_REPLANS; attempt++) {
+        const plan = this.reconciler.plan(key);
+        const locks = this.locks.tryAcquireMany(plan.locks) ?? (await this.locks.acquireMany(plan.locks, stop()));
+        try {
+          if (!samePlan(plan, this.reconciler.plan(key))) {
+            locks.release();
+            continue;
+          }
+          if (!plan.backend || !this.limiter) return { locks };
+          const slot = this.limiter.tryAcquire(plan.backend) ?? (await this.limiter.acquire(plan.backend, stop()));
+          return { locks, slot };
+        } catch (error) {
           locks.release();
-          continue;
+          throw error;
         }
-        if (!plan.backend || !this.limiter) return { locks };
-        const slot = this.limiter.tryAcquire(plan.backend) ?? (await this.limiter.acquire(plan.backend, this.stopping.signal));
-        return { locks, slot };
-      } catch (error) {
-        locks.release();
-        throw error;
       }
+      throw new Error(`the plan of ${key} changed ${MAX_REPLANS} times in a row while its locks were taken`);
+    } finally {
+      if (admission) this.admissions.delete(admission);
     }
-    throw new Error(`the plan of ${key} changed ${MAX_REPLANS} times in a row while its locks were taken`);
   }
 
   /** Requeues a failed run as its error asks; returns the result label, or undefined for a run dropped at stop. */
-  private retry(key: string, error: unknown, logger: Logger): ReconcileResultLabel | undefined {
+  private retry(key: string, error: unknown, log: () => Logger): ReconcileResultLabel | undefined {
     if (error instanceof ControllerStopping) {
-      logger.debug('not started before the controller stopped; the next start picks it up');
+      log().debug('not started before the controller stopped; the next start picks it up');
       return undefined;
     }
     this.metrics?.reconcileErrors.inc({ controller: this.name });
     const retryAfterMs = retryAfterOf(error);
     if (isTerminal(error)) {
       this.queue.forget(key);
-      logger.error({ err: error }, `reconcile failed for good, not retrying: ${String(error)}`);
+      log().error({ err: error }, `reconcile failed for good, not retrying: ${String(error)}`);
     } else if (retryAfterMs !== undefined) {
       this.queue.addRateLimited(key, retryAfterMs);
-      logger.info({ err: error, retryAfterMs }, `reconcile failed, retrying after ${retryAfterMs} ms as asked: ${String(error)}`);
+      log().info({ err: error, retryAfterMs }, `reconcile failed, retrying after ${retryAfterMs} ms as asked: ${String(error)}`);
     } else {
       this.queue.addRateLimited(key);
-      logger.warn({ err: error, retries: this.queue.numRequeues(key) }, `reconcile failed, will retry: ${String(error)}`);
+      log().warn({ err: error, retries: this.queue.numRequeues(key) }, `reconcile failed, will retry: ${String(error)}`);
     }
     return 'error';
   }
