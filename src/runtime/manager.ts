@@ -78,17 +78,26 @@ export class Manager {
   private readonly options: ManagerOptions;
   private readonly clock: Clock;
   private readonly logger: Logger;
+  // Fixed once `run` starts.
   private readonly definitions: ControllerDefinition[] = [];
+  // One per (kind, watched namespace); all started by `run`, all stopped by `shutdown`.
   private readonly watchers: Watcher<AnyObject>[] = [];
+  // Non-empty only while (or after) leading: controllers exist only on the leader.
   private readonly controllers: Controller[] = [];
+  // The store subscriptions that enqueue; emptied first at shutdown, so intake stops before anything else.
   private readonly unsubscribes: Array<() => void> = [];
   private readonly elector?: LeaderElector;
   private readonly events: EventRecorder;
   private readonly http: HttpEndpoints;
+  private listening?: ReturnType<HttpEndpoints['start']>;
+  // Aborted when shutdown begins: ends the wait for sync and for the lease.
   private readonly stopping = new AbortController();
+  // new -> syncing -> standby -> leading -> stopping -> stopped; any state may go to stopping.
   private state: 'new' | 'syncing' | 'standby' | 'leading' | 'stopping' | 'stopped' = 'new';
+  // Resolves `done` with how the run ended; called once, at the end of shutdown.
   private outcome?: (outcome: RunOutcome) => void;
   private readonly done: Promise<RunOutcome>;
+  // Set by the first stop or lost lease: later calls share it.
   private stopped?: Promise<{ unfinished: string[] }>;
 
   constructor(options: ManagerOptions) {
@@ -154,7 +163,6 @@ export class Manager {
   async listen(): Promise<Awaited<ReturnType<HttpEndpoints['start']>>> {
     return (this.listening ??= this.http.start());
   }
-  private listening?: ReturnType<HttpEndpoints['start']>;
 
   /**
    * Runs until `stop` or until leadership is lost. Resolves with why it ended; rejects only
