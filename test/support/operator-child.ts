@@ -9,7 +9,9 @@
 // logs {cleaned: true} when it cleans one up. A Volume annotated
 // `test.trellis.dev/needs-backend` logs {reconciled: true} on every reconcile and stays
 // Pending until its Backend exists; a Backend's changes re-enqueue exactly the Volumes on it
-// (through the cache's backend index). Flags are the operator's own.
+// (through the cache's backend index). A Volume annotated `test.trellis.dev/secret: ns/name`
+// has that Secret read through the runtime's SecretReader and logs {secretKeys: n} (never a
+// value). Flags are the operator's own.
 import { appendFileSync } from 'node:fs';
 import { parseSettings, runOperator } from '../../src/cli/commands/operator.js';
 import { sleep } from '../../src/core/index.js';
@@ -39,6 +41,11 @@ const testVolumes = defineController({
           });
           return;
         }
+      }
+      const secret = volume.metadata.annotations?.['test.trellis.dev/secret'];
+      if (secret) {
+        const [secretNamespace, secretName] = secret.split('/');
+        record({ namespace, name, secretKeys: (await context.secrets.read(secretNamespace, secretName, context.signal)).size });
       }
       const failure = volume.metadata.annotations?.['test.trellis.dev/fail'];
       if (failure) throw new Error(failure);

@@ -17,6 +17,7 @@ export interface WriteRecord {
   aborted?: boolean;
   cleaned?: boolean;
   reconciled?: boolean;
+  secretKeys?: number;
 }
 
 export interface OperatorProcess {
