@@ -16,7 +16,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { componentLogger, type Logger } from '../log.js';
+import { componentLogger, rootLogger, type Logger } from '../log.js';
 import { BackendLimiter, Controller, HierarchicalLocks, createCoreMetrics, realClock, serialized, type Clock, type CoreMetrics } from '../core/index.js';
 import { KubeApi } from './api.js';
 import { Cache } from './cache.js';
@@ -61,6 +61,7 @@ export interface ManagerOptions {
   probeAddress?: string;
   registry?: Registry;
   clock?: Clock;
+  /** The parent of every component logger (each adds one `component`); default the root logger. */
   logger?: Logger;
   /** Watch silence after which a watch restarts; default 120 s. */
   watchSilenceMs?: number;
@@ -78,6 +79,7 @@ export class Manager {
   private readonly options: ManagerOptions;
   private readonly clock: Clock;
   private readonly logger: Logger;
+  private readonly baseLogger: Logger;
   // Fixed once `run` starts.
   private readonly definitions: ControllerDefinition[] = [];
   // One per (kind, watched namespace); all started by `run`, all stopped by `shutdown`.
@@ -104,7 +106,9 @@ export class Manager {
     this.options = options;
     this.done = new Promise((resolve) => (this.outcome = resolve));
     this.clock = options.clock ?? realClock;
-    this.logger = options.logger ?? componentLogger('manager');
+    // Each component's logger hangs off the base, so a line carries one `component`.
+    this.baseLogger = options.logger ?? rootLogger;
+    this.logger = componentLogger('manager', this.baseLogger);
     this.registry = options.registry ?? new Registry();
     if (!options.registry) collectDefaultMetrics({ register: this.registry });
     this.coreMetrics = createCoreMetrics(this.registry);
@@ -122,14 +126,14 @@ export class Manager {
         renewDeadlineMs: election.renewDeadlineMs,
         retryPeriodMs: election.retryPeriodMs,
         clock: this.clock,
-        logger: componentLogger('leader-election', this.logger),
+        logger: componentLogger('leader-election', this.baseLogger),
         status: this.runtimeMetrics.leaderStatus,
         watch: watchLease(options.kubeConfig, election.namespace, election.name),
       });
       const elector = this.elector;
       this.api.setFence(() => elector.fence());
     }
-    this.events = new EventRecorder({ api: this.api, instance: this.identity, clock: this.clock, logger: componentLogger('events', this.logger) });
+    this.events = new EventRecorder({ api: this.api, instance: this.identity, clock: this.clock, logger: componentLogger('events', this.baseLogger) });
     this.http = new HttpEndpoints({
       registry: this.registry,
       metricsAddress: options.metricsAddress ?? ':8080',
@@ -217,7 +221,7 @@ export class Manager {
           clock: this.clock,
           silenceMs: this.options.watchSilenceMs,
           metrics: this.runtimeMetrics,
-          logger: componentLogger('watch', this.logger),
+          logger: componentLogger('watch', this.baseLogger),
         });
         this.watchers.push(watcher);
         watcher.start();
@@ -270,7 +274,7 @@ export class Manager {
       logger: this.logger,
     };
     for (const definition of this.definitions) {
-      const logger = componentLogger('controller', this.logger).child({ controller: definition.name });
+      const logger = componentLogger('controller', this.baseLogger).child({ controller: definition.name });
       const adapter = new ObjectReconcilerAdapter(definition, definition.create({ ...services, logger }), services);
       const controller = new Controller({
         name: definition.name,
