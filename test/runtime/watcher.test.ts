@@ -43,7 +43,11 @@ describe('runtime/watcher: a supervised list+watch', function () {
         response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'Status', status: 'Failure', reason: 'TooManyRequests', message: 'storage is (re)initializing', code: status }));
         return;
       }
-      response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ metadata: { resourceVersion: '10' }, items }));
+      // Pages of `limit`, with the offset as the continue token.
+      const limit = Number(url.searchParams.get('limit') ?? items.length);
+      const offset = Number(url.searchParams.get('continue') ?? 0);
+      const rest = offset + limit < items.length ? { continue: String(offset + limit) } : {};
+      response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ metadata: { resourceVersion: '10', ...rest }, items: items.slice(offset, offset + limit) }));
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   });
@@ -92,6 +96,16 @@ describe('runtime/watcher: a supervised list+watch', function () {
     await eventually('the relist after the failed watch', () => store.get('ns', 'b') !== undefined, 5_000);
     expect(store.get('ns', 'a'), 'deleted meanwhile').to.equal(undefined);
     expect(await restarts()).to.equal(1);
+  });
+
+  it('lists a large collection in pages', async () => {
+    items = Array.from({ length: 1234 }, (_, i) => ({ metadata: { name: `v${i}`, namespace: 'ns', resourceVersion: '5' } }));
+    lists = [];
+    watches = [];
+    const { store, watcher } = start();
+    await watcher.whenSynced();
+    expect(store.size).to.equal(1234);
+    expect(requests.filter((r) => r === 'list')).to.have.length(3);
   });
 
   it('restarts a watch that stays silent past the silence window', async () => {
