@@ -56,7 +56,7 @@ async function copyFile(from: string, to: string): Promise<void> {
 }
 
 async function restoreTo(repo: BackupRepository, job: string, to: string): Promise<void> {
-  await pipeline(repo.readVolume(job, 'bench.volume'), createWriteStream(to));
+  await pipeline(repo.restoreStream(job, 'bench.volume'), createWriteStream(to));
   await fsyncFile(to);
 }
 
@@ -81,11 +81,11 @@ try {
     await rm(join(work, 'repo'), { recursive: true, force: true });
     const repo = await openFilesystemRepository(join(work, 'repo'), { create: { codec } });
     const copy = await timed(() => copyFile(source, join(work, 'copy.img')));
-    const backup = await timed(() => repo.writeVolume('first', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
+    const backup = await timed(() => repo.backupVolume('first', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
     const restore = await timed(() => restoreTo(repo, 'first', join(work, 'restored.img')));
     const copyBack = await timed(() => copyFile(join(work, 'copy.img'), join(work, 'copy-back.img')));
-    const second = await timed(() => repo.writeVolume('second', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
-    const verifyRead = await timed(() => pipeline(repo.readVolume('second', 'bench.volume'), new Writable({ write: (_c, _e, done) => done() })));
+    const second = await timed(() => repo.backupVolume('second', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
+    const verifyRead = await timed(() => pipeline(repo.restoreStream('second', 'bench.volume'), new Writable({ write: (_c, _e, done) => done() })));
     runs.push({ copy, backup, restore, copyBack, second, verifyRead });
     last = { repo, first: backup.value, second: second.value };
   }

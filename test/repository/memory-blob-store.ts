@@ -25,6 +25,12 @@ export class MemoryBlobStore implements BlobStore {
     return Buffer.from(blob.data);
   }
 
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    const data = await this.get(key);
+    if (offset + length > data.length) throw new RangeError(`blob ${key} ends before byte ${offset + length}`);
+    return data.subarray(offset, offset + length);
+  }
+
   async has(key: string): Promise<boolean> {
     return (await this.stat(key)) !== undefined;
   }
