@@ -15,7 +15,6 @@
 // - Memory is bounded: see VolumeChunks (chunking) and PackWriter (packs); batches are
 //   handed over one at a time.
 import { ChunkIndex, blobKeys, presenceKey, type ChunkLocation } from './chunk-index.js';
-import { encodeChunk } from './codec.js';
 import { tryRecord, type RepositoryContext } from './context.js';
 import { beginBackup, readManifest } from './catalog.js';
 import { RepositoryFormatError, UploadConflictError } from './errors.js';
@@ -232,6 +231,7 @@ class Upload {
     this.index = await ChunkIndex.load(this.repo.store);
     const chunks = volumeChunks(data, this.repo.config.chunking);
     let batch: VolumeChunk[] = [];
+    let batchBytes = 0;
     // The batch being stored while the next one is chunked (one at a time, which bounds
     // read-ahead to two batches).
     let storing: Promise<void> = Promise.resolve();
@@ -240,15 +240,17 @@ class Upload {
       if (this.failure) throw this.failure;
       const pending = batch;
       batch = [];
+      batchBytes = 0;
       if (pending.length > 0) storing = this.store(pending).catch((err: unknown) => this.fail(err));
     };
     let sha256: string | undefined;
     try {
       for await (const chunk of chunks) {
         this.refs.push(chunk.ref);
-        this.result.bytesRead += chunk.data.length;
+        this.result.bytesRead += chunk.size;
         batch.push(chunk);
-        if (batch.length >= this.intentBatch) await handOver();
+        batchBytes += chunk.size;
+        if (batch.length >= this.intentBatch || batchBytes >= chunks.batchBytes) await handOver();
       }
       await handOver();
       await storing;
@@ -273,8 +275,16 @@ class Upload {
     this.options.onProgress?.({ bytesRead: this.result.bytesRead, chunksDone: this.chunksDone, bytesUploaded: this.result.bytesUploaded });
   }
 
-  /** Declares a batch, then stores what the repository does not hold. */
+  /** Declares a batch, then stores what the repository does not hold; releases the batch's chunks. */
   private async store(batch: VolumeChunk[]): Promise<void> {
+    try {
+      await this.storeBatch(batch);
+    } finally {
+      for (const chunk of batch) chunk.release();
+    }
+  }
+
+  private async storeBatch(batch: VolumeChunk[]): Promise<void> {
     if (this.foundPresent.size >= 4096) await this.syncFoundPresent(); // bounds the set's memory
     const hashes = await Promise.all(batch.map((c) => c.hashed));
     await this.lease.keep();
@@ -290,8 +300,9 @@ class Upload {
     const fresh: { hash: string; chunk: VolumeChunk }[] = [];
     for (const [i, chunk] of batch.entries()) {
       const hash = hashes[i]!;
-      const size = chunk.data.length;
+      const size = chunk.size;
       if (this.seen.has(hash)) {
+        chunk.release();
         this.result.bytesDeduplicated += size;
         this.done(1);
         continue;
@@ -299,6 +310,7 @@ class Upload {
       this.seen.add(hash);
       const location = this.index.lookup(hash);
       if (location && (await isPresent(location))) {
+        chunk.release();
         for (const key of blobKeys(location)) this.foundPresent.add(key);
         this.result.bytesDeduplicated += size;
         if (this.lease.declaredBefore.has(hash)) this.result.bytesResumed += size;
@@ -307,9 +319,15 @@ class Upload {
       }
       fresh.push({ hash, chunk });
     }
-    const encoded = await Promise.all(fresh.map(({ chunk }) => encodeChunk(this.repo.config.codec, chunk.data)));
+    const encoded = await Promise.all(
+      fresh.map(async ({ chunk }) => {
+        const stored = await chunk.encode(this.repo.config.codec);
+        chunk.release();
+        return stored;
+      }),
+    );
     for (const [i, { hash, chunk }] of fresh.entries()) {
-      const size = chunk.data.length;
+      const size = chunk.size;
       await this.writer.add(hash, size, encoded[i]!);
       this.result.chunksUploaded++;
       this.result.bytesUploaded += size;

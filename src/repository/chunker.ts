@@ -41,8 +41,13 @@ const gear: Int32Array = (() => {
   return table;
 })();
 
+/** A copy of the gear table, for the chunk workers that scan for cut points. */
+export function gearTable(): Int32Array {
+  return gear.slice();
+}
+
 /** A mask of `bits` ones in the high half of the hash, where a gear hash mixes the most bytes. */
-function highMask(bits: number): number {
+export function highMask(bits: number): number {
   return ((2 ** bits - 1) * 2 ** (32 - bits)) | 0;
 }
 

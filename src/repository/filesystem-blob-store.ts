@@ -79,7 +79,8 @@ export class FilesystemBlobStore implements BlobStore {
       throw err;
     }
     try {
-      const out = Buffer.allocUnsafe(length);
+      // Shared memory: the chunk workers that decode and hash it read it where it is.
+      const out = Buffer.from(new SharedArrayBuffer(length));
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(out, done, length - done, offset + done);

@@ -10,12 +10,12 @@
 import { Readable } from 'node:stream';
 import { BlobNotFoundError } from './blob-store.js';
 import { describeLocation, readStored, type ChunkIndex, type ChunkLocation } from './chunk-index.js';
+import { chunkWorkers } from './chunk-workers.js';
 import { decodeChunk } from './codec.js';
 import { getManifest } from './catalog.js';
 import type { RepositoryContext } from './context.js';
 import { RepositoryIntegrityError, type IntegrityProblem } from './errors.js';
 import { keys, type Manifest } from './format.js';
-import { sha256Hex } from './hashing.js';
 import { startVolumeHash } from './volume-hash.js';
 
 export type ChunkReadResult = { ok: true; data: Buffer; key?: string } | { ok: false; problem: IntegrityProblem; detail: string; key?: string };
@@ -78,7 +78,7 @@ async function decodeChecked(stored: Buffer, size: number, key: string): Promise
 export async function readChunk(repo: ReadContext, hash: string, size: number): Promise<ChunkReadResult> {
   const r = await fetchChunk(repo, hash, size);
   if (!r.ok) return r;
-  const actual = await sha256Hex(r.data);
+  const actual = await chunkWorkers().hash([r.data]);
   return actual === hash ? r : corruptChunk(actual);
 }
 
@@ -89,6 +89,9 @@ export async function readChunk(repo: ReadContext, hash: string, size: number): 
 export function restoreStream(repo: ReadContext, job: string, volume: string, options: RestoreOptions = {}): Readable {
   return Readable.from(restoredChunks(repo, job, volume, options), { objectMode: false });
 }
+
+/** A chunk read for a restore: its bytes and their hash, or what is wrong. */
+type Loaded = (ChunkReadResult & { ok: false }) | { ok: true; data: Buffer; hash: string; key?: string };
 
 /** One ranged read: chunks [first, first + count) of a manifest, adjacent in one pack. */
 interface Extent {
@@ -133,9 +136,11 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
     const [hash] = manifest.chunks[i]!;
     return new RepositoryIntegrityError(r.problem, job, volume, `chunk ${r.detail}`, { hash, index: i, offset: offsets[i]!, key: r.key ?? keys.chunk(hash) });
   };
-  // Loads an extent: one ranged read when its chunks lie together in a pack, else one
-  // chunk on its own (a loose chunk, or one the index does not name: looked up again).
-  const load = async (extent: Extent): Promise<ChunkReadResult[]> => {
+  // Loads an extent: one ranged read when its chunks lie together in a pack, decoded and
+  // hashed on a chunk worker; else one chunk on its own (a loose chunk, or one the index
+  // does not name: looked up again) on the same workers.
+  const load = async (extent: Extent): Promise<Loaded[]> => {
+    const sizes = manifest.chunks.slice(extent.first, extent.first + extent.count).map(([, size]) => size);
     if (extent.location) {
       let bytes: Buffer | undefined;
       try {
@@ -144,25 +149,26 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
         if (!(err instanceof BlobNotFoundError || err instanceof RangeError)) throw err;
       }
       if (bytes) {
-        const out: Promise<ChunkReadResult>[] = [];
-        let at = 0;
-        for (const [j, length] of extent.lengths.entries()) {
-          out.push(decodeChecked(bytes.subarray(at, at + length), manifest.chunks[extent.first + j]![1], describeLocation({ ...extent.location, offset: extent.location.offset + at, length })));
-          at += length;
-        }
-        return Promise.all(out);
+        const decoded = await chunkWorkers().decodeExtent(bytes, extent.lengths, sizes);
+        let at = extent.location.offset;
+        return decoded.map((d, j) => {
+          const key = describeLocation({ ...extent.location!, offset: at });
+          at += extent.lengths[j]!;
+          if ('error' in d) return { ok: false, problem: 'corrupt', detail: d.error, key };
+          return { ok: true, data: Buffer.from(d.sab, d.offset, d.length), hash: d.hash, key };
+        });
       }
     }
-    // Chunk by chunk, each looked up again (a pack repacked since the index was read).
-    const out: ChunkReadResult[] = [];
+    const out: Loaded[] = [];
     for (let j = 0; j < extent.count; j++) {
       const [hash, size] = manifest.chunks[extent.first + j]!;
-      out.push(await fetchChunk(repo, hash, size));
+      const r = await fetchChunk(repo, hash, size);
+      out.push(r.ok ? { ...r, hash: await chunkWorkers().hash([r.data]) } : r);
     }
     return out;
   };
   const extents = extentsOf(manifest, index, Math.min(readAhead, 8 * 1024 * 1024));
-  const pending: { extent: Extent; bytes: number; loading: Promise<ChunkReadResult[]> }[] = [];
+  const pending: { extent: Extent; bytes: number; loading: Promise<Loaded[]> }[] = [];
   let inFlight = 0;
   let exhausted = false;
   const fill = (): void => {
@@ -180,7 +186,7 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
       inFlight += bytes;
     }
   };
-  const hash = startVolumeHash();
+  const volumeHash = startVolumeHash();
   let total = 0;
   let digest: string;
   try {
@@ -193,17 +199,18 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
       for (const [j, r] of results.entries()) {
         const i = extent.first + j;
         if (!r.ok) throw fault(i, r);
-        // The worker hashes the chunk for the volume's checksum and returns the chunk's own
-        // hash in the same pass; it is checked before a byte of the chunk goes out.
-        const actual = await hash.update(r.data);
-        if (actual !== manifest.chunks[i]![0]) throw fault(i, { ...corruptChunk(actual), key: r.key });
+        // The worker hashed the chunk as it decoded it; nothing of it goes out unless that
+        // hash is the one the manifest names.
+        if (r.hash !== manifest.chunks[i]![0]) throw fault(i, { ...corruptChunk(r.hash), key: r.key });
+        // In order, on the volume hash's own worker (shared memory: no copy).
+        volumeHash.append(r.data).catch(() => undefined); // a failure fails digest() below
         total += r.data.length;
         yield r.data;
       }
     }
-    digest = await hash.digest();
+    digest = await volumeHash.digest();
   } finally {
-    hash.dispose();
+    volumeHash.dispose();
   }
   if (total !== manifest.size || digest !== manifest.sha256) {
     throw new RepositoryIntegrityError('checksum', job, volume, `whole-volume check failed: ${total} bytes hashing to ${digest}, the manifest says ${manifest.size} bytes, ${manifest.sha256}`);

@@ -78,8 +78,10 @@ export class UploadLease {
     const held = await tryRecord<Lease>(this.repo.store, keys.lease(job, volume));
     if (held?.attempt !== this.lease.attempt) throw this.lost();
     this.lease.renewedAt = this.repo.now().toISOString();
-    await this.repo.store.put(keys.lease(job, volume), encodeRecord(this.lease));
+    // Counted from before the write: a failed write fails the upload anyway, and another
+    // keep() meanwhile must not see the old time once the new record may be visible.
     this.renewedAt = now;
+    await this.repo.store.put(keys.lease(job, volume), encodeRecord(this.lease));
   }
 
   /**
