@@ -216,7 +216,7 @@ class Upload {
     private readonly options: BackupVolumeOptions,
   ) {
     this.intentBatch = options.intentBatch ?? 16;
-    this.writer = new PackWriter(repo, repo.config.packing ?? defaultPacking, (record) => {
+    this.writer = new PackWriter(repo, repo.config.packing ?? defaultPacking, repo.config.chunking.maxSize + 1, (record) => {
       result.packs++;
       this.done(record.entries.length);
     });
@@ -319,20 +319,18 @@ class Upload {
       }
       fresh.push({ hash, chunk });
     }
-    const encoded = await Promise.all(
-      fresh.map(async ({ chunk }) => {
-        const stored = await chunk.encode(this.repo.config.codec);
-        chunk.release();
-        return stored;
-      }),
-    );
+    // Encoded in parallel on the workers, packed in order; each chunk's memory is released
+    // once the pack writer has copied it.
+    const encoded = fresh.map(({ chunk }) => chunk.encode(this.repo.config.codec));
+    for (const p of encoded) p.catch(() => undefined); // awaited in turn below
     for (const [i, { hash, chunk }] of fresh.entries()) {
-      const size = chunk.size;
-      await this.writer.add(hash, size, encoded[i]!);
+      const stored = await encoded[i]!;
+      await this.writer.add(hash, chunk.size, stored);
+      chunk.release();
       this.result.chunksUploaded++;
-      this.result.bytesUploaded += size;
-      this.result.storedBytesUploaded += encoded[i]!.length;
-      if (this.lease.declaredBefore.has(hash)) this.result.bytesReuploaded += size;
+      this.result.bytesUploaded += chunk.size;
+      this.result.storedBytesUploaded += stored.reduce((n, piece) => n + piece.length, 0);
+      if (this.lease.declaredBefore.has(hash)) this.result.bytesReuploaded += chunk.size;
     }
   }
 

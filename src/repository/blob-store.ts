@@ -17,6 +17,8 @@
 // - has, get and stat may already see a blob whose put has not resolved (another writer's):
 //   syncBlobs makes such blobs durable before anything that relies on them is written.
 
+import { RepositoryInputError } from './errors.js';
+
 export interface BlobStat {
   size: number;
   modifiedAt: Date;
@@ -33,9 +35,10 @@ export interface BlobStore {
   get(key: string): Promise<Buffer>;
   /**
    * `length` bytes of the blob from `offset` (an object store's ranged GET); throws
-   * BlobNotFoundError when absent and RangeError when the blob is shorter.
+   * BlobNotFoundError when absent and RangeError when the blob is shorter. With `into`
+   * (at least `length` bytes), the bytes land there and the Buffer returned is over it.
    */
-  getRange(key: string, offset: number, length: number): Promise<Buffer>;
+  getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
   has(key: string): Promise<boolean>;
   /** Size and modification time, or undefined when absent. */
   stat(key: string): Promise<BlobStat | undefined>;
@@ -71,6 +74,6 @@ const segment = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
 export function checkKey(key: string): void {
   const parts = key.split('/');
   for (const part of parts) {
-    if (!segment.test(part)) throw new Error(`invalid blob key ${JSON.stringify(key)}`);
+    if (!segment.test(part)) throw new RepositoryInputError(`invalid blob key ${JSON.stringify(key)}`);
   }
 }

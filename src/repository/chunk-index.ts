@@ -29,9 +29,9 @@ export function describeLocation(location: ChunkLocation): string {
   return location.kind === 'pack' ? `${keys.pack(location.pack)} at ${location.offset}` : location.key;
 }
 
-/** Reads the stored (encoded) bytes at a location; throws BlobNotFoundError when gone. */
-export function readStored(store: BlobStore, location: ChunkLocation): Promise<Buffer> {
-  return location.kind === 'pack' ? store.getRange(keys.pack(location.pack), location.offset, location.length) : store.get(location.key);
+/** Reads the stored (encoded) bytes at a location (into `into`, for a packed one, if given); throws BlobNotFoundError when gone. */
+export function readStored(store: BlobStore, location: ChunkLocation, into?: Uint8Array): Promise<Buffer> {
+  return location.kind === 'pack' ? store.getRange(keys.pack(location.pack), location.offset, location.length, into) : store.get(location.key);
 }
 
 export class ChunkIndex {

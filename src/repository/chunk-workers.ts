@@ -30,15 +30,15 @@ export interface ScanResult {
   small: number[];
 }
 
-/** One decoded chunk of an extent: where its bytes are, and their hash; or what is wrong with it. */
-export type DecodedChunk = { sab: SharedArrayBuffer; offset: number; length: number; hash: string } | { error: string };
+/** One decoded chunk of an extent: where its bytes are (in the extent's bytes or its output), and their hash; or what is wrong with it. */
+export type DecodedChunk = { in: 'bytes' | 'out'; offset: number; length: number; hash: string } | { error: string };
 
 type Task =
   | { op: 'scan'; block: Uint8Array; lead: Uint8Array; maskSmall: number; maskLarge: number }
   | { op: 'hash'; parts: Uint8Array[] }
   | { op: 'encode'; codec: CodecName; parts: Uint8Array[] }
   | { op: 'decode'; stored: Uint8Array }
-  | { op: 'decodeExtent'; bytes: Uint8Array; lengths: number[]; sizes: number[] };
+  | { op: 'decodeExtent'; bytes: Uint8Array; lengths: number[]; sizes: number[]; out: Uint8Array };
 
 /**
  * Runs one task. Self-contained (the workers run it from its source text): it uses only
@@ -70,6 +70,7 @@ export function runTask(d: TaskDeps, t: Task): unknown {
     return hash.digest('hex');
   }
   if (t.op === 'encode') {
+    if (t.codec === 'none') return undefined;
     let data = t.parts[0] ?? new Uint8Array(0);
     if (t.parts.length > 1) {
       data = new Uint8Array(t.parts.reduce((n, p) => n + p.length, 0));
@@ -82,12 +83,10 @@ export function runTask(d: TaskDeps, t: Task): unknown {
     return d.encode(d.zlib, t.codec, data);
   }
   if (t.op === 'decode') return d.decode(d.zlib, t.stored);
-  // decodeExtent: chunks stored one after another; raw ones in shared memory stay where
-  // they are, the others are decoded into one new shared buffer.
-  const out: DecodedChunk[] = [];
-  const shared = t.bytes.buffer instanceof SharedArrayBuffer ? t.bytes.buffer : undefined;
-  let target: SharedArrayBuffer | undefined;
-  let targetAt = 0;
+  // decodeExtent: chunks stored one after another; raw ones stay where they are (in
+  // `bytes`), the others are decoded into `out`, one after another.
+  const decoded: DecodedChunk[] = [];
+  let outAt = 0;
   let at = 0;
   for (let i = 0; i < t.lengths.length; i++) {
     const stored = t.bytes.subarray(at, at + t.lengths[i]!);
@@ -96,27 +95,25 @@ export function runTask(d: TaskDeps, t: Task): unknown {
     try {
       data = d.decode(d.zlib, stored);
     } catch (err) {
-      out.push({ error: `does not decode: ${err instanceof Error ? err.message : String(err)}` });
+      decoded.push({ error: `does not decode: ${err instanceof Error ? err.message : String(err)}` });
       continue;
     }
     if (data.length !== t.sizes[i]) {
-      out.push({ error: `has ${data.length} bytes, the manifest says ${t.sizes[i]}` });
+      decoded.push({ error: `has ${data.length} bytes, the manifest says ${t.sizes[i]}` });
       continue;
     }
     const hash = d.createHash('sha256').update(data).digest('hex');
-    if (shared && data.buffer === shared) {
-      out.push({ sab: shared, offset: data.byteOffset, length: data.length, hash });
+    if (data.buffer === t.bytes.buffer) {
+      decoded.push({ in: 'bytes', offset: data.byteOffset - t.bytes.byteOffset, length: data.length, hash });
       continue;
     }
-    if (!target) target = new SharedArrayBuffer(t.sizes.reduce((n, s) => n + s, 0));
-    new Uint8Array(target, targetAt, data.length).set(data);
-    out.push({ sab: target, offset: targetAt, length: data.length, hash });
-    targetAt += data.length;
+    t.out.set(data, outAt);
+    decoded.push({ in: 'out', offset: outAt, length: data.length, hash });
+    outAt += data.length;
   }
-  return out;
+  return decoded;
 }
 
-/** The workers' code: built when the first worker starts (codec.ts and this module import each other). */
 const workerSource = () => `
 const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
@@ -189,7 +186,14 @@ export class ChunkWorkers {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(workerSource(), { eval: true, workerData: { gear: gearTable() } });
+    // Small heaps: a worker's own allocations are small and short-lived (the bytes it works
+    // on are shared or transferred), so frequent young-generation collections keep its
+    // memory, and the process's, low.
+    const worker = new Worker(workerSource(), {
+      eval: true,
+      workerData: { gear: gearTable() },
+      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
+    });
     const slot: Slot = { worker, busy: 0 };
     worker.on('message', (m: { id: number; value?: unknown; error?: string }) => {
       const waiter = this.waiting.get(m.id);
@@ -236,9 +240,13 @@ export class ChunkWorkers {
     return this.run({ op: 'hash', parts: parts.map(sendable) });
   }
 
-  /** The stored form of a chunk given in parts (see codec.ts). */
-  async encode(codec: CodecName, parts: Uint8Array[]): Promise<Buffer> {
-    return asBuffer(await this.run<Uint8Array>({ op: 'encode', codec, parts: parts.map(sendable) }));
+  /**
+   * The stored form of a chunk given in parts (see codec.ts), as pieces to concatenate:
+   * the compressed form, or (stored raw) the codec byte 0 and the parts themselves.
+   */
+  async encode(codec: CodecName, parts: Uint8Array[]): Promise<Uint8Array[]> {
+    const compressed = await this.run<Uint8Array | undefined>({ op: 'encode', codec, parts: parts.map(sendable) });
+    return compressed ? [compressed] : [Uint8Array.of(0), ...parts];
   }
 
   /** A stored chunk decoded. */
@@ -246,9 +254,13 @@ export class ChunkWorkers {
     return asBuffer(await this.run<Uint8Array>({ op: 'decode', stored: sendable(stored) }));
   }
 
-  /** Chunks stored one after another (`lengths`), decoded, size-checked against `sizes` and hashed. */
-  decodeExtent(bytes: Uint8Array, lengths: number[], sizes: number[]): Promise<DecodedChunk[]> {
-    return this.run({ op: 'decodeExtent', bytes: sendable(bytes), lengths, sizes });
+  /**
+   * Chunks stored one after another (`lengths`), decoded, size-checked against `sizes` and
+   * hashed; raw chunks stay in `bytes`, the others are decoded into `out` (shared memory,
+   * large enough for the sum of `sizes`).
+   */
+  decodeExtent(bytes: Uint8Array, lengths: number[], sizes: number[], out: Uint8Array): Promise<DecodedChunk[]> {
+    return this.run({ op: 'decodeExtent', bytes: sendable(bytes), lengths, sizes, out });
   }
 }
 

@@ -17,35 +17,31 @@ export function isCodecName(name: string): name is CodecName {
 }
 
 /**
- * Encodes a chunk for storage: one codec byte (0 raw, 1 zstd, 2 gzip), then the payload,
- * in a buffer of its own (so it can be transferred between threads).
+ * The stored form of a chunk that compresses: one codec byte (1 zstd, 2 gzip), then the
+ * payload, in a buffer of its own (so it can be transferred between threads); undefined
+ * when the chunk is to be stored raw (codec byte 0, then the chunk itself).
  *
  * Self-contained on purpose: the chunk workers run it from its source text, so it uses
  * nothing but its arguments (no imports, no module constants, no inner functions).
  */
-export function encodeStoredSync(z: typeof zlib, codec: CodecName, data: Uint8Array): Uint8Array {
-  let used = codec;
+export function encodeStoredSync(z: typeof zlib, codec: CodecName, data: Uint8Array): Uint8Array | undefined {
+  if (codec === 'none') return undefined;
   // Already-compressed or encrypted data is common in volumes: a sample whose bytes are
   // near-uniformly distributed (order-0 entropy > 7.9 bits/byte) spares compressing the
   // whole chunk only to throw the result away.
   const sampleSize = 64 * 1024;
-  if (codec !== 'none' && data.length >= 4 * sampleSize) {
+  if (data.length >= 4 * sampleSize) {
     const counts = new Uint32Array(256);
     for (let i = 0; i < sampleSize; i++) counts[data[i]!]!++;
     let bits = 0;
     for (let i = 0; i < 256; i++) if (counts[i]! > 0) bits -= counts[i]! * Math.log2(counts[i]! / sampleSize);
-    if (bits / sampleSize > 7.9) used = 'none';
+    if (bits / sampleSize > 7.9) return undefined;
   }
-  let payload: Uint8Array = data;
   // Level 3 is zstd's default: well past gzip's ratio at several times its speed.
-  if (used === 'zstd') payload = z.zstdCompressSync(data, { params: { [z.constants.ZSTD_c_compressionLevel]: 3 } });
-  else if (used === 'gzip') payload = z.gzipSync(data, { level: 6 });
-  if (payload.length >= data.length) {
-    used = 'none';
-    payload = data;
-  }
+  const payload = codec === 'zstd' ? z.zstdCompressSync(data, { params: { [z.constants.ZSTD_c_compressionLevel]: 3 } }) : z.gzipSync(data, { level: 6 });
+  if (payload.length >= data.length) return undefined;
   const out = new Uint8Array(1 + payload.length);
-  out[0] = used === 'none' ? 0 : used === 'zstd' ? 1 : 2;
+  out[0] = codec === 'zstd' ? 1 : 2;
   out.set(payload, 1);
   return out;
 }
@@ -63,9 +59,9 @@ export function decodeStoredSync(z: typeof zlib, stored: Uint8Array): Uint8Array
   throw new Error(`unknown chunk codec byte ${stored[0]}`);
 }
 
-/** Encodes a chunk for storage, on a chunk worker. */
+/** Encodes a chunk for storage (codec byte + payload), on a chunk worker. */
 export async function encodeChunk(codec: CodecName, data: Buffer): Promise<Buffer> {
-  return chunkWorkers().encode(codec, [data]);
+  return Buffer.concat(await chunkWorkers().encode(codec, [data]));
 }
 
 /** Decodes a stored chunk, on a chunk worker. */

@@ -70,7 +70,7 @@ export class FilesystemBlobStore implements BlobStore {
     }
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+  async getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     let handle;
     try {
       handle = await open(this.pathOf(key), 'r');
@@ -79,8 +79,7 @@ export class FilesystemBlobStore implements BlobStore {
       throw err;
     }
     try {
-      // Shared memory: the chunk workers that decode and hash it read it where it is.
-      const out = Buffer.from(new SharedArrayBuffer(length));
+      const out = into ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafeSlow(length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(out, done, length - done, offset + done);

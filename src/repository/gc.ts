@@ -173,14 +173,14 @@ export async function collectGarbage(repo: RepositoryContext, options: GcOptions
   // packs can go like any victim.
   const copied = new Set<string>();
   if (repack.length > 0) {
-    const writer = new PackWriter(repo, repo.config.packing ?? defaultPacking, (record) => {
+    const writer = new PackWriter(repo, repo.config.packing ?? defaultPacking, repo.config.chunking.maxSize + 1, (record) => {
       for (const [hash] of record.entries) copied.add(hash);
     });
     for (const unit of repack) {
       for (const entry of unit.live) {
         const location = index.lookup(entry[0]);
         if (!location) continue;
-        await writer.add(entry[0], entry[3], await readStored(store, location));
+        await writer.add(entry[0], entry[3], [await readStored(store, location)]);
         result.chunksRepacked++;
       }
       result.packsRepacked++;

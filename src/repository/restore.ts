@@ -91,15 +91,17 @@ export function restoreStream(repo: ReadContext, job: string, volume: string, op
 }
 
 /** A chunk read for a restore: its bytes and their hash, or what is wrong. */
-type Loaded = (ChunkReadResult & { ok: false }) | { ok: true; data: Buffer; hash: string; key?: string };
+type Loaded = (ChunkReadResult & { ok: false }) | { ok: true; data: Uint8Array; hash: string; key?: string };
 
 /** One ranged read: chunks [first, first + count) of a manifest, adjacent in one pack. */
 interface Extent {
   first: number;
   count: number;
   location?: Extract<ChunkLocation, { kind: 'pack' }>;
-  /** Offsets and lengths of each chunk within the extent's bytes. */
+  /** Stored length of each chunk. */
   lengths: number[];
+  /** Their decoded sizes, summed. */
+  sizes: number;
 }
 
 /** Groups the manifest's chunks into extents of at most `maxBytes` each. */
@@ -109,7 +111,9 @@ function* extentsOf(manifest: Manifest, index: ChunkIndex, maxBytes: number): Ge
     const location = index.lookup(hash);
     if (current?.location && location?.kind === 'pack') {
       const end = current.location.offset + current.location.length;
-      if (location.pack === current.location.pack && location.offset === end && current.location.length + location.length <= maxBytes) {
+      const decoded = current.sizes + manifest.chunks[i]![1];
+      if (location.pack === current.location.pack && location.offset === end && current.location.length + location.length <= maxBytes && decoded <= maxBytes) {
+        current.sizes = decoded;
         current.location = { ...current.location, length: current.location.length + location.length };
         current.lengths.push(location.length);
         current.count++;
@@ -117,7 +121,8 @@ function* extentsOf(manifest: Manifest, index: ChunkIndex, maxBytes: number): Ge
       }
     }
     if (current) yield current;
-    current = location?.kind === 'pack' ? { first: i, count: 1, location: { ...location }, lengths: [location.length] } : { first: i, count: 1, lengths: [] };
+    const size = manifest.chunks[i]![1];
+    current = location?.kind === 'pack' ? { first: i, count: 1, location: { ...location }, lengths: [location.length], sizes: size } : { first: i, count: 1, lengths: [], sizes: size };
   }
   if (current) yield current;
 }
@@ -136,39 +141,50 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
     const [hash] = manifest.chunks[i]!;
     return new RepositoryIntegrityError(r.problem, job, volume, `chunk ${r.detail}`, { hash, index: i, offset: offsets[i]!, key: r.key ?? keys.chunk(hash) });
   };
+  // Extents are read into shared buffers the chunk workers decode and hash in place, and
+  // the volume hash reads in place too; the consumer gets copies. The buffers are reused
+  // (a worker holds on to any shared buffer it was ever sent until its own GC runs).
+  const extentMax = Math.max(8 * 1024 * 1024, repo.config.chunking.maxSize + 1);
+  const spare: Uint8Array[] = [];
+  const acquire = (): Uint8Array => spare.pop() ?? new Uint8Array(new SharedArrayBuffer(extentMax));
   // Loads an extent: one ranged read when its chunks lie together in a pack, decoded and
   // hashed on a chunk worker; else one chunk on its own (a loose chunk, or one the index
   // does not name: looked up again) on the same workers.
-  const load = async (extent: Extent): Promise<Loaded[]> => {
+  const load = async (extent: Extent): Promise<{ results: Loaded[]; buffers: Uint8Array[] }> => {
     const sizes = manifest.chunks.slice(extent.first, extent.first + extent.count).map(([, size]) => size);
     if (extent.location) {
+      const input = acquire();
+      const output = acquire();
       let bytes: Buffer | undefined;
       try {
-        bytes = await readStored(repo.store, extent.location);
+        bytes = await readStored(repo.store, extent.location, input);
       } catch (err) {
         if (!(err instanceof BlobNotFoundError || err instanceof RangeError)) throw err;
       }
       if (bytes) {
-        const decoded = await chunkWorkers().decodeExtent(bytes, extent.lengths, sizes);
+        const decoded = await chunkWorkers().decodeExtent(bytes, extent.lengths, sizes, output);
         let at = extent.location.offset;
-        return decoded.map((d, j) => {
+        const results = decoded.map((d, j): Loaded => {
           const key = describeLocation({ ...extent.location!, offset: at });
           at += extent.lengths[j]!;
           if ('error' in d) return { ok: false, problem: 'corrupt', detail: d.error, key };
-          return { ok: true, data: Buffer.from(d.sab, d.offset, d.length), hash: d.hash, key };
+          const from = d.in === 'bytes' ? bytes! : output;
+          return { ok: true, data: from.subarray(d.offset, d.offset + d.length), hash: d.hash, key };
         });
+        return { results, buffers: [input, output] };
       }
+      spare.push(input, output);
     }
-    const out: Loaded[] = [];
+    const results: Loaded[] = [];
     for (let j = 0; j < extent.count; j++) {
       const [hash, size] = manifest.chunks[extent.first + j]!;
       const r = await fetchChunk(repo, hash, size);
-      out.push(r.ok ? { ...r, hash: await chunkWorkers().hash([r.data]) } : r);
+      results.push(r.ok ? { ...r, hash: await chunkWorkers().hash([r.data]) } : r);
     }
-    return out;
+    return { results, buffers: [] };
   };
-  const extents = extentsOf(manifest, index, Math.min(readAhead, 8 * 1024 * 1024));
-  const pending: { extent: Extent; bytes: number; loading: Promise<Loaded[]> }[] = [];
+  const extents = extentsOf(manifest, index, extentMax);
+  const pending: { extent: Extent; bytes: number; loading: Promise<{ results: Loaded[]; buffers: Uint8Array[] }> }[] = [];
   let inFlight = 0;
   let exhausted = false;
   const fill = (): void => {
@@ -193,9 +209,10 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
     fill();
     while (pending.length > 0) {
       const { extent, bytes, loading } = pending.shift()!;
-      const results = await loading;
+      const { results, buffers } = await loading;
       inFlight -= bytes;
       fill();
+      const appended: Promise<void>[] = [];
       for (const [j, r] of results.entries()) {
         const i = extent.first + j;
         if (!r.ok) throw fault(i, r);
@@ -203,10 +220,13 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
         // hash is the one the manifest names.
         if (r.hash !== manifest.chunks[i]![0]) throw fault(i, { ...corruptChunk(r.hash), key: r.key });
         // In order, on the volume hash's own worker (shared memory: no copy).
-        volumeHash.append(r.data).catch(() => undefined); // a failure fails digest() below
+        appended.push(volumeHash.append(r.data));
         total += r.data.length;
-        yield r.data;
+        // A copy out of a reused buffer; a chunk read on its own is the consumer's already.
+        yield buffers.length > 0 ? Buffer.from(r.data) : Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength);
       }
+      // The extent's buffers go back once the volume hash has read them.
+      void Promise.allSettled(appended).then(() => spare.push(...buffers));
     }
     digest = await volumeHash.digest();
   } finally {
