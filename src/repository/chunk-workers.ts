@@ -192,6 +192,8 @@ export class ChunkWorkers {
     const worker = new Worker(workerSource(), {
       eval: true,
       workerData: { gear: gearTable() },
+      // Plain JavaScript: none of the parent's loaders (tsx under tests) is needed.
+      execArgv: [],
       resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
     });
     const slot: Slot = { worker, busy: 0 };

@@ -6,8 +6,9 @@
 //   the chunk's memory as soon as add() has been called.
 // - Memory stays bounded and steady: one pack fills while at most `maxWriting` earlier ones
 //   are being written (add() waits while that many are in flight), each in a buffer of
-//   targetSize plus one chunk that is reused for the next pack. With the default 16 MiB
-//   packs and 4 MiB chunks that is at most 60 MiB.
+//   targetSize (or one chunk, if larger) that is reused for the next pack: a chunk that
+//   does not fit starts the next pack. By default one pack is written while the next
+//   fills: with the default 16 MiB packs, 32 MiB.
 // - Every failed pack write is logged; flush() fails with the first failure.
 import { randomBytes } from 'node:crypto';
 import type { RepositoryContext } from './context.js';
@@ -29,9 +30,9 @@ export class PackWriter {
     /** The largest stored chunk (chunker maxSize + the codec byte). */
     maxStored: number,
     private readonly onDurable: (record: PackIndex) => void,
-    private readonly maxWriting = 2,
+    private readonly maxWriting = 1,
   ) {
-    this.capacity = packing.targetSize + maxStored;
+    this.capacity = Math.max(packing.targetSize, maxStored);
   }
 
   /** Appends one stored chunk, given as pieces to concatenate (codec byte + payload). */

@@ -9,7 +9,7 @@
 //   worker) and an encode() that compresses it on a worker; digest() resolves after every
 //   chunk has gone into the whole-volume hash (on its own worker, in order).
 // - Memory is bounded: the input is copied once into shared blocks (the workers read them
-//   in place), and at most `maxBlocks` blocks (40 MiB) are held; reading the input waits
+//   in place), and at most `maxBlocks` blocks (32 MiB) are held; reading the input waits
 //   until the consumer release()s chunks. A consumer must release every chunk it took
 //   and may hold at most `batchBytes` of unreleased chunks per batch, two batches at once.
 import type { ChunkerOptions } from './chunker.js';
@@ -43,7 +43,7 @@ export interface VolumeChunks extends AsyncIterable<VolumeChunk> {
 }
 
 const blockSize = 2 * 1024 * 1024;
-const maxBlocks = 20;
+const maxBlocks = 16;
 /** Window of the gear hash minus one: bytes before a position that its hash still depends on. */
 const lead = 31;
 
@@ -72,7 +72,7 @@ export function volumeChunks(data: AsyncIterable<Uint8Array>, chunking: ChunkerO
 }
 
 class ChunkPipeline implements VolumeChunks {
-  readonly batchBytes = 8 * 1024 * 1024;
+  readonly batchBytes = 6 * 1024 * 1024;
   private readonly workers = chunkWorkers();
   private readonly volume = startVolumeHash();
   private readonly gear = gearTable();

@@ -44,7 +44,7 @@ function failAll(err: Error): void {
 
 function sharedWorker(): Worker {
   if (worker) return worker;
-  const w = new Worker(workerSource, { eval: true, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
+  const w = new Worker(workerSource, { eval: true, execArgv: [], resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
   w.on('message', (m: { id: number; value: string; last?: boolean }) => {
     const waiters = sessions.get(m.id);
     if (!waiters) return;

@@ -4,6 +4,7 @@ import {
   collectGarbage,
   FilesystemBlobStore,
   LostLeaseError,
+  repositoryStats,
   verifyRepository,
 } from '../../src/repository/index.js';
 import { FakeClock } from '../../src/core/clock.js';
@@ -18,6 +19,17 @@ const onlyOld: VolumeShape = { seed: 2, size: 1024 * 1024, kind: 'random' };
 async function chunkCount(repo: BackupRepository): Promise<number> {
   const index = await repo.chunkIndex(true);
   return [...index.packIndexes()].reduce((n, r) => n + r.entries.length, 0) + [...index.looseChunks()].length;
+}
+
+/** A store that runs `hook` once, just before GC moves its first victim to the trash. */
+class RacingStore extends FilesystemBlobStore {
+  hook?: () => Promise<unknown>;
+  override async move(from: string, to: string): Promise<boolean> {
+    const hook = this.hook;
+    this.hook = undefined;
+    if (hook && to.startsWith('trash/')) await hook();
+    return super.move(from, to);
+  }
 }
 
 /** A volume that stops before each of `stops` (byte offsets) until its release is called. */
@@ -109,15 +121,6 @@ describe('repository retention and garbage collection', function () {
     // first victim: that backup deduplicates against every victim and finishes, so only
     // GC's second look (leases, then manifests) can save its chunks.
     const dir = await tempDir();
-    class RacingStore extends FilesystemBlobStore {
-      hook?: () => Promise<unknown>;
-      override async move(from: string, to: string): Promise<boolean> {
-        const hook = this.hook;
-        this.hook = undefined;
-        if (hook && to.startsWith('trash/')) await hook();
-        return super.move(from, to);
-      }
-    }
     const store = new RacingStore(dir);
     const repo = await BackupRepository.create(store, { chunking: smallChunks, packing: smallPacks });
     await backUp(repo, 'old', 'ns.a', shared);
@@ -131,6 +134,63 @@ describe('repository retention and garbage collection', function () {
     expect(g.chunksKeptForUploads).to.equal(g.candidates);
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
     expect(await sha256Of(repo.restoreStream('new', 'ns.a'))).to.deep.equal(await expected(shared));
+  });
+
+  describe('packs some of whose chunks are still referenced', () => {
+    // 'old' is 2 MiB in packs of 256 KiB; 'keep' is its first MiB, so after 'old' goes the
+    // packs of its first half are live, those of its second half garbage, and the pack
+    // around the 1 MiB mark partly both.
+    const firstHalf: VolumeShape = { ...shared, size: 1024 * 1024 };
+    async function partlyLive(store?: FilesystemBlobStore) {
+      const repo = store ? await BackupRepository.create(store, { chunking: smallChunks, packing: smallPacks }) : await tempRepository();
+      await backUp(repo, 'old', 'ns.a', shared);
+      await backUp(repo, 'keep', 'ns.a', firstHalf);
+      await repo.deleteBackup('old');
+      return repo;
+    }
+
+    it('keeps a pack with garbage below the repack threshold whole, and frees the packs nothing references', async () => {
+      const repo = await partlyLive();
+      const g = await collectGarbage(repo, { repackThreshold: 2 }); // never repack
+      expect(g.packsDeleted).to.be.above(0);
+      expect(g.packsRepacked).to.equal(0);
+      // The pack around the 1 MiB mark stays, garbage and all.
+      const left = (await repositoryStats(repo)).unreferencedChunks;
+      expect(left).to.be.above(0).and.below(smallPacks.maxChunks);
+      expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+      expect(await sha256Of(repo.restoreStream('keep', 'ns.a'))).to.deep.equal(await expected(firstHalf));
+      expect((await collectGarbage(repo, { repackThreshold: 2 })).chunksDeleted).to.equal(0);
+    });
+
+    it('repacks the live chunks of a pack past the repack threshold, and then frees it whole', async () => {
+      const repo = await partlyLive();
+      const g = await collectGarbage(repo, { repackThreshold: 0 });
+      expect(g.packsRepacked).to.be.above(0);
+      expect(g.chunksRepacked).to.be.above(0);
+      const stats = await repositoryStats(repo);
+      expect(stats.unreferencedChunks).to.equal(0);
+      expect(stats.chunks).to.equal(stats.referencedChunks);
+      expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+      expect(await sha256Of(repo.restoreStream('keep', 'ns.a'))).to.deep.equal(await expected(firstHalf));
+      const again = await collectGarbage(repo, { repackThreshold: 0 });
+      expect([again.chunksDeleted, again.packsRepacked]).to.deep.equal([0, 0]);
+    });
+
+    it('puts back a repacked pack whose garbage a concurrent upload came to rely on', async () => {
+      const store = new RacingStore(await tempDir());
+      const repo = await partlyLive(store);
+      // Just before GC moves its first victim, all of 'old' is backed up again: it finds
+      // every chunk stored (garbage ones too) and relies on them.
+      let racer: Awaited<ReturnType<typeof backUp>> | undefined;
+      store.hook = async () => (racer = await backUp(repo, 'again', 'ns.a', shared));
+      const g = await collectGarbage(repo, { repackThreshold: 0 });
+      expect(racer!.bytesUploaded).to.equal(0);
+      expect(g.packsRepacked).to.be.above(0);
+      expect(g.chunksDeleted).to.equal(0);
+      expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+      expect(await sha256Of(repo.restoreStream('again', 'ns.a'))).to.deep.equal(await expected(shared));
+      expect(await sha256Of(repo.restoreStream('keep', 'ns.a'))).to.deep.equal(await expected(firstHalf));
+    });
   });
 
   it('fails an upload whose backup is deleted under it, leaving no manifest behind', async () => {

@@ -124,7 +124,7 @@ describe('repository round trip', function () {
     let error: Error | undefined;
     await backUp(repo, 'job', 'ns.a', { seed: 12, size: 1024 * 1024, kind: 'random' }).catch((err: Error) => (error = err));
     expect(error?.message).to.equal(`EIO writing ${attempted[0]}`);
-    expect(attempted.length).to.be.above(1);
+    expect(attempted.length).to.be.at.least(1);
     const logged = lines.filter((l) => l.msg === 'pack write failed');
     expect(logged.map((l) => l.pack).sort()).to.deep.equal([...attempted].sort());
     expect(logged.map((l) => l.err?.message).sort()).to.deep.equal(attempted.map((k) => `EIO writing ${k}`).sort());
