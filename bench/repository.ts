@@ -1,12 +1,14 @@
 // Backup repository throughput, measured side by side with a plain file copy of the same
 // bytes on the same disk (the ratio is the figure), and the dedup of a second backup.
 //
-//   npm run bench:repository -- [--size MB] [--kind random|structured] [--codec zstd|gzip|none] [--dir DIR] [--runs N]
+//   npm run bench:repository -- [--size MB[,MB...]] [--kind random|structured] [--codec zstd|gzip|none] [--dir DIR] [--runs N]
 //
-// MB here is 10^6 bytes. Every writer fsyncs what it wrote before its clock stops. The
+// MB here is 10^6 bytes; several sizes (e.g. --size 256,2000) are measured one after the
+// other in one run, with a summary table at the end. Peak RSS is the kernel's count for
+// this whole process so far (runtime and worker threads included). Every writer fsyncs what it wrote before its clock stops. The
 // page cache is not dropped (that needs root), so reads of just-written data are mostly
 // served from memory for both sides alike.
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +16,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { isCodecName } from '../src/repository/codec.js';
-import { openFilesystemRepository, repositoryStats, type BackupRepository, type UploadResult } from '../src/repository/index.js';
+import { openFilesystemRepository, repositoryStats, type BackupRepository, type ChunkerOptions, type UploadResult } from '../src/repository/index.js';
 import { volumeBytes } from '../test/repository/data.js';
 
 const { values } = parseArgs({
@@ -27,10 +29,10 @@ const { values } = parseArgs({
   },
 });
 const runCount = Math.max(1, Number(values.runs) || 1);
-const size = Math.round(Number(values.size) * 1e6);
+const sizes = values.size.split(',').map((mb) => Math.round(Number(mb) * 1e6));
 const kind = values.kind === 'structured' ? 'structured' : 'random';
-if (!(size >= 0) || !isCodecName(values.codec)) {
-  process.stderr.write('usage: bench/repository.ts [--size MB] [--kind random|structured] [--codec zstd|gzip|none] [--dir DIR]\n');
+if (!sizes.every((n) => n >= 0) || !isCodecName(values.codec)) {
+  process.stderr.write('usage: bench/repository.ts [--size MB[,MB...]] [--kind random|structured] [--codec zstd|gzip|none] [--dir DIR]\n');
   process.exit(2);
 }
 const codec = values.codec;
@@ -56,61 +58,115 @@ async function copyFile(from: string, to: string): Promise<void> {
 }
 
 async function restoreTo(repo: BackupRepository, job: string, to: string): Promise<void> {
-  await pipeline(repo.readVolume(job, 'bench.volume'), createWriteStream(to));
+  await pipeline(repo.restoreStream(job, 'bench.volume'), createWriteStream(to));
   await fsyncFile(to);
 }
 
 const mbps = (bytes: number, seconds: number) => bytes / 1e6 / seconds;
-const row = (label: string, seconds: number, cpu: number) =>
-  `${label.padEnd(34)} ${mbps(size, seconds).toFixed(1).padStart(8)} MB/s  (${seconds.toFixed(2)} s wall, ${((cpu / size) * 1e9).toFixed(2)} CPU s/GB)`;
+/** This program's peak RSS: /proc's VmHWM (getrusage's maxrss starts at the parent's on Linux). */
+const peakRss = () => {
+  const kb = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+  return `${(Number(kb ?? process.resourceUsage().maxRSS) / 1024).toFixed(0)} MiB`;
+};
+
+/** Bytes a backup of 16 MiB with 256 KiB changed stores after a backup of the original. */
+async function changedRegion(work: string, chunking?: ChunkerOptions): Promise<number> {
+  const repo = await openFilesystemRepository(join(work, `repo-changed-${chunking?.avgSize ?? 'default'}`), { create: { codec, chunking } });
+  const base = { seed: 5, size: 16 * 1024 * 1024, kind: 'random' as const };
+  await repo.backupVolume('before', { volume: 'bench.volume' }, volumeBytes(base));
+  const after = await repo.backupVolume('after', { volume: 'bench.volume' }, volumeBytes({ ...base, changed: { fromBlock: 120, toBlock: 124, seed: 99 } }));
+  return after.storedBytesUploaded;
+}
+
+// The repository's worker threads start once per process (the operator keeps them): a
+// small backup first, so the timed runs measure the data path, not thread start-up.
+{
+  const warm = await mkdtemp(join(values.dir, 'trellis-bench-repo-warm-'));
+  try {
+    const repo = await openFilesystemRepository(join(warm, 'repo'), { create: { codec } });
+    await repo.backupVolume('warm', { volume: 'bench.volume' }, volumeBytes({ seed: 1, size: 4 * 1024 * 1024, kind }));
+    await pipeline(repo.restoreStream('warm', 'bench.volume'), new Writable({ write: (_c, _e, done) => done() }));
+  } finally {
+    await rm(warm, { recursive: true, force: true });
+  }
+}
+
+const summary: string[] = [];
+for (const size of sizes) {
+  const row = (label: string, seconds: number, cpu: number) =>
+    `${label.padEnd(34)} ${mbps(size, seconds).toFixed(1).padStart(8)} MB/s  (${seconds.toFixed(2)} s wall, ${((cpu / size) * 1e9).toFixed(2)} CPU s/GB)`;
+
+  const work = await mkdtemp(join(values.dir, 'trellis-bench-repo-'));
+  try {
+    const source = join(work, 'source.img');
+    process.stderr.write(`generating ${(size / 1e6).toFixed(0)} MB of ${kind} data in ${work} ...\n`);
+    await pipeline(volumeBytes({ seed: 42, size, kind }), createWriteStream(source));
+    await fsyncFile(source);
+
+    // Each run uses a fresh repository; the median of the runs is reported, because other
+    // work on a shared machine makes single runs noisy.
+    type Step = 'copy' | 'backup' | 'restore' | 'copyBack' | 'second' | 'verifyRead';
+    const runs: Record<Step, { seconds: number; cpu: number }>[] = [];
+    let last: { repo: BackupRepository; first: UploadResult; second: UploadResult } | undefined;
+    for (let run = 0; run < runCount; run++) {
+      process.stderr.write(`run ${run + 1}/${runCount} ...\n`);
+      await rm(join(work, 'repo'), { recursive: true, force: true });
+      const repo = await openFilesystemRepository(join(work, 'repo'), { create: { codec } });
+      const copy = await timed(() => copyFile(source, join(work, 'copy.img')));
+      const backup = await timed(() => repo.backupVolume('first', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
+      const restore = await timed(() => restoreTo(repo, 'first', join(work, 'restored.img')));
+      const copyBack = await timed(() => copyFile(join(work, 'copy.img'), join(work, 'copy-back.img')));
+      const second = await timed(() => repo.backupVolume('second', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
+      const verifyRead = await timed(() => pipeline(repo.restoreStream('second', 'bench.volume'), new Writable({ write: (_c, _e, done) => done() })));
+      runs.push({ copy, backup, restore, copyBack, second, verifyRead });
+      last = { repo, first: backup.value, second: second.value };
+    }
+    const middle = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const median = (step: Step) => middle(runs.map((r) => r[step].seconds));
+    const cpu = (step: Step) => middle(runs.map((r) => r[step].cpu));
+    const { repo, first, second } = last!;
+    const stats = await repositoryStats(repo);
+
+    const lines = [
+      `repository bench: ${(size / 1e6).toFixed(0)} MB of ${kind} data, codec ${codec}, chunks avg ${repo.config.chunking.avgSize / 1024} KiB, on ${values.dir}, median of ${runCount} runs`,
+      row('plain copy (write+fsync)', median('copy'), cpu('copy')),
+      row('backup (chunk+hash+compress+fsync)', median('backup'), cpu('backup')),
+      `  write ratio backup/copy          ${(median('copy') / median('backup')).toFixed(2)}`,
+      row('plain copy of the copy (read)', median('copyBack'), cpu('copyBack')),
+      row('restore to file (verified)', median('restore'), cpu('restore')),
+      `  read ratio restore/copy          ${(median('copyBack') / median('restore')).toFixed(2)}`,
+      row('restore to nowhere (verified)', median('verifyRead'), cpu('verifyRead')),
+      row('second backup, same data', median('second'), cpu('second')),
+      `second backup stored ${second.bytesUploaded} new bytes of ${size} (${((100 * second.bytesUploaded) / Math.max(1, size)).toFixed(3)}%)`,
+      `dedup ratio (logical/unique) after two backups: ${stats.dedupRatio.toFixed(2)}; compression ratio ${stats.compressionRatio.toFixed(2)}; ` +
+        `stored ${(stats.storedBytes / 1e6).toFixed(1)} MB for ${(stats.logicalBytes / 1e6).toFixed(1)} MB logical in ${stats.chunks} chunks`,
+      `first backup: ${first.chunks} chunks in ${first.packs} packs, stored ${(first.storedBytesUploaded / 1e6).toFixed(1)} MB; peak RSS ${peakRss()}`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n\n`);
+    summary.push(
+      `${`${(size / 1e6).toFixed(0)} MB`.padStart(8)}  ${(median('copy') / median('backup')).toFixed(2).padStart(11)}  ${(median('copyBack') / median('restore')).toFixed(2).padStart(10)}  ${second.bytesUploaded
+        .toString()
+        .padStart(16)}  ${stats.dedupRatio.toFixed(2).padStart(5)}  ${peakRss().padStart(13)}`,
+    );
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
 
 const work = await mkdtemp(join(values.dir, 'trellis-bench-repo-'));
 try {
-  const source = join(work, 'source.img');
-  process.stderr.write(`generating ${(size / 1e6).toFixed(0)} MB of ${kind} data in ${work} ...\n`);
-  await pipeline(volumeBytes({ seed: 42, size, kind }), createWriteStream(source));
-  await fsyncFile(source);
-
-  // Each run uses a fresh repository; the median of the runs is reported, because other
-  // work on a shared machine makes single runs noisy.
-  type Step = 'copy' | 'backup' | 'restore' | 'copyBack' | 'second' | 'verifyRead';
-  const runs: Record<Step, { seconds: number; cpu: number }>[] = [];
-  let last: { repo: BackupRepository; first: UploadResult; second: UploadResult } | undefined;
-  for (let run = 0; run < runCount; run++) {
-    process.stderr.write(`run ${run + 1}/${runCount} ...\n`);
-    await rm(join(work, 'repo'), { recursive: true, force: true });
-    const repo = await openFilesystemRepository(join(work, 'repo'), { create: { codec } });
-    const copy = await timed(() => copyFile(source, join(work, 'copy.img')));
-    const backup = await timed(() => repo.writeVolume('first', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
-    const restore = await timed(() => restoreTo(repo, 'first', join(work, 'restored.img')));
-    const copyBack = await timed(() => copyFile(join(work, 'copy.img'), join(work, 'copy-back.img')));
-    const second = await timed(() => repo.writeVolume('second', { volume: 'bench.volume' }, createReadStream(source, { highWaterMark: 1 << 20 })));
-    const verifyRead = await timed(() => pipeline(repo.readVolume('second', 'bench.volume'), new Writable({ write: (_c, _e, done) => done() })));
-    runs.push({ copy, backup, restore, copyBack, second, verifyRead });
-    last = { repo, first: backup.value, second: second.value };
-  }
-  const middle = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const median = (step: Step) => middle(runs.map((r) => r[step].seconds));
-  const cpu = (step: Step) => middle(runs.map((r) => r[step].cpu));
-  const { repo, first, second } = last!;
-  const stats = await repositoryStats(repo);
-
-  const lines = [
-    `repository bench: ${(size / 1e6).toFixed(0)} MB of ${kind} data, codec ${codec}, chunks avg ${repo.config.chunking.avgSize / 1024} KiB, on ${values.dir}, median of ${runCount} runs`,
-    row('plain copy (write+fsync)', median('copy'), cpu('copy')),
-    row('backup (chunk+hash+compress+fsync)', median('backup'), cpu('backup')),
-    `  write ratio backup/copy          ${(median('copy') / median('backup')).toFixed(2)}`,
-    row('plain copy of the copy (read)', median('copyBack'), cpu('copyBack')),
-    row('restore to file (verified)', median('restore'), cpu('restore')),
-    `  read ratio restore/copy          ${(median('copyBack') / median('restore')).toFixed(2)}`,
-    row('restore to nowhere (verified)', median('verifyRead'), cpu('verifyRead')),
-    row('second backup, same data', median('second'), cpu('second')),
-    `second backup stored ${second.bytesUploaded} new bytes of ${size} (${((100 * second.bytesUploaded) / Math.max(1, size)).toFixed(3)}%)`,
-    `dedup ratio (logical/unique) after two backups: ${stats.dedupRatio.toFixed(2)}; compression ratio ${stats.compressionRatio.toFixed(2)}; ` +
-      `stored ${(stats.storedBytes / 1e6).toFixed(1)} MB for ${(stats.logicalBytes / 1e6).toFixed(1)} MB logical in ${stats.chunks} chunks`,
-    `first backup: ${first.chunks} chunks, stored ${(first.storedBytesUploaded / 1e6).toFixed(1)} MB`,
-  ];
-  process.stdout.write(`${lines.join('\n')}\n`);
+  const changed = await changedRegion(work);
+  // The chunk sizes the repository tests use (avg 16 KiB): the change costs about itself.
+  const changedSmall = await changedRegion(work, { minSize: 4 * 1024, avgSize: 16 * 1024, maxSize: 64 * 1024 });
+  process.stdout.write(
+    [
+      `summary (${kind} data, codec ${codec}; ratios are repository / plain copy of the same bytes on the same disk):`,
+      '    size  write ratio  read ratio  2nd backup bytes  dedup  peak RSS so far',
+      ...summary,
+      `a 256 KiB change in 16 MiB stores ${(changed / 1e6).toFixed(2)} MB with default chunks (avg 1 MiB), ${(changedSmall / 1e6).toFixed(2)} MB with avg 16 KiB chunks`,
+      '',
+    ].join('\n'),
+  );
 } finally {
   await rm(work, { recursive: true, force: true });
 }

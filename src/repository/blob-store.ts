@@ -1,6 +1,8 @@
 // The storage a backup repository sits on: named immutable-or-replaced blobs. The
 // repository only ever talks to this interface, so an object-store backend can be added
-// beside the filesystem one.
+// beside the filesystem one: every operation maps onto S3 (putIfAbsent = PUT with
+// If-None-Match: *, put = PUT, get/getRange = GET with Range, list = ListObjectsV2,
+// delete = DELETE, move = copy then delete; the optional ones are no-ops there).
 //
 // Contract every implementation keeps:
 // - Keys are '/'-separated segments of [A-Za-z0-9._-] that do not start with '.' (names
@@ -10,9 +12,12 @@
 // - putIfAbsent never replaces an existing blob; it reports whether it wrote.
 // - list(prefix) yields every key under the folder `prefix` (recursively), each once, in no
 //   particular order; a blob whose put resolved before list started is always listed.
+// - getRange reads part of a blob (packs are read a chunk at a time).
 // - move is atomic where the medium allows (a filesystem rename); elsewhere copy-then-delete.
 // - has, get and stat may already see a blob whose put has not resolved (another writer's):
 //   syncBlobs makes such blobs durable before anything that relies on them is written.
+
+import { RepositoryInputError } from './errors.js';
 
 export interface BlobStat {
   size: number;
@@ -28,6 +33,12 @@ export interface BlobStore {
   put(key: string, data: Buffer): Promise<void>;
   /** The blob's bytes; throws BlobNotFoundError when absent. */
   get(key: string): Promise<Buffer>;
+  /**
+   * `length` bytes of the blob from `offset` (an object store's ranged GET); throws
+   * BlobNotFoundError when absent and RangeError when the blob is shorter. With `into`
+   * (at least `length` bytes), the bytes land there and the Buffer returned is over it.
+   */
+  getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
   has(key: string): Promise<boolean>;
   /** Size and modification time, or undefined when absent. */
   stat(key: string): Promise<BlobStat | undefined>;
@@ -63,6 +74,6 @@ const segment = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
 export function checkKey(key: string): void {
   const parts = key.split('/');
   for (const part of parts) {
-    if (!segment.test(part)) throw new Error(`invalid blob key ${JSON.stringify(key)}`);
+    if (!segment.test(part)) throw new RepositoryInputError(`invalid blob key ${JSON.stringify(key)}`);
   }
 }

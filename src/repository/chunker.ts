@@ -7,6 +7,7 @@
 // - Bounded: every chunk but the last is between minSize and maxSize bytes; the input is
 //   streamed, never buffered whole (one maxSize working buffer, plus the chunks the caller holds).
 import { createHash } from 'node:crypto';
+import { RepositoryInputError } from './errors.js';
 
 export interface ChunkerOptions {
   /** No cut before this many bytes (the hash is not even computed there). */
@@ -22,12 +23,12 @@ export const defaultChunkerOptions: ChunkerOptions = { minSize: 256 * 1024, avgS
 /** Checks the options; throws a message that says which bound is wrong. */
 export function validateChunkerOptions(o: ChunkerOptions): void {
   const ints = [o.minSize, o.avgSize, o.maxSize].every((n) => Number.isInteger(n) && n > 0);
-  if (!ints) throw new Error(`chunker sizes must be positive integers: ${JSON.stringify(o)}`);
+  if (!ints) throw new RepositoryInputError(`chunker sizes must be positive integers: ${JSON.stringify(o)}`);
   if (!(o.minSize >= 64 && o.minSize < o.avgSize && o.avgSize < o.maxSize)) {
-    throw new Error(`chunker sizes must satisfy 64 <= min < avg < max: ${JSON.stringify(o)}`);
+    throw new RepositoryInputError(`chunker sizes must satisfy 64 <= min < avg < max: ${JSON.stringify(o)}`);
   }
-  if ((o.avgSize & (o.avgSize - 1)) !== 0) throw new Error(`chunker avgSize must be a power of two: ${o.avgSize}`);
-  if (o.avgSize > 2 ** 28) throw new Error(`chunker avgSize must be at most 256 MiB: ${o.avgSize}`);
+  if ((o.avgSize & (o.avgSize - 1)) !== 0) throw new RepositoryInputError(`chunker avgSize must be a power of two: ${o.avgSize}`);
+  if (o.avgSize > 2 ** 28) throw new RepositoryInputError(`chunker avgSize must be at most 256 MiB: ${o.avgSize}`);
 }
 
 // The gear table is part of the repository format: changing it changes every cut point
@@ -41,8 +42,13 @@ const gear: Int32Array = (() => {
   return table;
 })();
 
+/** A copy of the gear table, for the chunk workers that scan for cut points. */
+export function gearTable(): Int32Array {
+  return gear.slice();
+}
+
 /** A mask of `bits` ones in the high half of the hash, where a gear hash mixes the most bytes. */
-function highMask(bits: number): number {
+export function highMask(bits: number): number {
   return ((2 ** bits - 1) * 2 ** (32 - bits)) | 0;
 }
 

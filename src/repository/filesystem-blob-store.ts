@@ -70,6 +70,28 @@ export class FilesystemBlobStore implements BlobStore {
     }
   }
 
+  async getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
+    let handle;
+    try {
+      handle = await open(this.pathOf(key), 'r');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) throw new BlobNotFoundError(key, this.location);
+      throw err;
+    }
+    try {
+      const out = into ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafeSlow(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await handle.read(out, done, length - done, offset + done);
+        if (bytesRead === 0) throw new RangeError(`blob ${key} in ${this.location} ends before byte ${offset + length}`);
+        done += bytesRead;
+      }
+      return out;
+    } finally {
+      await handle.close();
+    }
+  }
+
   async has(key: string): Promise<boolean> {
     return (await this.stat(key)) !== undefined;
   }

@@ -1,8 +1,9 @@
 // Whole-repository checks for operators: verify (every manifest's chunks exist and hash
 // right; each distinct chunk is read once however many manifests share it) and stats
 // (what is stored, and what deduplication and compression save).
-import { chunkHashOf, keys, manifestKeyParts, type Manifest } from './format.js';
+import { ChunkIndex } from './chunk-index.js';
 import type { IntegrityProblem } from './errors.js';
+import { keys, manifestKeyParts, type Manifest } from './format.js';
 import type { BackupRepository } from './repository.js';
 
 export interface VerifyProblem {
@@ -30,8 +31,9 @@ export interface VerifyOptions {
 export async function verifyRepository(repo: BackupRepository, options: VerifyOptions = {}): Promise<VerifyResult> {
   const result: VerifyResult = { manifests: 0, chunksChecked: 0, bytesChecked: 0, problems: [] };
   // hash -> undefined when fine, else what is wrong with it; shared across manifests.
-  const checked = new Map<string, { problem: IntegrityProblem; detail: string } | undefined>();
+  const checked = new Map<string, { problem: IntegrityProblem; detail: string; key?: string } | undefined>();
   const concurrency = Math.max(1, options.concurrency ?? 4);
+  await repo.chunkIndex(true); // what the store holds now, not when this process last looked
 
   for await (const key of repo.manifestKeys()) {
     const { job, volume } = manifestKeyParts(key)!;
@@ -55,7 +57,7 @@ export async function verifyRepository(repo: BackupRepository, options: VerifyOp
         if (checked.has(c.hash)) continue;
         checked.set(c.hash, undefined);
         const r = await repo.readChunk(c.hash, c.size);
-        checked.set(c.hash, r.ok ? undefined : { problem: r.problem, detail: r.detail });
+        checked.set(c.hash, r.ok ? undefined : { problem: r.problem, detail: r.detail, key: r.key });
         result.chunksChecked++;
         result.bytesChecked += c.size;
         options.onProgress?.(result.chunksChecked, result.bytesChecked);
@@ -66,12 +68,13 @@ export async function verifyRepository(repo: BackupRepository, options: VerifyOp
     for (const [index, [hash]] of manifest.chunks.entries()) {
       const fault = checked.get(hash);
       if (!fault) continue;
+      const key = fault.key ?? keys.chunk(hash);
       result.problems.push({
         job,
         volume,
         problem: fault.problem,
-        chunk: { hash, index, key: keys.chunk(hash) },
-        message: `backup ${job} volume ${volume}: chunk ${index} (${keys.chunk(hash)}) ${fault.detail}`,
+        chunk: { hash, index, key },
+        message: `backup ${job} volume ${volume}: chunk ${index} ${hash} (${key}) ${fault.detail}`,
       });
     }
   }
@@ -96,8 +99,10 @@ export interface RepositoryStats {
   backups: number;
   completeBackups: number;
   manifests: number;
-  /** Chunks in the store. */
+  /** Chunks in the store (every copy: a chunk in two packs counts twice). */
   chunks: number;
+  /** Packs in the store (format 2). */
+  packs: number;
   /** Distinct chunks some manifest references. */
   referencedChunks: number;
   /** Sum of all manifests' volume sizes: what a naive copy would store. */
@@ -125,26 +130,32 @@ export async function repositoryStats(repo: BackupRepository, onProgress?: (chun
     logicalBytes += manifest.size;
     for (const [hash, size] of manifest.chunks) referenced.set(hash, size);
   }
+  const index = await ChunkIndex.load(repo.store);
   let chunks = 0;
+  let packs = 0;
   let storedBytes = 0;
-  let referencedStored = 0;
+  const referencedStored = new Map<string, number>();
   let unreferencedChunks = 0;
-  for await (const key of repo.store.list(keys.chunkFolder)) {
-    const hash = chunkHashOf(key);
-    if (!hash) continue;
-    const size = (await repo.store.stat(key))?.size ?? 0;
+  const count = (hash: string, length: number): void => {
     chunks++;
-    storedBytes += size;
-    if (referenced.has(hash)) referencedStored += size;
+    storedBytes += length;
+    if (referenced.has(hash)) referencedStored.set(hash, length);
     else unreferencedChunks++;
     if (chunks % 1000 === 0) onProgress?.(chunks);
+  };
+  for (const record of index.packIndexes()) {
+    packs++;
+    for (const [hash, , length] of record.entries) count(hash, length);
   }
+  for (const hash of index.looseChunks()) count(hash, (await repo.store.stat(keys.chunk(hash)))?.size ?? 0);
   const uniqueBytes = [...referenced.values()].reduce((n, s) => n + s, 0);
+  const referencedStoredBytes = [...referencedStored.values()].reduce((n, s) => n + s, 0);
   return {
     backups: backups.length,
     completeBackups: backups.filter((b) => b.complete).length,
     manifests,
     chunks,
+    packs,
     referencedChunks: referenced.size,
     logicalBytes,
     uniqueBytes,
@@ -152,6 +163,6 @@ export async function repositoryStats(repo: BackupRepository, onProgress?: (chun
     unreferencedChunks,
     uploadsInProgress: (await repo.listUploads()).length,
     dedupRatio: uniqueBytes === 0 ? 1 : logicalBytes / uniqueBytes,
-    compressionRatio: referencedStored === 0 ? 1 : uniqueBytes / referencedStored,
+    compressionRatio: referencedStoredBytes === 0 ? 1 : uniqueBytes / referencedStoredBytes,
   };
 }

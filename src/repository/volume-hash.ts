@@ -18,7 +18,7 @@ parentPort.on('message', (m) => {
   if (!hash) sessions.set(m.id, (hash = createHash('sha256')));
   if (m.data) {
     hash.update(m.data);
-    parentPort.postMessage({ id: m.id, value: createHash('sha256').update(m.data).digest('hex') });
+    parentPort.postMessage({ id: m.id, value: m.only ? '' : createHash('sha256').update(m.data).digest('hex') });
   } else {
     sessions.delete(m.id);
     parentPort.postMessage({ id: m.id, value: hash.digest('hex'), last: true });
@@ -44,7 +44,7 @@ function failAll(err: Error): void {
 
 function sharedWorker(): Worker {
   if (worker) return worker;
-  const w = new Worker(workerSource, { eval: true });
+  const w = new Worker(workerSource, { eval: true, execArgv: [], resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
   w.on('message', (m: { id: number; value: string; last?: boolean }) => {
     const waiters = sessions.get(m.id);
     if (!waiters) return;
@@ -64,6 +64,11 @@ function sharedWorker(): Worker {
 export interface VolumeHash {
   /** Adds `data` to the volume's hash; resolves to the SHA-256 (hex) of `data` alone. */
   update(data: Buffer): Promise<string>;
+  /**
+   * Adds `data` to the volume's hash only; resolves once it is hashed. Bytes in a
+   * SharedArrayBuffer reach the worker without a copy.
+   */
+  append(data: Uint8Array): Promise<void>;
   /** The volume's SHA-256 (hex); no updates after it. */
   digest(): Promise<string>;
   /** Ends a hash whose digest is not wanted (an aborted stream); safe to call after digest. */
@@ -80,7 +85,7 @@ class WorkerVolumeHash implements VolumeHash {
     worker.ref();
   }
 
-  private request(message: { id: number; data?: Buffer }): Promise<string> {
+  private request(message: { id: number; data?: Uint8Array; only?: boolean }): Promise<string> {
     return new Promise((resolve, reject) => {
       if (!sessions.has(this.id)) return reject(new Error('hash worker stopped'));
       this.waiters.push({ resolve, reject });
@@ -91,6 +96,10 @@ class WorkerVolumeHash implements VolumeHash {
 
   update(data: Buffer): Promise<string> {
     return this.request({ id: this.id, data });
+  }
+
+  async append(data: Uint8Array): Promise<void> {
+    await this.request({ id: this.id, data, only: true });
   }
 
   digest(): Promise<string> {
@@ -108,6 +117,9 @@ class InlineVolumeHash implements VolumeHash {
   async update(data: Buffer): Promise<string> {
     this.hash.update(data);
     return createHash('sha256').update(data).digest('hex');
+  }
+  async append(data: Uint8Array): Promise<void> {
+    this.hash.update(data);
   }
   async digest(): Promise<string> {
     return this.hash.digest('hex');

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { chunkStream, type ChunkerOptions } from '../../src/repository/chunker.js';
+import { chunkStream, defaultChunkerOptions, type ChunkerOptions } from '../../src/repository/chunker.js';
+import { volumeChunks } from '../../src/repository/volume-chunks.js';
 import { volumeBytes } from './data.js';
 
 const options: ChunkerOptions = { minSize: 2048, avgSize: 8192, maxSize: 32768 };
@@ -75,4 +76,35 @@ describe('content-defined chunker', () => {
     await collect(pieces(Buffer.alloc(10), [1]), { minSize: 4096, avgSize: 3000, maxSize: 8192 }).catch((e: Error) => (error = e));
     expect(error?.message).to.match(/min < avg < max/);
   });
+});
+
+describe('volume chunks on the chunk workers', () => {
+  async function sizesOf(input: AsyncIterable<Uint8Array>, o: ChunkerOptions): Promise<{ sizes: number[]; hashes: string[]; volume: string }> {
+    const chunks = volumeChunks(input, o);
+    const sizes: number[] = [];
+    const hashes: string[] = [];
+    for await (const c of chunks) {
+      sizes.push(c.size);
+      hashes.push(await c.hashed);
+      c.release();
+    }
+    return { sizes, hashes, volume: await chunks.digest() };
+  }
+
+  for (const [name, o, size] of [
+    ['small chunks', options, 5 * 1024 * 1024 + 3],
+    ['default chunks', defaultChunkerOptions, 24 * 1024 * 1024 + 5],
+  ] as const) {
+    it(`cuts where chunkStream cuts, hashes each chunk and the volume, however the input is split (${name})`, async () => {
+      const data = await bytesOf(size, 9);
+      const want = await collect(pieces(data, [65536]), o);
+      const whole = createHash('sha256').update(data).digest('hex');
+      for (const split of [[data.length], [1 << 20], [1, 7, 4096, 100_000, 3, 3 << 20]]) {
+        const got = await sizesOf(pieces(data, split), o);
+        expect(got.sizes, `split ${split}`).to.deep.equal(want.map((c) => c.length));
+        expect(got.hashes, `split ${split}`).to.deep.equal(want.map(digest));
+        expect(got.volume).to.equal(whole);
+      }
+    });
+  }
 });

@@ -1,10 +1,8 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FilesystemBlobStore } from '../../src/repository/index.js';
-import { backUp, removeTempDirs, tempDir, tempRepository } from './helpers.js';
+import { backUp, corruptStoredChunk, removeTempDirs, tempDir, tempRepository } from './helpers.js';
 
 const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
@@ -56,10 +54,7 @@ describe('trellis repo verify|stats|gc', function () {
     expect(clean.stdout).to.match(/verified 1 manifests, \d+ chunks.*: clean/);
 
     const [hash] = kept.manifest.chunks[1]!;
-    const file = join(path, 'chunks', hash.slice(0, 2), hash);
-    const bytes = await readFile(file);
-    bytes[10]! ^= 0xff;
-    await writeFile(file, bytes);
+    await corruptStoredChunk(repo, hash, 10);
     const bad = await trellis('verify', '--path', path);
     expect(bad.code).to.equal(1);
     expect(bad.stdout).to.include(hash).and.include('ns.a').and.include('1 problems');

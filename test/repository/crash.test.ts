@@ -12,7 +12,7 @@ import {
   type UploadResult,
 } from '../../src/repository/index.js';
 import { sha256Of, volumeBytes } from './data.js';
-import { backUp, removeTempDirs, smallChunks, tempDir } from './helpers.js';
+import { backUp, removeTempDirs, smallChunks, smallPacks, storedChunk, tempDir } from './helpers.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/upload.ts', import.meta.url));
 const size = 24 * 1024 * 1024;
@@ -62,7 +62,7 @@ async function expectConsistentAfterCrash(dir: string, seed: number, what: strin
   const volumes = await repo.listVolumes('crash-job');
   expect([[], ['ns.vol']], what).to.deep.include(volumes);
   if (volumes.length > 0) {
-    expect(await sha256Of(repo.readVolume('crash-job', 'ns.vol')), what).to.deep.equal(await sha256Of(volumeBytes({ seed, size, kind: 'random' })));
+    expect(await sha256Of(repo.restoreStream('crash-job', 'ns.vol')), what).to.deep.equal(await sha256Of(volumeBytes({ seed, size, kind: 'random' })));
   }
   expect((await verifyRepository(repo)).problems, what).to.deep.equal([]);
   expect((await collectGarbage(repo)).chunksDeleted, what).to.equal(0);
@@ -75,7 +75,7 @@ async function expectCompletes(dir: string, seed: number, what: string): Promise
   const repo = await openFilesystemRepository(dir);
   expect((await verifyRepository(repo)).problems, what).to.deep.equal([]);
   expect(await repo.listUploads(), what).to.deep.equal([]);
-  expect(await sha256Of(repo.readVolume('crash-job', 'ns.vol')), what).to.deep.equal(await sha256Of(volumeBytes({ seed, size, kind: 'random' })));
+  expect(await sha256Of(repo.restoreStream('crash-job', 'ns.vol')), what).to.deep.equal(await sha256Of(volumeBytes({ seed, size, kind: 'random' })));
   return result!;
 }
 
@@ -116,6 +116,8 @@ describe('repository crash safety', function () {
   const steps: [string, string][] = [
     ['taking the first lease', 'write:^put uploads/crash-job/ns.vol/lease.json'],
     ['declaring the first intent', 'write:^put uploads/crash-job/ns.vol/intent-'],
+    ['writing the first pack', 'write:^putIfAbsent packs/'],
+    ['writing the first pack index (its pack is durable)', 'write:^putIfAbsent index/'],
     ['writing the manifest', 'write:^putIfAbsent backups/crash-job/volumes/ns.vol.json'],
     ['cleaning up after the manifest', 'write:^delete uploads/crash-job/ns.vol/intent-'],
     ['removing the lease after the manifest', 'write:^delete uploads/crash-job/ns.vol/lease.json'],
@@ -164,7 +166,7 @@ describe('repository crash safety', function () {
         return super.putIfAbsent(key, data);
       }
     }
-    const repo = await BackupRepository.create(new RecordingStore(await tempDir()), { chunking: smallChunks });
+    const repo = await BackupRepository.create(new RecordingStore(await tempDir()), { chunking: smallChunks, packing: smallPacks });
     const shape = { seed: 9, size: 1024 * 1024, kind: 'random' as const };
     await backUp(repo, 'first', 'ns.a', shape);
     events.length = 0;
@@ -173,6 +175,11 @@ describe('repository crash safety', function () {
     const manifestAt = events.indexOf(`manifest ${keys.manifest('second', 'ns.a')}`);
     expect(manifestAt).to.be.above(-1);
     const synced = new Set(events.slice(0, manifestAt).filter((e) => e.startsWith('sync ')).map((e) => e.slice(5)));
-    for (const [hash] of second.manifest.chunks) expect(synced, hash).to.include(keys.chunk(hash));
+    // Both blobs a packed chunk depends on: its pack and the pack's index.
+    for (const [hash] of second.manifest.chunks) {
+      const { key } = await storedChunk(repo, hash);
+      expect(synced, hash).to.include(key);
+      expect(synced, hash).to.include(key.replace(/^packs\/(..)\/(.*)$/, 'index/$1/$2.json'));
+    }
   });
 });

@@ -4,19 +4,32 @@ import {
   collectGarbage,
   FilesystemBlobStore,
   LostLeaseError,
+  repositoryStats,
   verifyRepository,
 } from '../../src/repository/index.js';
+import { FakeClock } from '../../src/core/testing.js';
 import { keys } from '../../src/repository/format.js';
 import { sha256Of, volumeBytes, type VolumeShape } from './data.js';
-import { backUp, expected, removeTempDirs, smallChunks, tempDir, tempRepository } from './helpers.js';
+import { backUp, expected, removeTempDirs, smallChunks, smallPacks, storedChunk, tempDir, tempRepository } from './helpers.js';
 
 const shared: VolumeShape = { seed: 1, size: 2 * 1024 * 1024, kind: 'random' };
 const onlyOld: VolumeShape = { seed: 2, size: 1024 * 1024, kind: 'random' };
 
+/** Chunks stored, every copy counted (read from the pack indexes, not the manifests). */
 async function chunkCount(repo: BackupRepository): Promise<number> {
-  let n = 0;
-  for await (const _key of repo.store.list(keys.chunkFolder)) n++;
-  return n;
+  const index = await repo.chunkIndex(true);
+  return [...index.packIndexes()].reduce((n, r) => n + r.entries.length, 0) + [...index.looseChunks()].length;
+}
+
+/** A store that runs `hook` once, just before GC moves its first victim to the trash. */
+class RacingStore extends FilesystemBlobStore {
+  hook?: () => Promise<unknown>;
+  override async move(from: string, to: string): Promise<boolean> {
+    const hook = this.hook;
+    this.hook = undefined;
+    if (hook && to.startsWith('trash/')) await hook();
+    return super.move(from, to);
+  }
 }
 
 /** A volume that stops before each of `stops` (byte offsets) until its release is called. */
@@ -72,7 +85,7 @@ describe('repository retention and garbage collection', function () {
     expect(await chunkCount(repo)).to.equal(before - old.manifest.chunks.length);
     expect(g.chunksReferenced).to.equal(new Set(keep.manifest.chunks.map(([h]) => h)).size);
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
-    expect(await sha256Of(repo.readVolume('keep', 'ns.a'))).to.deep.equal(await expected(shared));
+    expect(await sha256Of(repo.restoreStream('keep', 'ns.a'))).to.deep.equal(await expected(shared));
     expect((await collectGarbage(repo)).chunksDeleted).to.equal(0);
   });
 
@@ -87,19 +100,20 @@ describe('repository retention and garbage collection', function () {
 
     const source = gated(today, 3 * 1024 * 1024);
     const progress = afterChunks(100);
-    const upload = repo.writeVolume('today', { volume: 'ns.a' }, source.bytes, { onProgress: progress.onProgress });
+    const upload = repo.backupVolume('today', { volume: 'ns.a' }, source.bytes, { onProgress: progress.onProgress });
     await progress.done;
     const g = await collectGarbage(repo);
     source.release();
     const result = await upload;
 
     expect(result.bytesDeduplicated).to.be.above(1024 * 1024);
-    // Only yesterday's chunks today's data does not contain (its cut-off tail) may go.
+    // Only yesterday's chunks today's data does not contain (its cut-off tail) may go, and
+    // only if a whole pack of them can.
     const todays = new Set(result.manifest.chunks.map(([h]) => h));
-    expect(g.chunksDeleted).to.equal(old.manifest.chunks.filter(([h]) => !todays.has(h)).length);
+    expect(g.chunksDeleted).to.be.at.most(old.manifest.chunks.filter(([h]) => !todays.has(h)).length);
     expect(g.chunksDeleted).to.be.at.most(2);
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
-    expect(await sha256Of(repo.readVolume('today', 'ns.a'))).to.deep.equal(await expected(today));
+    expect(await sha256Of(repo.restoreStream('today', 'ns.a'))).to.deep.equal(await expected(today));
   });
 
   it('puts back chunks an upload relied on between its first look and its deletions', async () => {
@@ -107,17 +121,8 @@ describe('repository retention and garbage collection', function () {
     // first victim: that backup deduplicates against every victim and finishes, so only
     // GC's second look (leases, then manifests) can save its chunks.
     const dir = await tempDir();
-    class RacingStore extends FilesystemBlobStore {
-      hook?: () => Promise<unknown>;
-      override async move(from: string, to: string): Promise<boolean> {
-        const hook = this.hook;
-        this.hook = undefined;
-        if (hook && to.startsWith('trash/')) await hook();
-        return super.move(from, to);
-      }
-    }
     const store = new RacingStore(dir);
-    const repo = await BackupRepository.create(store, { chunking: smallChunks });
+    const repo = await BackupRepository.create(store, { chunking: smallChunks, packing: smallPacks });
     await backUp(repo, 'old', 'ns.a', shared);
     await repo.deleteBackup('old');
     let racer: Awaited<ReturnType<typeof backUp>> | undefined;
@@ -128,14 +133,71 @@ describe('repository retention and garbage collection', function () {
     expect(g.chunksDeleted).to.equal(0);
     expect(g.chunksKeptForUploads).to.equal(g.candidates);
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
-    expect(await sha256Of(repo.readVolume('new', 'ns.a'))).to.deep.equal(await expected(shared));
+    expect(await sha256Of(repo.restoreStream('new', 'ns.a'))).to.deep.equal(await expected(shared));
+  });
+
+  describe('packs some of whose chunks are still referenced', () => {
+    // 'old' is 2 MiB in packs of 256 KiB; 'keep' is its first MiB, so after 'old' goes the
+    // packs of its first half are live, those of its second half garbage, and the pack
+    // around the 1 MiB mark partly both.
+    const firstHalf: VolumeShape = { ...shared, size: 1024 * 1024 };
+    async function partlyLive(store?: FilesystemBlobStore) {
+      const repo = store ? await BackupRepository.create(store, { chunking: smallChunks, packing: smallPacks }) : await tempRepository();
+      await backUp(repo, 'old', 'ns.a', shared);
+      await backUp(repo, 'keep', 'ns.a', firstHalf);
+      await repo.deleteBackup('old');
+      return repo;
+    }
+
+    it('keeps a pack with garbage below the repack threshold whole, and frees the packs nothing references', async () => {
+      const repo = await partlyLive();
+      const g = await collectGarbage(repo, { repackThreshold: 2 }); // never repack
+      expect(g.packsDeleted).to.be.above(0);
+      expect(g.packsRepacked).to.equal(0);
+      // The pack around the 1 MiB mark stays, garbage and all.
+      const left = (await repositoryStats(repo)).unreferencedChunks;
+      expect(left).to.be.above(0).and.below(smallPacks.maxChunks);
+      expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+      expect(await sha256Of(repo.restoreStream('keep', 'ns.a'))).to.deep.equal(await expected(firstHalf));
+      expect((await collectGarbage(repo, { repackThreshold: 2 })).chunksDeleted).to.equal(0);
+    });
+
+    it('repacks the live chunks of a pack past the repack threshold, and then frees it whole', async () => {
+      const repo = await partlyLive();
+      const g = await collectGarbage(repo, { repackThreshold: 0 });
+      expect(g.packsRepacked).to.be.above(0);
+      expect(g.chunksRepacked).to.be.above(0);
+      const stats = await repositoryStats(repo);
+      expect(stats.unreferencedChunks).to.equal(0);
+      expect(stats.chunks).to.equal(stats.referencedChunks);
+      expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+      expect(await sha256Of(repo.restoreStream('keep', 'ns.a'))).to.deep.equal(await expected(firstHalf));
+      const again = await collectGarbage(repo, { repackThreshold: 0 });
+      expect([again.chunksDeleted, again.packsRepacked]).to.deep.equal([0, 0]);
+    });
+
+    it('puts back a repacked pack whose garbage a concurrent upload came to rely on', async () => {
+      const store = new RacingStore(await tempDir());
+      const repo = await partlyLive(store);
+      // Just before GC moves its first victim, all of 'old' is backed up again: it finds
+      // every chunk stored (garbage ones too) and relies on them.
+      let racer: Awaited<ReturnType<typeof backUp>> | undefined;
+      store.hook = async () => (racer = await backUp(repo, 'again', 'ns.a', shared));
+      const g = await collectGarbage(repo, { repackThreshold: 0 });
+      expect(racer!.bytesUploaded).to.equal(0);
+      expect(g.packsRepacked).to.be.above(0);
+      expect(g.chunksDeleted).to.equal(0);
+      expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+      expect(await sha256Of(repo.restoreStream('again', 'ns.a'))).to.deep.equal(await expected(shared));
+      expect(await sha256Of(repo.restoreStream('keep', 'ns.a'))).to.deep.equal(await expected(firstHalf));
+    });
   });
 
   it('fails an upload whose backup is deleted under it, leaving no manifest behind', async () => {
     const repo = await tempRepository();
     const source = gated(shared, 1024 * 1024);
     const progress = afterChunks(10);
-    const upload = repo.writeVolume('doomed', { volume: 'ns.a' }, source.bytes, { onProgress: progress.onProgress });
+    const upload = repo.backupVolume('doomed', { volume: 'ns.a' }, source.bytes, { onProgress: progress.onProgress });
     await progress.done;
     await repo.deleteBackup('doomed');
     source.release();
@@ -165,8 +227,12 @@ describe('repository retention and garbage collection', function () {
     const repo = await tempRepository();
     const { manifest } = await backUp(repo, 'keep', 'ns.a', shared);
     const [hash] = manifest.chunks[0]!;
-    await repo.store.move(keys.chunk(hash), keys.trashed('killed-run', hash));
-    expect((await verifyRepository(repo)).problems).to.have.length(1);
+    // A run killed after it moved one pack's index and the pack itself.
+    const { key } = await storedChunk(repo, hash);
+    const index = key.replace(/^packs\/(..)\/(.*)$/, 'index/$1/$2.json');
+    await repo.store.move(index, keys.trashed('killed-run', index));
+    await repo.store.move(key, keys.trashed('killed-run', key));
+    expect((await verifyRepository(repo)).problems.length).to.be.above(0);
     const g = await collectGarbage(repo);
     expect(g.trashRecovered).to.equal(1);
     expect(g.chunksDeleted).to.equal(0);
@@ -191,17 +257,22 @@ describe('repository retention and garbage collection', function () {
   });
 
   it('keeps protecting an upload that outlives its lease ttl by renewing the lease', async () => {
-    let now = new Date('2026-01-01T00:00:00Z');
-    const repo = await BackupRepository.open((await tempRepository()).store, { now: () => now, leaseTtlMs: 60_000, leaseRenewMs: 30_000 });
+    // One fake clock drives the upload's timers and the wall-clock times in records.
+    const clock = new FakeClock();
+    const start = Date.parse('2026-01-01T00:00:00Z');
+    const now = () => new Date(start + clock.now());
+    const repo = await BackupRepository.open((await tempRepository()).store, { clock, now, leaseTtlMs: 60_000, leaseRenewMs: 30_000 });
     const mib = 1024 * 1024;
     const source = gatedAt(shared, [mib / 2, (3 * mib) / 2]);
     const firstPart = afterChunks(10);
-    const upload = repo.writeVolume('job', { volume: 'ns.a' }, source.bytes, { onProgress: firstPart.onProgress });
+    const upload = repo.backupVolume('job', { volume: 'ns.a' }, source.bytes, { onProgress: firstPart.onProgress });
     await firstPart.done;
-    now = new Date('2026-01-01T00:00:40Z');
-    source.releases[0]!(); // the next batch renews the lease (40 s >= 30 s since the last)
-    while ((await repo.listUploads())[0]?.lease?.renewedAt !== now.toISOString()) await new Promise((r) => setImmediate(r));
-    now = new Date('2026-01-01T00:01:20Z'); // 80 s after the start, 40 s after the renewal
+    const taken = (await repo.listUploads())[0]!.lease!.renewedAt;
+    // The source stalls for 40 s: the renewal timer (every 30 s) renews the lease.
+    await clock.advanceAndSettle(40_000);
+    while ((await repo.listUploads())[0]?.lease?.renewedAt === taken) await new Promise((r) => setImmediate(r));
+    source.releases[0]!();
+    await clock.advanceAndSettle(40_000); // 80 s after the start, at most 50 s after a renewal
     const g = await collectGarbage(repo);
     expect(g.expiredUploadsRemoved).to.equal(0);
     expect(g.chunksDeleted).to.equal(0);
@@ -215,7 +286,7 @@ describe('repository retention and garbage collection', function () {
     const repo = await BackupRepository.open((await tempRepository()).store, { now: () => now, leaseTtlMs: 60_000 });
     const source = gated(shared, 1024 * 1024);
     const progress = afterChunks(20);
-    const abandoned = repo.writeVolume('job', { volume: 'ns.a' }, source.bytes, { onProgress: progress.onProgress });
+    const abandoned = repo.backupVolume('job', { volume: 'ns.a' }, source.bytes, { onProgress: progress.onProgress });
     await progress.done;
     now = new Date('2026-01-01T00:00:30Z');
     expect((await collectGarbage(repo)).chunksDeleted).to.equal(0);
@@ -246,7 +317,7 @@ describe('repository retention and garbage collection', function () {
       }
     }
     const store = new PausingStore(await tempDir());
-    const repo = await BackupRepository.create(store, { chunking: smallChunks }, { now, leaseTtlMs: 60_000 });
+    const repo = await BackupRepository.create(store, { chunking: smallChunks, packing: smallPacks }, { now, leaseTtlMs: 60_000 });
     return { store, repo };
   }
 
@@ -271,7 +342,7 @@ describe('repository retention and garbage collection', function () {
     // A retry stores what went missing.
     const retry = await backUp(repo, 'today', 'ns.a', onlyOld);
     expect(retry.bytesUploaded).to.equal(onlyOld.size);
-    expect(await sha256Of(repo.readVolume('today', 'ns.a'))).to.deep.equal(await expected(onlyOld));
+    expect(await sha256Of(repo.restoreStream('today', 'ns.a'))).to.deep.equal(await expected(onlyOld));
   });
 
   it('keeps the manifest of an upload that lost its lease while writing it when no chunk went', async () => {
@@ -315,8 +386,8 @@ describe('repository retention and garbage collection', function () {
     const aProgress = afterChunks(20);
     const bProgress = afterChunks(20);
     const uploads = [
-      repo.writeVolume('job', { volume: 'ns.a' }, a.bytes, { onProgress: aProgress.onProgress }),
-      repo.writeVolume('job', { volume: 'ns.a' }, b.bytes, { onProgress: bProgress.onProgress }),
+      repo.backupVolume('job', { volume: 'ns.a' }, a.bytes, { onProgress: aProgress.onProgress }),
+      repo.backupVolume('job', { volume: 'ns.a' }, b.bytes, { onProgress: bProgress.onProgress }),
     ];
     await Promise.all([aProgress.done, bProgress.done]);
     await collectGarbage(repo);

@@ -1,19 +1,14 @@
 import { expect } from 'chai';
-import { readFile, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { RepositoryIntegrityError, verifyRepository, type BackupRepository, type FilesystemBlobStore } from '../../src/repository/index.js';
+import { unlink } from 'node:fs/promises';
+import { RepositoryIntegrityError, verifyRepository, type BackupRepository, type PackIndex } from '../../src/repository/index.js';
 import type { VolumeShape } from './data.js';
-import { backUp, removeTempDirs, tempRepository } from './helpers.js';
-
-function chunkPath(repo: BackupRepository, hash: string): string {
-  return join((repo.store as FilesystemBlobStore).root, 'chunks', hash.slice(0, 2), hash);
-}
+import { backUp, blobPath, corruptStoredChunk, removeTempDirs, storedChunk, tempRepository } from './helpers.js';
 
 /** Reads the volume to the end; returns the bytes emitted and the error it failed with. */
 async function drain(repo: BackupRepository, job: string, volume: string): Promise<{ bytes: number; error?: Error }> {
   let bytes = 0;
   try {
-    for await (const piece of repo.readVolume(job, volume)) bytes += (piece as Buffer).length;
+    for await (const piece of repo.restoreStream(job, volume)) bytes += (piece as Buffer).length;
   } catch (err) {
     return { bytes, error: err as Error };
   }
@@ -31,10 +26,7 @@ describe('repository integrity', function () {
       const { manifest } = await backUp(repo, 'job', 'team.db', shape);
       const victim = 7;
       const [hash] = manifest.chunks[victim]!;
-      const path = chunkPath(repo, hash);
-      const stored = await readFile(path);
-      stored[Math.floor(stored.length / 2)]! ^= 0x01;
-      await writeFile(path, stored);
+      await corruptStoredChunk(repo, hash);
 
       const v = await verifyRepository(repo);
       expect(v.problems).to.have.length(1);
@@ -51,16 +43,36 @@ describe('repository integrity', function () {
     });
   }
 
-  it('reports a missing chunk by name in verify and in restore', async () => {
+  it('reports a chunk its pack index lost by name in verify and in restore', async () => {
     const repo = await tempRepository();
     const { manifest } = await backUp(repo, 'job', 'team.db', { seed: 4, size: 1024 * 1024, kind: 'random' });
     const [hash] = manifest.chunks[2]!;
-    await unlink(chunkPath(repo, hash));
+    const { key } = await storedChunk(repo, hash);
+    const indexKey = key.replace(/^packs\/(..)\/(.*)$/, 'index/$1/$2.json');
+    const record = JSON.parse((await repo.store.get(indexKey)).toString()) as PackIndex;
+    record.entries = record.entries.filter(([h]) => h !== hash);
+    await repo.store.put(indexKey, Buffer.from(JSON.stringify(record)));
     const v = await verifyRepository(repo);
     expect(v.problems.map((p) => [p.problem, p.chunk?.hash])).to.deep.equal([['missing', hash]]);
     const { error } = await drain(repo, 'job', 'team.db');
     expect((error as RepositoryIntegrityError).problem).to.equal('missing');
-    expect(error!.message).to.include(hash);
+    expect(error!.message).to.include(hash).and.include('chunk 2');
+  });
+
+  it('reports every chunk of a pack that is gone, naming the pack', async () => {
+    const repo = await tempRepository();
+    const { manifest } = await backUp(repo, 'job', 'team.db', { seed: 4, size: 1024 * 1024, kind: 'random' });
+    const [hash] = manifest.chunks[0]!;
+    const { key } = await storedChunk(repo, hash);
+    await unlink(blobPath(repo, key));
+    const v = await verifyRepository(repo);
+    expect(v.problems.length).to.be.above(1);
+    expect(v.problems.every((p) => p.problem === 'missing' && p.message.includes(key))).to.equal(true);
+    expect(v.problems[0]!.chunk?.hash).to.equal(hash);
+    const { bytes, error } = await drain(repo, 'job', 'team.db');
+    expect((error as RepositoryIntegrityError).problem).to.equal('missing');
+    expect(error!.message).to.include(hash).and.include('chunk 0');
+    expect(bytes).to.equal(0);
   });
 
   it('fails the whole-volume check when the manifest’s checksum does not match its chunks', async () => {

@@ -25,6 +25,14 @@ export class MemoryBlobStore implements BlobStore {
     return Buffer.from(blob.data);
   }
 
+  async getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
+    const data = await this.get(key);
+    if (offset + length > data.length) throw new RangeError(`blob ${key} ends before byte ${offset + length}`);
+    if (!into) return data.subarray(offset, offset + length);
+    into.set(data.subarray(offset, offset + length));
+    return Buffer.from(into.buffer, into.byteOffset, length);
+  }
+
   async has(key: string): Promise<boolean> {
     return (await this.stat(key)) !== undefined;
   }

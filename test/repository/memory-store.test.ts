@@ -1,8 +1,7 @@
 import { expect } from 'chai';
 import { BackupRepository, collectGarbage, RepositoryIntegrityError, verifyRepository } from '../../src/repository/index.js';
-import { keys } from '../../src/repository/format.js';
 import { sha256Of, type VolumeShape } from './data.js';
-import { backUp, expected, smallChunks } from './helpers.js';
+import { backUp, expected, smallChunks, smallPacks, storedChunk } from './helpers.js';
 import { MemoryBlobStore } from './memory-blob-store.js';
 
 // The repository on a store with no folders, no temp files and no rename: what an object
@@ -12,11 +11,11 @@ describe('repository on a non-filesystem BlobStore', () => {
 
   it('round-trips, deduplicates, verifies, detects corruption and collects garbage', async () => {
     const store = new MemoryBlobStore();
-    const repo = await BackupRepository.create(store, { chunking: smallChunks });
+    const repo = await BackupRepository.create(store, { chunking: smallChunks, packing: smallPacks });
     const first = await backUp(repo, 'one', 'ns.a', shape);
     const second = await backUp(repo, 'two', 'ns.a', shape);
     expect(second.bytesUploaded).to.equal(0);
-    expect(await sha256Of(repo.readVolume('two', 'ns.a'))).to.deep.equal(await expected(shape));
+    expect(await sha256Of(repo.restoreStream('two', 'ns.a'))).to.deep.equal(await expected(shape));
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
 
     await repo.deleteBackup('one');
@@ -26,11 +25,12 @@ describe('repository on a non-filesystem BlobStore', () => {
     expect((await collectGarbage(repo)).chunksDeleted).to.equal(new Set(other.manifest.chunks.map(([h]) => h).filter((h) => !first.manifest.chunks.some(([f]) => f === h))).size);
 
     const [hash] = first.manifest.chunks[3]!;
-    store.raw(keys.chunk(hash))![5]! ^= 0x40;
+    const { key, offset } = await storedChunk(repo, hash);
+    store.raw(key)![offset + 5]! ^= 0x40;
     const v = await verifyRepository(repo);
     expect(v.problems.map((p) => p.chunk?.hash)).to.deep.equal([hash]);
     let error: unknown;
-    await sha256Of(repo.readVolume('two', 'ns.a')).catch((e) => (error = e));
+    await sha256Of(repo.restoreStream('two', 'ns.a')).catch((e) => (error = e));
     expect(error).to.be.instanceOf(RepositoryIntegrityError);
     expect((error as Error).message).to.include(hash);
   });

@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { BackupRepository, defaultChunkerOptions, FilesystemBlobStore, repositoryStats } from '../../src/repository/index.js';
 import { startVolumeHash, volumeHashesInProgress } from '../../src/repository/volume-hash.js';
 import { blockSize, sha256Of, volumeBytes, type VolumeShape } from './data.js';
-import { backUp, expected, removeTempDirs, smallChunks, tempDir, tempRepository } from './helpers.js';
+import { backUp, expected, removeTempDirs, smallChunks, smallPacks, tempDir, tempRepository } from './helpers.js';
 
 describe('repository round trip', function () {
   this.timeout(120_000);
@@ -20,7 +20,7 @@ describe('repository round trip', function () {
         const want = await expected(shape);
         expect(up.manifest.size).to.equal(size);
         expect(up.manifest.sha256).to.equal(want.sha256);
-        expect(await sha256Of(repo.readVolume('job-a', 'ns.vol'))).to.deep.equal(want);
+        expect(await sha256Of(repo.restoreStream('job-a', 'ns.vol'))).to.deep.equal(want);
       });
     }
   }
@@ -36,7 +36,7 @@ describe('repository round trip', function () {
     expect(Math.min(...sizes.slice(0, -1))).to.be.at.least(defaultChunkerOptions.minSize);
     const mean = shape.size / sizes.length;
     expect(mean).to.be.within(defaultChunkerOptions.avgSize / 2, defaultChunkerOptions.avgSize * 2);
-    expect(await sha256Of(repo.readVolume('big', 'ns.big'))).to.deep.equal(want);
+    expect(await sha256Of(repo.restoreStream('big', 'ns.big'))).to.deep.equal(want);
   });
 
   for (const kind of ['random', 'structured'] as const) {
@@ -50,7 +50,7 @@ describe('repository round trip', function () {
       const stats = await repositoryStats(repo);
       expect(stats.logicalBytes).to.equal(2 * shape.size);
       expect(stats.dedupRatio).to.be.at.least(1.98);
-      expect(await sha256Of(repo.readVolume('tuesday', 'ns.db'))).to.deep.equal(await expected(shape));
+      expect(await sha256Of(repo.restoreStream('tuesday', 'ns.db'))).to.deep.equal(await expected(shape));
     });
   }
 
@@ -66,8 +66,8 @@ describe('repository round trip', function () {
     // The region itself plus at most a couple of neighbouring chunks (max 64 KiB each).
     expect(second.bytesUploaded).to.be.at.least(region);
     expect(second.bytesUploaded).to.be.at.most(region + 4 * 64 * 1024);
-    expect(await sha256Of(repo.readVolume('after', 'ns.db'))).to.deep.equal(await expected(changed));
-    expect(await sha256Of(repo.readVolume('before', 'ns.db'))).to.deep.equal(await expected(base));
+    expect(await sha256Of(repo.restoreStream('after', 'ns.db'))).to.deep.equal(await expected(changed));
+    expect(await sha256Of(repo.restoreStream('before', 'ns.db'))).to.deep.equal(await expected(base));
   });
 
   it('deduplicates across volumes and returns at once for a volume already backed up', async () => {
@@ -86,13 +86,13 @@ describe('repository round trip', function () {
     const repo = await tempRepository();
     const shape: VolumeShape = { seed: 6, size: 1024 * 1024, kind: 'random' };
     await backUp(repo, 'job', 'ns.a', shape);
-    for await (const _piece of repo.readVolume('job', 'ns.a')) break;
+    for await (const _piece of repo.restoreStream('job', 'ns.a')) break;
     async function* failing() {
       yield* volumeBytes({ ...shape, size: 256 * 1024 });
       throw new Error('source device went away');
     }
     let error: Error | undefined;
-    await repo.writeVolume('job', { volume: 'ns.b' }, failing()).catch((e: Error) => (error = e));
+    await repo.backupVolume('job', { volume: 'ns.b' }, failing()).catch((e: Error) => (error = e));
     expect(error?.message).to.equal('source device went away');
     // The worker answers in order: once a later hash is digested, earlier ones are done.
     await startVolumeHash().digest();
@@ -100,8 +100,8 @@ describe('repository round trip', function () {
     expect(await repo.listVolumes('job')).to.deep.equal(['ns.a']);
   });
 
-  it('logs every chunk write that fails, not only the first, and fails the upload', async () => {
-    const lines: { msg: string; chunk?: string; err?: { message: string } }[] = [];
+  it('logs every pack write that fails, not only the first, and fails the upload', async () => {
+    const lines: { msg: string; pack?: string; err?: { message: string } }[] = [];
     const logger = pino(
       { level: 'info' },
       new Writable({
@@ -114,19 +114,19 @@ describe('repository round trip', function () {
     const attempted: string[] = [];
     class FailingDisk extends FilesystemBlobStore {
       override async putIfAbsent(key: string, data: Buffer): Promise<boolean> {
-        if (!key.startsWith('chunks/')) return super.putIfAbsent(key, data);
+        if (!key.startsWith('packs/')) return super.putIfAbsent(key, data);
         attempted.push(key);
-        await new Promise((r) => setImmediate(r)); // several writes are in flight at once
+        await new Promise((r) => setTimeout(r, 50)); // several pack writes are in flight at once
         throw new Error(`EIO writing ${key}`);
       }
     }
-    const repo = await BackupRepository.create(new FailingDisk(await tempDir()), { chunking: smallChunks }, { logger });
+    const repo = await BackupRepository.create(new FailingDisk(await tempDir()), { chunking: smallChunks, packing: smallPacks }, { logger });
     let error: Error | undefined;
     await backUp(repo, 'job', 'ns.a', { seed: 12, size: 1024 * 1024, kind: 'random' }).catch((err: Error) => (error = err));
     expect(error?.message).to.equal(`EIO writing ${attempted[0]}`);
-    expect(attempted.length).to.be.above(1);
-    const logged = lines.filter((l) => l.msg === 'chunk write failed');
-    expect(logged.map((l) => `chunks/${l.chunk!.slice(0, 2)}/${l.chunk}`).sort()).to.deep.equal([...attempted].sort());
+    expect(attempted.length).to.be.at.least(1);
+    const logged = lines.filter((l) => l.msg === 'pack write failed');
+    expect(logged.map((l) => l.pack).sort()).to.deep.equal([...attempted].sort());
     expect(logged.map((l) => l.err?.message).sort()).to.deep.equal(attempted.map((k) => `EIO writing ${k}`).sort());
     expect(await repo.listVolumes('job')).to.deep.equal([]);
   });

@@ -1,0 +1,274 @@
+// The CPU work of the data path, on worker threads (as many as the machine has cores):
+// scanning for content-defined cut points, SHA-256 of chunks, compression and
+// decompression. Guarantees:
+// - Each task runs on one worker and resolves with its result or rejects with its error;
+//   a worker that dies fails only its own tasks, and later tasks go to the others (or run
+//   inline when none is left, with the same results).
+// - Bytes in a SharedArrayBuffer are read where they are, never copied to a worker; results
+//   the worker made come back transferred, not copied.
+// - Idle workers never keep the process alive.
+// The task code is one self-contained function (runTask) whose source the workers
+// evaluate, as volume-hash.ts does: under tsx a worker cannot load a .ts module by path.
+import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import * as zlib from 'node:zlib';
+import { gearTable } from './chunker.js';
+import { decodeStoredSync, encodeStoredSync, type CodecName } from './codec.js';
+
+interface TaskDeps {
+  createHash: typeof createHash;
+  zlib: typeof zlib;
+  gear: Int32Array;
+  encode: typeof encodeStoredSync;
+  decode: typeof decodeStoredSync;
+}
+
+/** Cut-point candidates of a block: positions (block-relative) whose gear hash has the large mask clear; `small` those with the small mask clear too. */
+export interface ScanResult {
+  large: number[];
+  small: number[];
+}
+
+/** One decoded chunk of an extent: where its bytes are (in the extent's bytes or its output), and their hash; or what is wrong with it. */
+export type DecodedChunk = { in: 'bytes' | 'out'; offset: number; length: number; hash: string } | { error: string };
+
+type Task =
+  | { op: 'scan'; block: Uint8Array; lead: Uint8Array; maskSmall: number; maskLarge: number }
+  | { op: 'hash'; parts: Uint8Array[] }
+  | { op: 'encode'; codec: CodecName; parts: Uint8Array[] }
+  | { op: 'decode'; stored: Uint8Array }
+  | { op: 'decodeExtent'; bytes: Uint8Array; lengths: number[]; sizes: number[]; out: Uint8Array };
+
+/**
+ * Runs one task. Self-contained (the workers run it from its source text): it uses only
+ * its arguments, and no inner functions.
+ */
+export function runTask(d: TaskDeps, t: Task): unknown {
+  if (t.op === 'scan') {
+    // The gear hash of the 32 bytes ending at each position: the lead (the previous
+    // block's last 31 bytes) makes positions near the block's start exact too.
+    const large: number[] = [];
+    const small: number[] = [];
+    let h = 0;
+    for (let i = 0; i < t.lead.length; i++) h = ((h << 1) + d.gear[t.lead[i]!]!) | 0;
+    const block = t.block;
+    const n = block.length;
+    const maskLarge = t.maskLarge;
+    for (let i = 0; i < n; i++) {
+      h = ((h << 1) + d.gear[block[i]!]!) | 0;
+      if ((h & maskLarge) === 0) {
+        large.push(i);
+        if ((h & t.maskSmall) === 0) small.push(i);
+      }
+    }
+    return { large, small };
+  }
+  if (t.op === 'hash') {
+    const hash = d.createHash('sha256');
+    for (const part of t.parts) hash.update(part);
+    return hash.digest('hex');
+  }
+  if (t.op === 'encode') {
+    if (t.codec === 'none') return undefined;
+    let data = t.parts[0] ?? new Uint8Array(0);
+    if (t.parts.length > 1) {
+      data = new Uint8Array(t.parts.reduce((n, p) => n + p.length, 0));
+      let at = 0;
+      for (const part of t.parts) {
+        data.set(part, at);
+        at += part.length;
+      }
+    }
+    return d.encode(d.zlib, t.codec, data);
+  }
+  if (t.op === 'decode') return d.decode(d.zlib, t.stored);
+  // decodeExtent: chunks stored one after another; raw ones stay where they are (in
+  // `bytes`), the others are decoded into `out`, one after another.
+  const decoded: DecodedChunk[] = [];
+  let outAt = 0;
+  let at = 0;
+  for (let i = 0; i < t.lengths.length; i++) {
+    const stored = t.bytes.subarray(at, at + t.lengths[i]!);
+    at += t.lengths[i]!;
+    let data: Uint8Array;
+    try {
+      data = d.decode(d.zlib, stored);
+    } catch (err) {
+      decoded.push({ error: `does not decode: ${err instanceof Error ? err.message : String(err)}` });
+      continue;
+    }
+    if (data.length !== t.sizes[i]) {
+      decoded.push({ error: `has ${data.length} bytes, the manifest says ${t.sizes[i]}` });
+      continue;
+    }
+    const hash = d.createHash('sha256').update(data).digest('hex');
+    if (data.buffer === t.bytes.buffer) {
+      decoded.push({ in: 'bytes', offset: data.byteOffset - t.bytes.byteOffset, length: data.length, hash });
+      continue;
+    }
+    t.out.set(data, outAt);
+    decoded.push({ in: 'out', offset: outAt, length: data.length, hash });
+    outAt += data.length;
+  }
+  return decoded;
+}
+
+const workerSource = () => `
+const { parentPort, workerData } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const zlib = require('node:zlib');
+const __name = (f) => f;
+const deps = {
+  createHash,
+  zlib,
+  gear: new Int32Array(workerData.gear),
+  encode: (${encodeStoredSync.toString()}),
+  decode: (${decodeStoredSync.toString()}),
+};
+const runTask = (${runTask.toString()});
+parentPort.on('message', (m) => {
+  let value;
+  try {
+    value = runTask(deps, m.task);
+  } catch (err) {
+    parentPort.postMessage({ id: m.id, error: err instanceof Error ? err.message : String(err) });
+    return;
+  }
+  // A result of the worker's own is transferred, unless it is a slice of a bigger (pooled) buffer.
+  let transfer = [];
+  if (value instanceof Uint8Array && !(value.buffer instanceof SharedArrayBuffer)) {
+    if (value.byteOffset !== 0 || value.byteLength !== value.buffer.byteLength) value = value.slice();
+    transfer = [value.buffer];
+  }
+  try {
+    parentPort.postMessage({ id: m.id, value }, transfer);
+  } catch {
+    parentPort.postMessage({ id: m.id, value }); // memory Node will not let go of (zlib's own): copied
+  }
+});
+`;
+
+interface Slot {
+  worker: Worker;
+  busy: number;
+}
+
+interface Waiter {
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+  slot: Slot;
+}
+
+/** A Buffer over the whole of a Uint8Array's memory, without copying. */
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** Bytes to send to a worker: shared memory as is; a slice of a bigger buffer copied, or the whole buffer would be cloned. */
+function sendable(data: Uint8Array): Uint8Array {
+  if (data.buffer instanceof SharedArrayBuffer || (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength)) return data;
+  return data.slice();
+}
+
+export class ChunkWorkers {
+  private readonly slots: Slot[] = [];
+  private readonly waiting = new Map<number, Waiter>();
+  private nextId = 1;
+  private readonly deps: TaskDeps = { createHash, zlib, gear: gearTable(), encode: encodeStoredSync, decode: decodeStoredSync };
+
+  constructor(readonly size = availableParallelism()) {
+    try {
+      for (let i = 0; i < size; i++) this.slots.push(this.spawn());
+    } catch {
+      // No workers here: tasks run inline.
+    }
+  }
+
+  private spawn(): Slot {
+    // Small heaps: a worker's own allocations are small and short-lived (the bytes it works
+    // on are shared or transferred), so frequent young-generation collections keep its
+    // memory, and the process's, low.
+    const worker = new Worker(workerSource(), {
+      eval: true,
+      workerData: { gear: gearTable() },
+      // Plain JavaScript: none of the parent's loaders (tsx under tests) is needed.
+      execArgv: [],
+      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
+    });
+    const slot: Slot = { worker, busy: 0 };
+    worker.on('message', (m: { id: number; value?: unknown; error?: string }) => {
+      const waiter = this.waiting.get(m.id);
+      if (!waiter) return;
+      this.waiting.delete(m.id);
+      if (--slot.busy === 0) worker.unref();
+      if (m.error !== undefined) waiter.reject(new Error(m.error));
+      else waiter.resolve(m.value);
+    });
+    const fail = (err: Error): void => {
+      const index = this.slots.indexOf(slot);
+      if (index >= 0) this.slots.splice(index, 1);
+      for (const [id, waiter] of this.waiting) {
+        if (waiter.slot !== slot) continue;
+        this.waiting.delete(id);
+        waiter.reject(err);
+      }
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`chunk worker exited with code ${code}`)));
+    worker.unref();
+    return slot;
+  }
+
+  private run<T>(task: Task): Promise<T> {
+    if (this.slots.length === 0) return Promise.resolve().then(() => runTask(this.deps, task) as T);
+    let slot = this.slots[0]!;
+    for (const s of this.slots) if (s.busy < slot.busy) slot = s;
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (value: unknown) => void, reject, slot });
+      if (slot.busy++ === 0) slot.worker.ref();
+      slot.worker.postMessage({ id, task });
+    });
+  }
+
+  /** Candidate cut points of one block (see ScanResult). */
+  scan(block: Uint8Array, lead: Uint8Array, maskSmall: number, maskLarge: number): Promise<ScanResult> {
+    return this.run({ op: 'scan', block: sendable(block), lead, maskSmall, maskLarge });
+  }
+
+  /** SHA-256 (hex) of the parts, one after another. */
+  hash(parts: Uint8Array[]): Promise<string> {
+    return this.run({ op: 'hash', parts: parts.map(sendable) });
+  }
+
+  /**
+   * The stored form of a chunk given in parts (see codec.ts), as pieces to concatenate:
+   * the compressed form, or (stored raw) the codec byte 0 and the parts themselves.
+   */
+  async encode(codec: CodecName, parts: Uint8Array[]): Promise<Uint8Array[]> {
+    const compressed = await this.run<Uint8Array | undefined>({ op: 'encode', codec, parts: parts.map(sendable) });
+    return compressed ? [compressed] : [Uint8Array.of(0), ...parts];
+  }
+
+  /** A stored chunk decoded. */
+  async decode(stored: Uint8Array): Promise<Buffer> {
+    return asBuffer(await this.run<Uint8Array>({ op: 'decode', stored: sendable(stored) }));
+  }
+
+  /**
+   * Chunks stored one after another (`lengths`), decoded, size-checked against `sizes` and
+   * hashed; raw chunks stay in `bytes`, the others are decoded into `out` (shared memory,
+   * large enough for the sum of `sizes`).
+   */
+  decodeExtent(bytes: Uint8Array, lengths: number[], sizes: number[], out: Uint8Array): Promise<DecodedChunk[]> {
+    return this.run({ op: 'decodeExtent', bytes: sendable(bytes), lengths, sizes, out });
+  }
+}
+
+let shared: ChunkWorkers | undefined;
+
+/** The process's chunk workers, started on first use. */
+export function chunkWorkers(): ChunkWorkers {
+  return (shared ??= new ChunkWorkers());
+}

@@ -1,0 +1,238 @@
+// Verified reads. Guarantees:
+// - restoreStream emits a volume's bytes in order, and no byte of a chunk before that
+//   chunk's hash has been checked; the whole-volume SHA-256 and size are checked at the
+//   end. A fault is a RepositoryIntegrityError naming the volume and the chunk, never
+//   silently wrong data.
+// - Reads run ahead of the consumer (up to `readAheadBytes`, default 32 MiB, across pack
+//   boundaries); chunks stored next to each other in a pack are read with one ranged read.
+// - A chunk whose pack went since the index was loaded (a repack by GC) is looked up again
+//   once before it counts as missing.
+import { Readable } from 'node:stream';
+import { BlobNotFoundError } from './blob-store.js';
+import { describeLocation, readStored, type ChunkIndex, type ChunkLocation } from './chunk-index.js';
+import { chunkWorkers } from './chunk-workers.js';
+import { decodeChunk } from './codec.js';
+import { getManifest } from './catalog.js';
+import type { RepositoryContext } from './context.js';
+import { RepositoryIntegrityError, type IntegrityProblem } from './errors.js';
+import { keys, type Manifest } from './format.js';
+import { startVolumeHash } from './volume-hash.js';
+
+export type ChunkReadResult = { ok: true; data: Buffer; key?: string } | { ok: false; problem: IntegrityProblem; detail: string; key?: string };
+
+/** What a repository offers its readers: its context and where chunks lie. */
+export interface ReadContext extends RepositoryContext {
+  /** The chunk index; `reload` reads it again from the store. */
+  chunkIndex(reload?: boolean): Promise<ChunkIndex>;
+}
+
+export interface RestoreOptions {
+  /** Bytes read ahead of the consumer (default 32 MiB). */
+  readAheadBytes?: number;
+}
+
+function corruptChunk(actual: string): ChunkReadResult & { ok: false } {
+  return { ok: false, problem: 'corrupt', detail: `is corrupt: its content hashes to ${actual}` };
+}
+
+/** Finds a chunk, reading the index again once if the snapshot in memory does not have it. */
+async function locate(repo: ReadContext, hash: string, stale?: ChunkLocation): Promise<ChunkLocation | undefined> {
+  const index = await repo.chunkIndex();
+  const location = index.lookup(hash);
+  if (location && location !== stale) return location;
+  return (await repo.chunkIndex(true)).lookup(hash);
+}
+
+/** Reads and decodes one chunk and checks its size; the caller checks its hash. */
+export async function fetchChunk(repo: ReadContext, hash: string, size: number): Promise<ChunkReadResult> {
+  let location = await locate(repo, hash);
+  let stored: Buffer | undefined;
+  for (let attempt = 0; location && !stored; attempt++) {
+    try {
+      stored = await readStored(repo.store, location);
+    } catch (err) {
+      if (!(err instanceof BlobNotFoundError || err instanceof RangeError) || attempt > 0) {
+        if (err instanceof RangeError) return { ok: false, problem: 'corrupt', detail: `is cut short: ${err.message}`, key: describeLocation(location) };
+        if (err instanceof BlobNotFoundError) return { ok: false, problem: 'missing', detail: `is missing from the repository (${err.key})`, key: describeLocation(location) };
+        throw err;
+      }
+      location = await locate(repo, hash, location);
+    }
+  }
+  if (!location || !stored) return { ok: false, problem: 'missing', detail: 'is missing from the repository (no pack index names it)', key: keys.chunk(hash) };
+  return decodeChecked(stored, size, describeLocation(location));
+}
+
+async function decodeChecked(stored: Buffer, size: number, key: string): Promise<ChunkReadResult> {
+  let data: Buffer;
+  try {
+    data = await decodeChunk(stored);
+  } catch (err) {
+    return { ok: false, problem: 'corrupt', detail: `does not decode: ${(err as Error).message}`, key };
+  }
+  if (data.length !== size) return { ok: false, problem: 'corrupt', detail: `has ${data.length} bytes, the manifest says ${size}`, key };
+  return { ok: true, data, key };
+}
+
+/** Reads one stored chunk and checks its codec, size and hash. */
+export async function readChunk(repo: ReadContext, hash: string, size: number): Promise<ChunkReadResult> {
+  const r = await fetchChunk(repo, hash, size);
+  if (!r.ok) return r;
+  const actual = await chunkWorkers().hash([r.data]);
+  return actual === hash ? r : corruptChunk(actual);
+}
+
+/**
+ * Streams a backed-up volume in order. Every chunk is verified before its bytes are
+ * emitted; the stream fails with a RepositoryIntegrityError on the first fault.
+ */
+export function restoreStream(repo: ReadContext, job: string, volume: string, options: RestoreOptions = {}): Readable {
+  return Readable.from(restoredChunks(repo, job, volume, options), { objectMode: false });
+}
+
+/** A chunk read for a restore: its bytes and their hash, or what is wrong. */
+type Loaded = (ChunkReadResult & { ok: false }) | { ok: true; data: Uint8Array; hash: string; key?: string };
+
+/** One ranged read: chunks [first, first + count) of a manifest, adjacent in one pack. */
+interface Extent {
+  first: number;
+  count: number;
+  location?: Extract<ChunkLocation, { kind: 'pack' }>;
+  /** Stored length of each chunk. */
+  lengths: number[];
+  /** Their decoded sizes, summed. */
+  sizes: number;
+}
+
+/** Groups the manifest's chunks into extents of at most `maxBytes` each. */
+function* extentsOf(manifest: Manifest, index: ChunkIndex, maxBytes: number): Generator<Extent> {
+  let current: Extent | undefined;
+  for (const [i, [hash]] of manifest.chunks.entries()) {
+    const location = index.lookup(hash);
+    if (current?.location && location?.kind === 'pack') {
+      const end = current.location.offset + current.location.length;
+      const decoded = current.sizes + manifest.chunks[i]![1];
+      if (location.pack === current.location.pack && location.offset === end && current.location.length + location.length <= maxBytes && decoded <= maxBytes) {
+        current.sizes = decoded;
+        current.location = { ...current.location, length: current.location.length + location.length };
+        current.lengths.push(location.length);
+        current.count++;
+        continue;
+      }
+    }
+    if (current) yield current;
+    const size = manifest.chunks[i]![1];
+    current = location?.kind === 'pack' ? { first: i, count: 1, location: { ...location }, lengths: [location.length], sizes: size } : { first: i, count: 1, lengths: [], sizes: size };
+  }
+  if (current) yield current;
+}
+
+export async function* restoredChunks(repo: ReadContext, job: string, volume: string, options: RestoreOptions = {}): AsyncGenerator<Buffer> {
+  const manifest = await getManifest(repo, job, volume);
+  const index = await repo.chunkIndex(true);
+  const readAhead = Math.max(1, options.readAheadBytes ?? 32 * 1024 * 1024);
+  const offsets: number[] = [];
+  let offset = 0;
+  for (const [, size] of manifest.chunks) {
+    offsets.push(offset);
+    offset += size;
+  }
+  const fault = (i: number, r: ChunkReadResult & { ok: false }) => {
+    const [hash] = manifest.chunks[i]!;
+    return new RepositoryIntegrityError(r.problem, job, volume, `chunk ${r.detail}`, { hash, index: i, offset: offsets[i]!, key: r.key ?? keys.chunk(hash) });
+  };
+  // Extents are read into shared buffers the chunk workers decode and hash in place, and
+  // the volume hash reads in place too; the consumer gets copies. The buffers are reused
+  // (a worker holds on to any shared buffer it was ever sent until its own GC runs).
+  const extentMax = Math.max(8 * 1024 * 1024, repo.config.chunking.maxSize + 1);
+  const spare: Uint8Array[] = [];
+  const acquire = (): Uint8Array => spare.pop() ?? new Uint8Array(new SharedArrayBuffer(extentMax));
+  // Loads an extent: one ranged read when its chunks lie together in a pack, decoded and
+  // hashed on a chunk worker; else one chunk on its own (a loose chunk, or one the index
+  // does not name: looked up again) on the same workers.
+  const load = async (extent: Extent): Promise<{ results: Loaded[]; buffers: Uint8Array[] }> => {
+    const sizes = manifest.chunks.slice(extent.first, extent.first + extent.count).map(([, size]) => size);
+    if (extent.location) {
+      const input = acquire();
+      const output = acquire();
+      let bytes: Buffer | undefined;
+      try {
+        bytes = await readStored(repo.store, extent.location, input);
+      } catch (err) {
+        if (!(err instanceof BlobNotFoundError || err instanceof RangeError)) throw err;
+      }
+      if (bytes) {
+        const decoded = await chunkWorkers().decodeExtent(bytes, extent.lengths, sizes, output);
+        let at = extent.location.offset;
+        const results = decoded.map((d, j): Loaded => {
+          const key = describeLocation({ ...extent.location!, offset: at });
+          at += extent.lengths[j]!;
+          if ('error' in d) return { ok: false, problem: 'corrupt', detail: d.error, key };
+          const from = d.in === 'bytes' ? bytes! : output;
+          return { ok: true, data: from.subarray(d.offset, d.offset + d.length), hash: d.hash, key };
+        });
+        return { results, buffers: [input, output] };
+      }
+      spare.push(input, output);
+    }
+    const results: Loaded[] = [];
+    for (let j = 0; j < extent.count; j++) {
+      const [hash, size] = manifest.chunks[extent.first + j]!;
+      const r = await fetchChunk(repo, hash, size);
+      results.push(r.ok ? { ...r, hash: await chunkWorkers().hash([r.data]) } : r);
+    }
+    return { results, buffers: [] };
+  };
+  const extents = extentsOf(manifest, index, extentMax);
+  const pending: { extent: Extent; bytes: number; loading: Promise<{ results: Loaded[]; buffers: Uint8Array[] }> }[] = [];
+  let inFlight = 0;
+  let exhausted = false;
+  const fill = (): void => {
+    while (!exhausted && (pending.length === 0 || inFlight < readAhead)) {
+      const next = extents.next();
+      if (next.done) {
+        exhausted = true;
+        return;
+      }
+      const extent = next.value;
+      const bytes = extent.location?.length ?? manifest.chunks[extent.first]![1];
+      const loading = load(extent);
+      loading.catch(() => undefined); // awaited below; this only stops an early exit leaving it unhandled
+      pending.push({ extent, bytes, loading });
+      inFlight += bytes;
+    }
+  };
+  const volumeHash = startVolumeHash();
+  let total = 0;
+  let digest: string;
+  try {
+    fill();
+    while (pending.length > 0) {
+      const { extent, bytes, loading } = pending.shift()!;
+      const { results, buffers } = await loading;
+      inFlight -= bytes;
+      fill();
+      const appended: Promise<void>[] = [];
+      for (const [j, r] of results.entries()) {
+        const i = extent.first + j;
+        if (!r.ok) throw fault(i, r);
+        // The worker hashed the chunk as it decoded it; nothing of it goes out unless that
+        // hash is the one the manifest names.
+        if (r.hash !== manifest.chunks[i]![0]) throw fault(i, { ...corruptChunk(r.hash), key: r.key });
+        // In order, on the volume hash's own worker (shared memory: no copy).
+        appended.push(volumeHash.append(r.data));
+        total += r.data.length;
+        // A copy out of a reused buffer; a chunk read on its own is the consumer's already.
+        yield buffers.length > 0 ? Buffer.from(r.data) : Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength);
+      }
+      // The extent's buffers go back once the volume hash has read them.
+      void Promise.allSettled(appended).then(() => spare.push(...buffers));
+    }
+    digest = await volumeHash.digest();
+  } finally {
+    volumeHash.dispose();
+  }
+  if (total !== manifest.size || digest !== manifest.sha256) {
+    throw new RepositoryIntegrityError('checksum', job, volume, `whole-volume check failed: ${total} bytes hashing to ${digest}, the manifest says ${manifest.size} bytes, ${manifest.sha256}`);
+  }
+}

@@ -1,0 +1,324 @@
+// A volume's bytes as hashed content-defined chunks, in order, with the whole volume's
+// SHA-256 at the end, with the CPU work spread over the chunk workers. Guarantees:
+// - The same cut points as chunkStream (chunker.ts), for any split of the input: the
+//   workers find the candidate cut points of each block in parallel (the gear hash at a
+//   position depends only on the 32 bytes ending there), and the main thread picks the
+//   cuts from them in order, computing exactly only the 31 positions after each chunk's
+//   minimum size, where the rolling hash has not yet seen 32 bytes.
+// - Chunks come in stream order, each with a promise of its own SHA-256 (computed on a
+//   worker) and an encode() that compresses it on a worker; digest() resolves after every
+//   chunk has gone into the whole-volume hash (on its own worker, in order).
+// - Memory is bounded: the input is copied once into shared blocks (the workers read them
+//   in place), and at most `maxBlocks` blocks (32 MiB) are held; reading the input waits
+//   until the consumer release()s chunks. A consumer must release every chunk it took
+//   and may hold at most `batchBytes` of unreleased chunks per batch, two batches at once.
+import type { ChunkerOptions } from './chunker.js';
+import { gearTable, highMask, validateChunkerOptions } from './chunker.js';
+import { chunkWorkers, type ScanResult } from './chunk-workers.js';
+import type { CodecName } from './codec.js';
+import type { ChunkRef } from './format.js';
+import { startVolumeHash } from './volume-hash.js';
+
+export interface VolumeChunk {
+  /** [hash, size]; the hash is filled in once `hashed` resolves. */
+  ref: ChunkRef;
+  size: number;
+  hashed: Promise<string>;
+  /**
+   * The chunk's stored form (codec byte + payload) as pieces to concatenate, made on a
+   * worker; the pieces may be the chunk's own memory, valid until release().
+   */
+  encode(codec: CodecName): Promise<Uint8Array[]>;
+  /** The consumer is done with the chunk's bytes. */
+  release(): void;
+}
+
+export interface VolumeChunks extends AsyncIterable<VolumeChunk> {
+  /** Unreleased bytes a consumer may gather into one batch before it hands the batch on. */
+  readonly batchBytes: number;
+  /** The whole volume's SHA-256 (hex), once the iteration has ended. */
+  digest(): Promise<string>;
+  /** Ends the hashing; safe to call more than once and after digest(). */
+  return(): Promise<void>;
+}
+
+const blockSize = 2 * 1024 * 1024;
+const maxBlocks = 16;
+/** Window of the gear hash minus one: bytes before a position that its hash still depends on. */
+const lead = 31;
+
+interface Block {
+  /** Stream offset of the block's first byte. */
+  base: number;
+  bytes: Uint8Array;
+  filled: number;
+  /** The previous block's last `lead` bytes (what the hash at this block's start depends on). */
+  lead: Uint8Array;
+  /** Scans of [from, to) of the block, in order: a full block has one, a block the input
+   * stalled in (or ended in) may have several. `scannedTo` is the end of the last. */
+  scans: { from: number; result: Promise<ScanResult> }[];
+  scannedTo: number;
+  /** Scans not yet finished. */
+  scanning: number;
+}
+
+interface Pending {
+  end: number;
+  done: boolean;
+}
+
+export function volumeChunks(data: AsyncIterable<Uint8Array>, chunking: ChunkerOptions): VolumeChunks {
+  return new ChunkPipeline(data, chunking);
+}
+
+class ChunkPipeline implements VolumeChunks {
+  readonly batchBytes = 6 * 1024 * 1024;
+  private readonly workers = chunkWorkers();
+  private readonly volume = startVolumeHash();
+  private readonly gear = gearTable();
+  private readonly maskSmall: number;
+  private readonly maskLarge: number;
+  /** Live blocks in stream order; blocks[0] starts at stream offset firstBlock * blockSize. */
+  private blocks: Block[] = [];
+  private firstBlock = 0;
+  private readonly spare: Uint8Array[] = [];
+  private allocated = 0;
+  /** The last `lead` bytes of the last full block (the next block's scans need them). */
+  private tail = new Uint8Array(0);
+  /** Bytes received. */
+  private total = 0;
+  private eof = false;
+  /** Chunks handed out and not yet done, in order; the stream before `doneOffset` is no longer needed. */
+  private readonly pending: Pending[] = [];
+  private doneOffset = 0;
+  private freed?: () => void;
+  private ended = false;
+
+  constructor(
+    private readonly data: AsyncIterable<Uint8Array>,
+    private readonly chunking: ChunkerOptions,
+  ) {
+    validateChunkerOptions(chunking);
+    const bits = Math.log2(chunking.avgSize);
+    // Normalized chunking, as in chunker.ts.
+    this.maskSmall = highMask(bits + 2);
+    this.maskLarge = highMask(bits - 2);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<VolumeChunk> {
+    let cut = 0;
+    const source = this.data[Symbol.asyncIterator]();
+    let next = source.next();
+    for (;;) {
+      // While the source produces the next piece, the block it stopped in is scanned as far
+      // as it is filled; if that is done first, the chunks it allows go out, so a source
+      // that stalls does not hold back the chunks of what it already gave.
+      const last = this.blocks.at(-1);
+      if (last && last.scannedTo < last.filled) {
+        this.scanUpTo(last);
+        const scanned = last.scans.at(-1)!.result.then(
+          () => undefined,
+          () => undefined,
+        );
+        if ((await Promise.race([next, scanned])) === undefined) {
+          for (let end = await this.cutAfter(cut); end !== undefined; end = await this.cutAfter(cut)) {
+            yield this.chunk(cut, end);
+            cut = end;
+          }
+        }
+      }
+      const r = await next;
+      if (r.done) break;
+      const bytes = r.value instanceof Uint8Array ? r.value : new Uint8Array(r.value);
+      for (let at = 0; at < bytes.length; ) {
+        const block = await this.writableBlock();
+        const n = Math.min(blockSize - block.filled, bytes.length - at);
+        block.bytes.set(bytes.subarray(at, at + n), block.filled);
+        block.filled += n;
+        this.total += n;
+        at += n;
+        if (block.filled === blockSize) {
+          this.tail = block.bytes.slice(blockSize - lead);
+          this.scanUpTo(block); // at once: the workers scan blocks in parallel while more is read
+        }
+        // The piece is copied: the source may have the next one read meanwhile.
+        if (at === bytes.length) next = source.next();
+        for (let end = await this.cutAfter(cut); end !== undefined; end = await this.cutAfter(cut)) {
+          yield this.chunk(cut, end);
+          cut = end;
+        }
+      }
+      if (bytes.length === 0) next = source.next();
+    }
+    this.eof = true;
+    const last = this.blocks.at(-1);
+    if (last) this.scanUpTo(last);
+    while (cut < this.total) {
+      const end = (await this.cutAfter(cut))!;
+      yield this.chunk(cut, end);
+      cut = end;
+    }
+  }
+
+  digest(): Promise<string> {
+    return this.volume.digest();
+  }
+
+  async return(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    this.volume.dispose();
+    this.blocks = [];
+    this.spare.length = 0;
+    this.freed?.();
+  }
+
+  /** The block being filled, or a new one (waiting while maxBlocks are held). */
+  private async writableBlock(): Promise<Block> {
+    const last = this.blocks.at(-1);
+    if (last && last.filled < blockSize) return last;
+    while (this.spare.length === 0 && this.allocated >= maxBlocks) {
+      await new Promise<void>((resolve) => (this.freed = resolve));
+      if (this.ended) throw new Error('volume chunking ended');
+    }
+    let bytes = this.spare.pop();
+    if (!bytes) {
+      bytes = new Uint8Array(new SharedArrayBuffer(blockSize));
+      this.allocated++;
+    }
+    const block: Block = { base: (this.firstBlock + this.blocks.length) * blockSize, bytes, filled: 0, lead: this.tail, scans: [], scannedTo: 0, scanning: 0 };
+    this.blocks.push(block);
+    return block;
+  }
+
+  /** Scans what the block holds beyond what was scanned. */
+  private scanUpTo(block: Block): void {
+    const from = block.scannedTo;
+    const to = block.filled;
+    if (to <= from) return;
+    // The `lead` bytes before `from`: from the block itself, else partly from the previous one.
+    let before = block.bytes.subarray(Math.max(0, from - lead), from);
+    if (before.length < lead && block.lead.length > 0) {
+      const joined = new Uint8Array(Math.min(lead, block.lead.length + from));
+      joined.set(block.lead.subarray(block.lead.length - (joined.length - from)));
+      joined.set(block.bytes.subarray(0, from), joined.length - from);
+      before = joined;
+    } else {
+      before = before.slice();
+    }
+    const result = this.workers.scan(block.bytes.subarray(from, to), before, this.maskSmall, this.maskLarge);
+    block.scans.push({ from, result });
+    block.scannedTo = to;
+    block.scanning++;
+    result
+      .finally(() => {
+        block.scanning--;
+        this.advance();
+      })
+      .catch(() => undefined); // cutAfter awaits the scan and meets its failure
+  }
+
+  private byteAt(offset: number): number {
+    const block = this.blocks[Math.floor(offset / blockSize) - this.firstBlock]!;
+    return block.bytes[offset - block.base]!;
+  }
+
+  /**
+   * The end of the chunk starting at `start`, or undefined when it depends on bytes not yet
+   * received (or blocks not yet sealed). Mirrors chunkStream's rules exactly.
+   */
+  private async cutAfter(start: number): Promise<number | undefined> {
+    const { minSize, avgSize, maxSize } = this.chunking;
+    const end = this.total;
+    const more = this.eof ? end : undefined;
+    const from = start + minSize;
+    if (from >= end) return start < end ? more : undefined;
+    const normal = start + avgSize;
+    const limit = start + maxSize;
+    // The hash restarts at `from`: until it has seen 32 bytes it differs from the
+    // workers' window hash, so these positions are computed here.
+    const exactEnd = Math.min(from + lead, limit, end);
+    let h = 0;
+    for (let i = from; i < exactEnd; i++) {
+      h = ((h << 1) + this.gear[this.byteAt(i)]!) | 0;
+      if ((h & (i < normal ? this.maskSmall : this.maskLarge)) === 0) return i + 1;
+    }
+    if (exactEnd === limit) return limit;
+    if (exactEnd < from + lead) return more;
+    const scanEnd = Math.min(limit, end);
+    for (let b = Math.floor((from + lead) / blockSize) - this.firstBlock; b < this.blocks.length; b++) {
+      const block = this.blocks[b]!;
+      if (block.base >= scanEnd) break;
+      for (const scan of block.scans) {
+        const { large, small } = await scan.result;
+        let s = 0;
+        for (const p of large) {
+          const at = block.base + scan.from + p;
+          if (at < from + lead) continue;
+          if (at >= scanEnd) break;
+          if (at >= normal) return at + 1;
+          while (s < small.length && small[s]! < p) s++;
+          if (small[s] === p) return at + 1;
+        }
+      }
+      // Not scanned that far yet (the block is being filled): decided later.
+      if (block.scannedTo < Math.min(scanEnd - block.base, blockSize)) return undefined;
+    }
+    if (limit <= end) return limit;
+    return more;
+  }
+
+  /** Hands out the chunk [start, end): hashed on a worker, appended to the volume hash in order. */
+  private chunk(start: number, end: number): VolumeChunk {
+    const parts: Uint8Array[] = [];
+    for (let at = start; at < end; ) {
+      const block = this.blocks[Math.floor(at / blockSize) - this.firstBlock]!;
+      const to = Math.min(end, block.base + block.filled);
+      parts.push(block.bytes.subarray(at - block.base, to - block.base));
+      at = to;
+    }
+    const ref: ChunkRef = ['', end - start];
+    const hashed = this.workers.hash(parts).then((h) => (ref[0] = h));
+    hashed.catch(() => undefined); // awaited by the consumer; this only keeps an early exit quiet
+    const appended = Promise.all(parts.map((p) => this.volume.append(p)));
+    appended.catch(() => undefined); // a failed append fails digest()
+    const entry: Pending = { end, done: false };
+    this.pending.push(entry);
+    let released = false;
+    return {
+      ref,
+      size: end - start,
+      hashed,
+      encode: (codec) => this.workers.encode(codec, parts),
+      release: () => {
+        if (released) return;
+        released = true;
+        void Promise.allSettled([hashed, appended]).then(() => {
+          entry.done = true;
+          this.advance();
+        });
+      },
+    };
+  }
+
+  /** Frees the blocks every done chunk has left behind. */
+  private advance(): void {
+    while (this.pending[0]?.done) this.doneOffset = this.pending.shift()!.end;
+    let freed = false;
+    for (
+      let block = this.blocks[0];
+      block && block.filled === blockSize && block.scannedTo === blockSize && block.scanning === 0 && block.base + blockSize <= this.doneOffset;
+      block = this.blocks[0]
+    ) {
+      this.blocks.shift();
+      this.firstBlock++;
+      this.spare.push(block.bytes);
+      freed = true;
+    }
+    if (freed) {
+      const wake = this.freed;
+      this.freed = undefined;
+      wake?.();
+    }
+  }
+}

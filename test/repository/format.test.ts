@@ -1,0 +1,109 @@
+import { expect } from 'chai';
+import { cp } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import {
+  BackupRepository,
+  collectGarbage,
+  FilesystemBlobStore,
+  openFilesystemRepository,
+  RepositoryFormatError,
+  repositoryFormat,
+  repositoryStats,
+  verifyRepository,
+} from '../../src/repository/index.js';
+import { sha256Of, volumeBytes, type VolumeShape } from './data.js';
+import { removeTempDirs, tempDir, tempRepository } from './helpers.js';
+
+// The golden repositories under fixtures/ were written by Trellis itself: format 1 by the
+// code before packs (see fixtures/README.md), format 2 by the code that introduced
+// them. Each must restore and verify with today's code, byte for byte.
+const a: VolumeShape = { seed: 1001, size: 96 * 1024 + 17, kind: 'random' };
+const b: VolumeShape = { seed: 1002, size: 320 * 1024, kind: 'structured' };
+const shaA = { sha256: 'b55e90ad9801527ead949c8ade5a604379be3c9e2e0037aad2da77676b490f07', size: 98321 };
+const shaB = { sha256: '02c6ab21e3b2806ae3b1901c54434829f4a0050f8b403540e717ca06550edc7c', size: 327680 };
+
+/** A writable copy of a golden repository. */
+async function golden(name: string): Promise<string> {
+  const dir = await tempDir();
+  await cp(fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url)), dir, { recursive: true });
+  return dir;
+}
+
+describe('repository format', () => {
+  after(removeTempDirs);
+
+  it('writes format 2 (packs), and a new repository says so in its config', async () => {
+    expect(repositoryFormat).to.equal(2);
+    const repo = await tempRepository();
+    expect(repo.config.format).to.equal(2);
+    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 2 });
+  });
+
+  it('the data generator still makes the golden volumes', async () => {
+    expect(await sha256Of(volumeBytes(a))).to.deep.equal(shaA);
+    expect(await sha256Of(volumeBytes(b))).to.deep.equal(shaB);
+  });
+
+  it('restores, verifies and garbage-collects a format-1 repository written before packs', async () => {
+    const repo = await openFilesystemRepository(await golden('repository-v1'));
+    expect(repo.config.format).to.equal(1);
+    expect((await repo.listBackups()).map((x) => [x.job, x.complete])).to.deep.equal([
+      ['monday', true],
+      ['tuesday', false],
+    ]);
+    expect(await sha256Of(repo.restoreStream('monday', 'ns.a'))).to.deep.equal(shaA);
+    expect(await sha256Of(repo.restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
+    expect(await sha256Of(repo.restoreStream('tuesday', 'ns.a'))).to.deep.equal(shaA);
+    const v = await verifyRepository(repo);
+    expect(v.problems).to.deep.equal([]);
+    expect(v.manifests).to.equal(3);
+
+    // The deleted backup's chunks are garbage; nothing else is.
+    const stats = await repositoryStats(repo);
+    expect(stats.unreferencedChunks).to.be.above(0);
+    const g = await collectGarbage(repo);
+    expect(g.chunksDeleted).to.equal(stats.unreferencedChunks);
+    expect((await collectGarbage(repo)).chunksDeleted).to.equal(0);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+    expect(await sha256Of(repo.restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
+  });
+
+  it('takes no new backup into a format-1 repository until it is upgraded, then packs beside the old chunks', async () => {
+    const dir = await golden('repository-v1');
+    const old = await openFilesystemRepository(dir);
+    let error: (Error & { terminal?: boolean }) | undefined;
+    await old.backupVolume('wednesday', { volume: 'ns.a' }, volumeBytes(a)).catch((err: Error) => (error = err));
+    expect(error).to.be.instanceOf(RepositoryFormatError);
+    expect(error?.terminal).to.equal(true);
+    expect(error?.message).to.match(/upgrade/);
+
+    const repo = await old.upgradeFormat();
+    expect(repo.config.format).to.equal(2);
+    // The same data deduplicates against the format-1 chunks; new data goes into packs.
+    expect((await repo.backupVolume('wednesday', { volume: 'ns.a' }, volumeBytes(a))).bytesUploaded).to.equal(0);
+    const c: VolumeShape = { seed: 1004, size: 200 * 1024, kind: 'random' };
+    const fresh = await repo.backupVolume('wednesday', { volume: 'ns.c' }, volumeBytes(c));
+    expect(fresh.packs).to.be.above(0);
+    expect(await sha256Of(repo.restoreStream('wednesday', 'ns.c'))).to.deep.equal(await sha256Of(volumeBytes(c)));
+    expect(await sha256Of(repo.restoreStream('monday', 'ns.a'))).to.deep.equal(shaA);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+  });
+
+  it('restores and verifies a format-2 repository written when packs came', async () => {
+    const repo = await BackupRepository.open(new FilesystemBlobStore(await golden('repository-v2')));
+    expect(repo.config.format).to.equal(2);
+    expect(await sha256Of(repo.restoreStream('monday', 'ns.a'))).to.deep.equal(shaA);
+    expect(await sha256Of(repo.restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
+    expect(await sha256Of(repo.restoreStream('tuesday', 'ns.a'))).to.deep.equal(shaA);
+    expect((await repo.getManifest('tuesday', 'ns.a')).parent).to.equal('monday');
+    const v = await verifyRepository(repo);
+    expect(v.problems).to.deep.equal([]);
+    expect(v.manifests).to.equal(3);
+    const stats = await repositoryStats(repo);
+    expect(stats.packs).to.be.above(1);
+    expect(stats.unreferencedChunks).to.be.above(0);
+    const g = await collectGarbage(repo);
+    expect(g.chunksDeleted).to.equal(stats.unreferencedChunks);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+  });
+});
