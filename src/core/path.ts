@@ -4,7 +4,7 @@
 //   every lock set sorted by it is taken in the same order on every process.
 
 /** Separator between segments in a path's string form. Segments never contain it. */
-export const SEPARATOR = '/';
+const SEPARATOR = '/';
 
 export class HierarchyPath {
   /** The empty path: the ancestor of every other path; a write on it excludes everything. */
