@@ -196,6 +196,9 @@ async function firstMissingChunk(repo: RepositoryContext, refs: ChunkRef[]): Pro
   return undefined;
 }
 
+/** Batches of one upload stored at once. */
+const batchesInFlight = 2;
+
 /** One attempt's data path: chunks in, batches declared, new chunks packed. */
 class Upload {
   readonly refs: ChunkRef[] = [];
@@ -232,16 +235,25 @@ class Upload {
     const chunks = volumeChunks(data, this.repo.config.chunking);
     let batch: VolumeChunk[] = [];
     let batchBytes = 0;
-    // The batch being stored while the next one is chunked (one at a time, which bounds
-    // read-ahead to two batches).
-    let storing: Promise<void> = Promise.resolve();
+    // Batches being stored (declared, looked up, packed) while the next one is chunked.
+    // Several at once hide the latency of each intent's durable write; memory stays
+    // bounded all the same, since chunking waits for stored batches to release their
+    // blocks, and a stored batch never waits for chunking.
+    const storing = new Set<Promise<void>>();
+    const settle = async (): Promise<void> => {
+      while (storing.size > 0) await Promise.race(storing);
+    };
     const handOver = async (): Promise<void> => {
-      await storing;
+      while (storing.size >= batchesInFlight) await Promise.race(storing);
       if (this.failure) throw this.failure;
       const pending = batch;
       batch = [];
       batchBytes = 0;
-      if (pending.length > 0) storing = this.store(pending).catch((err: unknown) => this.fail(err));
+      if (pending.length === 0) return;
+      const task: Promise<void> = this.store(pending)
+        .catch((err: unknown) => this.fail(err))
+        .finally(() => storing.delete(task));
+      storing.add(task);
     };
     let sha256: string | undefined;
     try {
@@ -253,7 +265,7 @@ class Upload {
         if (batch.length >= this.intentBatch || batchBytes >= chunks.batchBytes) await handOver();
       }
       await handOver();
-      await storing;
+      await settle();
       if (this.failure) throw this.failure;
       await this.writer.flush();
       sha256 = await chunks.digest();
@@ -263,7 +275,7 @@ class Upload {
       this.fail(err);
     } finally {
       // Never leave writes running behind the caller's back, even on failure.
-      await storing;
+      await settle();
       await this.writer.settle();
       await chunks.return();
     }

@@ -50,13 +50,15 @@ export function runTask(d: TaskDeps, t: Task): unknown {
     // block's last 31 bytes) makes positions near the block's start exact too.
     const large: number[] = [];
     const small: number[] = [];
+    // Locals only in the hot loop (one byte per iteration).
+    const gear = d.gear;
     let h = 0;
-    for (let i = 0; i < t.lead.length; i++) h = ((h << 1) + d.gear[t.lead[i]!]!) | 0;
+    for (let i = 0; i < t.lead.length; i++) h = ((h << 1) + gear[t.lead[i]!]!) | 0;
     const block = t.block;
     const n = block.length;
     const maskLarge = t.maskLarge;
     for (let i = 0; i < n; i++) {
-      h = ((h << 1) + d.gear[block[i]!]!) | 0;
+      h = ((h << 1) + gear[block[i]!]!) | 0;
       if ((h & maskLarge) === 0) {
         large.push(i);
         if ((h & t.maskSmall) === 0) small.push(i);

@@ -146,15 +146,18 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
   // (a worker holds on to any shared buffer it was ever sent until its own GC runs).
   const extentMax = Math.max(8 * 1024 * 1024, repo.config.chunking.maxSize + 1);
   const spare: Uint8Array[] = [];
-  const acquire = (): Uint8Array => spare.pop() ?? new Uint8Array(new SharedArrayBuffer(extentMax));
+  const acquire = (size: number): Uint8Array => {
+    const i = spare.findIndex((b) => b.length >= size);
+    if (i >= 0) return spare.splice(i, 1)[0]!.subarray(0, size);
+    return new Uint8Array(new SharedArrayBuffer(size));
+  };
   // Loads an extent: one ranged read when its chunks lie together in a pack, decoded and
   // hashed on a chunk worker; else one chunk on its own (a loose chunk, or one the index
   // does not name: looked up again) on the same workers.
   const load = async (extent: Extent): Promise<{ results: Loaded[]; buffers: Uint8Array[] }> => {
     const sizes = manifest.chunks.slice(extent.first, extent.first + extent.count).map(([, size]) => size);
     if (extent.location) {
-      const input = acquire();
-      const output = acquire();
+      const input = acquire(extent.location.length);
       let bytes: Buffer | undefined;
       try {
         bytes = await readStored(repo.store, extent.location, input);
@@ -162,6 +165,10 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
         if (!(err instanceof BlobNotFoundError || err instanceof RangeError)) throw err;
       }
       if (bytes) {
+        // Room for the chunks that are not stored raw (codec byte 0 stays where it is).
+        let compressed = 0;
+        for (let j = 0, at = 0; j < extent.count; at += extent.lengths[j]!, j++) if (bytes[at] !== 0) compressed += sizes[j]!;
+        const output = acquire(compressed);
         const decoded = await chunkWorkers().decodeExtent(bytes, extent.lengths, sizes, output);
         let at = extent.location.offset;
         const results = decoded.map((d, j): Loaded => {
@@ -173,7 +180,7 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
         });
         return { results, buffers: [input, output] };
       }
-      spare.push(input, output);
+      spare.push(input);
     }
     const results: Loaded[] = [];
     for (let j = 0; j < extent.count; j++) {
@@ -226,7 +233,7 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
         yield buffers.length > 0 ? Buffer.from(r.data) : Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength);
       }
       // The extent's buffers go back once the volume hash has read them.
-      void Promise.allSettled(appended).then(() => spare.push(...buffers));
+      void Promise.allSettled(appended).then(() => spare.push(...buffers.map((b) => new Uint8Array(b.buffer))));
     }
     digest = await volumeHash.digest();
   } finally {

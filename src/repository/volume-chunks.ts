@@ -44,6 +44,8 @@ export interface VolumeChunks extends AsyncIterable<VolumeChunk> {
 
 const blockSize = 2 * 1024 * 1024;
 const maxBlocks = 16;
+/** Blocks read beyond the last cut before cutting waits for their scans. */
+const readAhead = 6;
 /** Window of the gear hash minus one: bytes before a position that its hash still depends on. */
 const lead = 31;
 
@@ -56,7 +58,7 @@ interface Block {
   lead: Uint8Array;
   /** Scans of [from, to) of the block, in order: a full block has one, a block the input
    * stalled in (or ended in) may have several. `scannedTo` is the end of the last. */
-  scans: { from: number; result: Promise<ScanResult> }[];
+  scans: { from: number; result: Promise<ScanResult>; value?: ScanResult }[];
   scannedTo: number;
   /** Scans not yet finished. */
   scanning: number;
@@ -143,7 +145,10 @@ class ChunkPipeline implements VolumeChunks {
         }
         // The piece is copied: the source may have the next one read meanwhile.
         if (at === bytes.length) next = source.next();
-        for (let end = await this.cutAfter(cut); end !== undefined; end = await this.cutAfter(cut)) {
+        // Cuts wait for scans only once `readAhead` blocks are filled beyond the last cut:
+        // until then the next blocks are read and handed to the workers meanwhile.
+        const wait = () => this.blocks.length - (Math.floor(cut / blockSize) - this.firstBlock) > readAhead;
+        for (let end = await this.cutAfter(cut, wait()); end !== undefined; end = await this.cutAfter(cut, wait())) {
           yield this.chunk(cut, end);
           cut = end;
         }
@@ -207,7 +212,9 @@ class ChunkPipeline implements VolumeChunks {
       before = before.slice();
     }
     const result = this.workers.scan(block.bytes.subarray(from, to), before, this.maskSmall, this.maskLarge);
-    block.scans.push({ from, result });
+    const scan: Block['scans'][number] = { from, result };
+    block.scans.push(scan);
+    result.then((value) => (scan.value = value)).catch(() => undefined);
     block.scannedTo = to;
     block.scanning++;
     result
@@ -225,9 +232,10 @@ class ChunkPipeline implements VolumeChunks {
 
   /**
    * The end of the chunk starting at `start`, or undefined when it depends on bytes not yet
-   * received (or blocks not yet sealed). Mirrors chunkStream's rules exactly.
+   * received or scanned (without `wait`, also when it depends on a scan still running).
+   * Mirrors chunkStream's rules exactly.
    */
-  private async cutAfter(start: number): Promise<number | undefined> {
+  private async cutAfter(start: number, wait = true): Promise<number | undefined> {
     const { minSize, avgSize, maxSize } = this.chunking;
     const end = this.total;
     const more = this.eof ? end : undefined;
@@ -246,11 +254,14 @@ class ChunkPipeline implements VolumeChunks {
     if (exactEnd === limit) return limit;
     if (exactEnd < from + lead) return more;
     const scanEnd = Math.min(limit, end);
-    for (let b = Math.floor((from + lead) / blockSize) - this.firstBlock; b < this.blocks.length; b++) {
-      const block = this.blocks[b]!;
-      if (block.base >= scanEnd) break;
+    // By block number, not index: blocks before the cut may be freed (and the array
+    // shifted) while this waits for a scan.
+    for (let n = Math.floor((from + lead) / blockSize); n * blockSize < scanEnd; n++) {
+      const block = this.blocks[n - this.firstBlock];
+      if (!block) break;
       for (const scan of block.scans) {
-        const { large, small } = await scan.result;
+        if (!scan.value && !wait) return undefined; // read ahead meanwhile
+        const { large, small } = scan.value ?? (await scan.result);
         let s = 0;
         for (const p of large) {
           const at = block.base + scan.from + p;

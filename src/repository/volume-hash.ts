@@ -1,7 +1,6 @@
-// SHA-256 of a whole volume and of each of its chunks, computed on one shared worker
-// thread, so the main thread is left to the content-defined chunker and a volume streams
-// at the speed of the slower of the two rather than their sum (and the libuv thread pool
-// stays free for compression and file I/O).
+// SHA-256 of a whole volume (and, with update(), of each of its chunks), computed on one
+// shared worker thread: a volume's hash is one sequential pass, so it runs beside the
+// chunk workers (chunk-workers.ts) rather than on the main thread.
 // Guarantees: updates are hashed in the order they were given; each update resolves to
 // its own chunk's hash; digest() resolves after every earlier update; the worker never
 // keeps the process alive while no hash is in progress; if no worker can start, hashing
