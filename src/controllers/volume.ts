@@ -35,10 +35,19 @@ export function storageName(volume: Volume): string {
   return `tvol-${uid}`;
 }
 
-/** True when status says all is done for the spec as it is: nothing to ask the backend. */
+/**
+ * True when status says all is done for the spec as it is: nothing to ask the backend. The
+ * capacity is compared too, not only observedGeneration: a spec change that lands while a
+ * create runs moves observedGeneration with the create's status write.
+ */
 export function isSettled(volume: Volume): boolean {
   const status = volume.status;
-  return !volume.metadata.deletionTimestamp && status?.phase === 'Available' && !!status.handle && status.observedGeneration === volume.metadata.generation;
+  if (volume.metadata.deletionTimestamp || status?.phase !== 'Available' || !status.handle || status.observedGeneration !== volume.metadata.generation) return false;
+  try {
+    return parseQuantity(volume.spec.capacity) <= (status.capacityBytes ?? 0);
+  } catch {
+    return false;
+  }
 }
 
 type VolumeContext = ObjectContext<'Volume'>;
