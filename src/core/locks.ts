@@ -11,8 +11,10 @@
 //   runner queues every busy key here, however many there are.
 // - Cheap at any number of waiters: conflict checks walk one root-to-leaf path of a trie,
 //   O(depth); a release (or an abandoned wait) examines only the waiters on a line with
-//   it (equal path, ancestor or descendant), O(depth + those waiters), so blocked keys of
-//   one backend cost nothing to releases on another (`examined` counts them, for tests).
+//   it (equal path, ancestor or descendant), in arrival order, and stops once a write on
+//   its line is granted again: O(depth + woken). Blocked keys of one backend cost nothing
+//   to releases on another, and a queue behind the global lock costs O(1) a release
+//   (`examined` counts the waiters looked at, for tests).
 // - A wait is bounded by the caller's AbortSignal: aborting it rejects the wait and leaves
 //   nothing behind. A hold is not: it lasts until the holder calls `release` (the runner
 //   does so when its run settles, so an operation is never cut in half by a timeout).
@@ -60,10 +62,9 @@ class TrieNode {
   heldWrites = 0;
   heldBelow = 0;
   // Waiters requesting a write on exactly this path; and waiters requesting it or a path
-  // below, in any mode. Sets iterate in insertion order, and waiters are inserted on
-  // arrival, so the first of each set is its earliest waiter.
-  readonly writeWaiters = new Set<Waiter>();
-  readonly waitersBelow = new Set<Waiter>();
+  // below, in any mode. Both in arrival order.
+  readonly writeWaiters = new ArrivalSet();
+  readonly waitersBelow = new ArrivalSet();
 
   constructor(
     readonly parent: TrieNode | undefined,
@@ -75,11 +76,70 @@ class TrieNode {
   }
 }
 
-/** Arrival number of the earliest waiter in `waiters`; Infinity when empty. */
-function earliest(waiters: Set<Waiter>): number {
-  for (const waiter of waiters) return waiter.seq;
-  return Infinity;
+/**
+ * Waiters in arrival order, with O(1) add, delete and earliest. A plain Set keeps order too,
+ * but V8 leaves deleted entries as holes its iteration walks over, which made "the
+ * earliest" O(waiters served so far) for a long queue.
+ */
+class ArrivalSet {
+  private readonly members = new Set<Waiter>();
+  // Members in arrival order, plus entries of deleted ones before `head` or not yet swept.
+  private order: Waiter[] = [];
+  private head = 0;
+
+  get size(): number {
+    return this.members.size;
+  }
+
+  add(waiter: Waiter): void {
+    if (this.members.has(waiter)) return;
+    this.members.add(waiter);
+    this.order.push(waiter);
+  }
+
+  delete(waiter: Waiter): boolean {
+    if (!this.members.delete(waiter)) return false;
+    if (this.members.size === 0) {
+      this.order = [];
+      this.head = 0;
+    } else if (this.order.length - this.head > 2 * this.members.size + 32) {
+      this.order = this.order.slice(this.head).filter((w) => this.members.has(w));
+      this.head = 0;
+    }
+    return true;
+  }
+
+  /** Arrival number of the earliest member; Infinity when empty. */
+  earliest(): number {
+    while (this.head < this.order.length && !this.members.has(this.order[this.head])) this.head++;
+    return this.head < this.order.length ? this.order[this.head].seq : Infinity;
+  }
+
+  /** Members in arrival order; ones deleted during the iteration are skipped. */
+  *[Symbol.iterator](): Generator<Waiter> {
+    // A delete may sweep `order` into a new array; this walk keeps the one it started on.
+    const order = this.order;
+    for (let i = this.head; i < order.length; i++) if (this.members.has(order[i])) yield order[i];
+  }
 }
+
+/** The waiters of several arrival-ordered sets merged into one arrival order, each once; sets may shrink meanwhile. */
+function* inArrivalOrder(sets: ArrivalSet[]): Generator<Waiter> {
+  const cursors = sets.map((set) => set[Symbol.iterator]());
+  const heads = cursors.map((cursor) => cursor.next().value as Waiter | undefined);
+  const seen = new Set<Waiter>();
+  for (;;) {
+    let first = -1;
+    for (let i = 0; i < heads.length; i++) if (heads[i] && (first < 0 || heads[i]!.seq < heads[first]!.seq)) first = i;
+    if (first < 0) return;
+    const waiter = heads[first]!;
+    heads[first] = cursors[first].next().value as Waiter | undefined;
+    if (seen.has(waiter)) continue;
+    seen.add(waiter);
+    yield waiter;
+  }
+}
+
 
 export class HierarchicalLocks {
   private readonly clock: Clock;
@@ -164,12 +224,12 @@ export class HierarchicalLocks {
     let node: TrieNode | undefined = this.root;
     for (const segment of path.segments) {
       // `node` is a strict ancestor of the path: only a write on it conflicts.
-      if (node.heldWrites > 0 || earliest(node.writeWaiters) < before) return true;
+      if (node.heldWrites > 0 || node.writeWaiters.earliest() < before) return true;
       node = node.children.get(segment);
       if (!node) return false;
     }
-    if (mode === 'read') return node.heldWrites > 0 || earliest(node.writeWaiters) < before;
-    return node.heldBelow > 0 || earliest(node.waitersBelow) < before;
+    if (mode === 'read') return node.heldWrites > 0 || node.writeWaiters.earliest() < before;
+    return node.heldBelow > 0 || node.waitersBelow.earliest() < before;
   }
 
   private grant(requests: readonly LockRequest[], since: number): LockHandle {
@@ -189,31 +249,43 @@ export class HierarchicalLocks {
   }
 
   /**
-   * Grants, in arrival order, the waiters a release or an abandoned wait of `requests` may
-   * have freed: those on a line with one of them. Waiters elsewhere cannot have been held
-   * back by it, so they are not looked at.
+   * Grants the waiters a release or an abandoned wait of `requests` may have freed: those
+   * on a line with one of them, in arrival order. Waiters elsewhere cannot have been held
+   * back by it, so they are not looked at; and once a write on the path or above it is
+   * granted again, every later one on that line is held back by it, so the scan stops.
    */
   private wake(requests: readonly LockRequest[]): void {
-    if (this.waiterCount === 0) return;
-    const candidates = new Set<Waiter>();
     for (const { path, mode } of requests) {
+      if (this.waiterCount === 0) return;
+      const lines: ArrivalSet[] = [];
       let node: TrieNode | undefined = this.root;
       for (const segment of path.segments) {
         // A write waiting on an ancestor was held back by anything below it.
-        node.writeWaiters.forEach((waiter) => candidates.add(waiter));
+        if (node.writeWaiters.size > 0) lines.push(node.writeWaiters);
         node = node.children.get(segment);
         if (!node) break;
       }
-      if (!node) continue;
       // A read held back only writes on its path; a write, everything at or below it.
-      (mode === 'read' ? node.writeWaiters : node.waitersBelow).forEach((waiter) => candidates.add(waiter));
+      if (node) lines.push(mode === 'read' ? node.writeWaiters : node.waitersBelow);
+      for (const waiter of inArrivalOrder(lines)) {
+        this.examinedCount++;
+        if (!this.free(waiter.requests, waiter.seq)) continue;
+        this.removeWaiter(waiter);
+        waiter.resolve(this.grant(waiter.requests, waiter.since));
+        if (this.writeHeldOnOrAbove(path)) break;
+      }
     }
-    this.examinedCount += candidates.size;
-    for (const waiter of [...candidates].sort((a, b) => a.seq - b.seq)) {
-      if (!this.free(waiter.requests, waiter.seq)) continue;
-      this.removeWaiter(waiter);
-      waiter.resolve(this.grant(waiter.requests, waiter.since));
+  }
+
+  /** True when a write is held on `path` or one of its ancestors. */
+  private writeHeldOnOrAbove(path: HierarchyPath): boolean {
+    let node: TrieNode | undefined = this.root;
+    for (const segment of path.segments) {
+      if (node.heldWrites > 0) return true;
+      node = node.children.get(segment);
+      if (!node) return false;
     }
+    return node.heldWrites > 0;
   }
 
   private addWaiter(waiter: Waiter): void {

@@ -152,8 +152,9 @@ export class ObjectReconcilerAdapter<K extends KindName> implements Reconciler {
           return;
         }
         if (!hasFinalizer(object, finalizer)) {
+          const before = object.metadata.resourceVersion;
           object = await addFinalizer(api, kind, object, finalizer, context.signal);
-          cache.store(kind).upsert(object);
+          cache.store(kind).upsertWritten(object, before);
         }
       }
       return await this.reconciler.reconcile(object, objectContext);

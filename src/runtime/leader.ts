@@ -9,8 +9,12 @@
 //   after another could lead. `onLost` listeners hear of it at the same moment;
 // - `release()` (on SIGTERM) hands the lease back with an empty holder, so another replica
 //   leads at its next try (within the retry period, 2 s), not after the lease runs out;
+// - a follower given a `watch` sees each renewal as it happens and tries again the moment
+//   the lease can have expired or was released: a dead leader is replaced within the lease
+//   duration of its last renewal, a released lease is taken at once;
 // - `leader_election_master_status{name}` is 1 exactly while this replica leads.
 import { randomInt } from 'node:crypto';
+import { Watch, type KubeConfig } from '@kubernetes/client-node';
 import type { Gauge } from 'prom-client';
 import type { Logger } from '../log.js';
 import { realClock, type Clock, type TimerHandle } from '../core/clock.js';
@@ -37,6 +41,40 @@ export interface LeaderElectionOptions {
   logger?: Logger;
   /** `leader_election_master_status`, labelled `name`. */
   status?: Gauge<'name'>;
+  /**
+   * Reports every change of the Lease while this replica follows (see `watchLease`), so it
+   * sees a renewal when it happens and tries again the moment the lease can expire or is
+   * released, instead of up to a retry period later. Without it: polling only.
+   */
+  watch?: LeaseWatch;
+}
+
+/** Calls `onChange` with each new state of the Lease until `signal` aborts. */
+export type LeaseWatch = (onChange: (lease: Lease) => void, signal: AbortSignal) => void;
+
+/** A LeaseWatch through the API server's watch of one Lease, restarted 1 s after it ends. */
+export function watchLease(kubeConfig: KubeConfig, namespace: string, name: string): LeaseWatch {
+  return (onChange, signal) => {
+    const path = resourcePath(leaseResource, { namespace });
+    const start = () => {
+      if (signal.aborted) return;
+      let restarted = false;
+      const again = () => {
+        if (restarted || signal.aborted) return;
+        restarted = true;
+        setTimeout(start, 1_000).unref();
+      };
+      new Watch(kubeConfig)
+        .watch(path, { fieldSelector: `metadata.name=${name}` }, (type, object: Lease) => {
+          if (type === 'ADDED' || type === 'MODIFIED') onChange(object);
+        }, again)
+        .then((request) => {
+          if (signal.aborted) request.abort();
+          else signal.addEventListener('abort', () => request.abort(), { once: true });
+        }, again);
+    };
+    start();
+  };
 }
 
 export interface Lease {
@@ -69,6 +107,10 @@ export class LeaderElector {
   private timer?: TimerHandle;
   private readonly lostListeners = new Set<() => void>();
   private readonly stopped = new AbortController();
+  private readonly watch?: LeaseWatch;
+  // Ends the current wait between attempts early (the watched Lease may be free now).
+  private wake?: () => void;
+  private wakeTimer?: TimerHandle;
 
   constructor(options: LeaderElectionOptions) {
     this.api = options.api;
@@ -87,6 +129,7 @@ export class LeaderElector {
     this.wallClock = options.wallClock ?? (() => new Date());
     this.logger = options.logger;
     this.status = options.status;
+    this.watch = options.watch;
     this.status?.set({ name: options.name }, 0);
   }
 
@@ -112,10 +155,18 @@ export class LeaderElector {
   /** Tries every retry period until this replica leads, then keeps renewing. Rejects when `signal` aborts first. */
   async acquire(signal?: AbortSignal): Promise<void> {
     const abort = signal ? AbortSignal.any([signal, this.stopped.signal]) : this.stopped.signal;
-    for (;;) {
-      if (abort.aborted) throw abort.reason;
-      if (await this.tryAcquireOrRenew(abort)) break;
-      await this.wait(this.jittered(this.options.retryPeriodMs), abort);
+    const following = new AbortController();
+    this.watch?.((lease) => this.onWatched(lease), AbortSignal.any([abort, following.signal]));
+    try {
+      for (;;) {
+        if (abort.aborted) throw abort.reason;
+        if (await this.tryAcquireOrRenew(abort)) break;
+        await this.wait(this.jittered(this.options.retryPeriodMs), abort);
+      }
+    } finally {
+      following.abort();
+      if (this.wakeTimer !== undefined) this.clock.clearTimeout(this.wakeTimer);
+      this.wakeTimer = undefined;
     }
     this.logger?.info({ lease: `${this.options.namespace}/${this.options.name}`, identity: this.identity }, 'became the leader');
     this.scheduleRenew();
@@ -141,6 +192,19 @@ export class LeaderElector {
     } catch (error) {
       this.logger?.warn({ err: error }, 'could not release the lease; the next leader waits for it to expire');
     }
+  }
+
+  /** A Lease change seen by the watch: try again when it is released or when it can have expired. */
+  private onWatched(lease: Lease): void {
+    if (this.leading) return;
+    this.observe(lease);
+    const holder = lease.spec?.holderIdentity ?? '';
+    const expiresIn = holder === '' ? 0 : this.observed!.at + (lease.spec?.leaseDurationSeconds ?? this.leaseSeconds()) * 1000 - this.clock.now() + 50;
+    if (this.wakeTimer !== undefined) this.clock.clearTimeout(this.wakeTimer);
+    this.wakeTimer = this.clock.setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wake?.();
+    }, Math.max(0, expiresIn));
   }
 
   private scheduleRenew(): void {
@@ -238,16 +302,26 @@ export class LeaderElector {
     return ms + randomInt(0, Math.max(1, Math.floor(ms / 5)));
   }
 
+  /** Waits `ms`, or less when the watch wakes it; rejects when `signal` aborts. */
   private wait(ms: number, signal: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
-      const onAbort = () => {
+      const done = () => {
         this.clock.clearTimeout(handle);
+        signal.removeEventListener('abort', onAbort);
+        this.wake = undefined;
+      };
+      const onAbort = () => {
+        done();
         reject(signal.reason);
       };
       const handle = this.clock.setTimeout(() => {
-        signal.removeEventListener('abort', onAbort);
+        done();
         resolve();
       }, ms);
+      this.wake = () => {
+        done();
+        resolve();
+      };
       signal.addEventListener('abort', onAbort, { once: true });
     });
   }

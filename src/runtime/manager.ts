@@ -24,7 +24,7 @@ import { ObjectReconcilerAdapter, type ControllerDefinition, type ControllerServ
 import { EventRecorder } from './events.js';
 import { HttpEndpoints } from './http.js';
 import { keyOf } from './keys.js';
-import { LeaderElector } from './leader.js';
+import { LeaderElector, watchLease } from './leader.js';
 import { createRuntimeMetrics, resourceOfPath, type RuntimeMetrics } from './metrics.js';
 import { kindNames, resourceOf, resourcePath, type AnyObject, type KindName } from './resources.js';
 import { SecretReader } from './secrets.js';
@@ -115,6 +115,7 @@ export class Manager {
         clock: this.clock,
         logger: componentLogger('leader-election', this.logger),
         status: this.runtimeMetrics.leaderStatus,
+        watch: watchLease(options.kubeConfig, election.namespace, election.name),
       });
       const elector = this.elector;
       this.api.setFence(() => elector.fence());

@@ -8,8 +8,8 @@
 //   (up to `conflictRetries` times): a conflict is never an error shown to the user;
 // - progress writes (`{ progress: true }`) go out at most once per `progressIntervalMs`
 //   per object; a write that is not progress always goes out;
-// - the written object goes into the cache at once, so the next reconcile sees it even
-//   before its watch event arrives.
+// - the written object goes into the cache at once (unless the watch brought a newer one
+//   meanwhile), so the next reconcile sees it even before its watch event arrives.
 import { realClock, type Clock } from '../core/clock.js';
 import { isConflict, type KubeApi } from './api.js';
 import type { Cache } from './cache.js';
@@ -85,7 +85,7 @@ export class StatusWriter {
         const written = await this.api.patch<KindMap[K]>(objectPath(refOf(kind, current), 'status'), 'merge', body, { signal: options.signal });
         this.remember(id);
         this.observer?.written(kind);
-        this.cache.store(kind).upsert(written);
+        this.cache.store(kind).upsertWritten(written, current.metadata.resourceVersion);
         return written;
       } catch (error) {
         if (!isConflict(error) || attempt >= this.conflictRetries) throw error;

@@ -81,6 +81,17 @@ export class Store<T extends StoredObject> {
     this.notify({ type: old ? 'updated' : 'added', object, old });
   }
 
+  /**
+   * Upserts an object this process just wrote, unless the store has moved past the version
+   * the write started from (the watch delivered a newer one first): a write's answer never
+   * puts an older version back.
+   */
+  upsertWritten(object: T, writtenFrom: string | undefined): void {
+    const held = this.get(object.metadata.namespace, object.metadata.name);
+    if (held && held.metadata.resourceVersion !== writtenFrom) return;
+    this.upsert(object);
+  }
+
   delete(object: T): void {
     const id = objectId(object);
     const old = this.objects.get(id);

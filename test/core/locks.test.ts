@@ -216,6 +216,20 @@ describe('core/locks', () => {
     expect(locks.nodeCount()).to.equal(0);
   });
 
+  it('a queue behind the global write lock (serial mode) costs each release O(1), not O(queue)', async () => {
+    const first = await hold('', 'write');
+    const queued = await Promise.all(Array.from({ length: 1000 }, () => request('', 'write')));
+    const before = locks.examined;
+    first.release();
+    for (const [i, waiter] of queued.entries()) {
+      await settle();
+      expect(waiter.settled, `waiter ${i} granted in turn`).to.equal(true);
+      waiter.value!.release();
+    }
+    expect(locks.examined - before, 'waiters examined over 1000 releases').to.be.at.most(1000);
+    expect(locks.nodeCount()).to.equal(0);
+  });
+
   it('a release under a waiting parent write wakes that write once its subtree is free', async () => {
     const child = await hold('backends/a/volumes/n.v', 'read');
     const parent = await request('backends/a', 'write');

@@ -35,7 +35,10 @@ describe('trellis operator: two replicas on one apiserver @integration', functio
     await when('replica b to sync its caches (/readyz)', async () => (await httpStatus(`${b.probesUrl}/readyz`)) === 200);
     const first = Array.from({ length: 10 }, (_, i) => `first-${i}`);
     for (const name of first) await volumes.create(namespace, name);
-    await when('the first volumes to be Available', () => available(first));
+    // Wait for the writers' log lines (each comes just after its write), then check the server.
+    const written = (names: string[]) => () => names.every((n) => processes.allWrites().some((w) => w.name === n && w.resourceVersion));
+    await when('the first volumes to be written', written(first));
+    expect(await available(first)).to.equal(true);
     expect(await leads(b)).to.equal(false);
     expect(b.writes()).to.deep.equal([]);
     expect(new Set(a.writes().map((w) => w.name))).to.deep.equal(new Set(first));
@@ -46,12 +49,14 @@ describe('trellis operator: two replicas on one apiserver @integration', functio
     const tookOverAt = await when('replica b to lead', () => leads(b), 30_000);
     const takeoverMs = tookOverAt - killedAt;
     process.stderr.write(`      takeover after SIGKILL of the leader: ${takeoverMs} ms\n`);
-    // The lease is 15 s; b polls every 2 s (+20% jitter) and the metric is polled every 100 ms.
-    expect(takeoverMs).to.be.at.most(15_000 + 2_400 + 500);
+    // b watches the Lease and tries when the 15 s since a's last renewal (before the kill) run
+    // out; 500 ms for the attempt and the 100 ms polling of b's metric.
+    expect(takeoverMs).to.be.at.most(15_000 + 500);
 
     const second = Array.from({ length: 5 }, (_, i) => `second-${i}`);
     for (const name of second) await volumes.create(namespace, name);
-    await when('the second volumes to be Available', () => available(second));
+    await when('the second volumes to be written', written(second));
+    expect(await available(second)).to.equal(true);
 
     const byA = a.writes();
     const byB = b.writes();
@@ -98,5 +103,31 @@ describe('trellis operator: two replicas on one apiserver @integration', functio
     // Released, not expired: b leads at its next try, far sooner than the 15 s lease.
     expect(tookOverAt - a.exitedAt()!).to.be.below(5_000);
     expect(await available(['short'])).to.equal(true);
+  });
+
+  it('a leader frozen past its renew deadline writes nothing once it wakes, stops its workers and exits 1, while the other leads', async () => {
+    const { namespace, custom, available, start } = await setup('fence');
+    const a = await start();
+    await when('replica a to lead', () => leads(a));
+    const b = await start();
+    await when('replica b to sync its caches', async () => (await httpStatus(`${b.probesUrl}/readyz`)) === 200);
+    await custom.createNamespacedCustomObject({
+      group,
+      version,
+      namespace,
+      plural: 'volumes',
+      body: { apiVersion: `${group}/${version}`, kind: 'Volume', metadata: { name: 'slow', annotations: { 'test.trellis.dev/sleep-ms': '20000' } }, spec: { backend: 'array-a', capacity: '1Gi' } },
+    });
+    await when('a to start reconciling slow', () => a.writes().some((w) => w.name === 'slow' && w.started));
+    // Frozen (a GC pause, a stalled node): a cannot renew, but believes it leads.
+    a.child.kill('SIGSTOP');
+    await when('b to lead', () => leads(b), 30_000);
+    a.child.kill('SIGCONT');
+    const exit = await a.exited;
+    expect(exit).to.deep.equal({ code: 1, signal: null });
+    expect(a.writes().filter((w) => w.name === 'slow').map((w) => (w.started ? 'started' : w.aborted ? 'aborted' : 'written'))).to.deep.equal(['started', 'aborted']);
+    // Its write log line comes just after the write: wait for the line, not the status.
+    await when('b to finish slow', () => b.writes().some((w) => w.name === 'slow' && w.resourceVersion), 60_000);
+    expect(await available(['slow'])).to.equal(true);
   });
 });

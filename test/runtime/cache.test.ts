@@ -67,3 +67,16 @@ describe('runtime/store and cache: indexes that map an event to exactly the obje
     expect(selectorMatches({ matchLabels: { a: '1' }, matchExpressions: [{ key: 'b', operator: 'DoesNotExist' }] }, { a: '1', b: 'x' })).to.equal(false);
   });
 });
+
+describe('runtime/store: answers to writes', () => {
+  it('a write answer never puts an older version back over a newer one from the watch', () => {
+    const store = new Store<Volume>();
+    store.upsert(volume('v', 'a', {}, '5'));
+    // Our write went from 5 to 6, but the watch already brought 7 (someone else's change).
+    store.upsert(volume('v', 'a', { by: 'someone' }, '7'));
+    store.upsertWritten(volume('v', 'a', {}, '6'), '5');
+    expect(store.get('ns', 'v')!.metadata.resourceVersion).to.equal('7');
+    store.upsertWritten(volume('v', 'a', {}, '8'), '7');
+    expect(store.get('ns', 'v')!.metadata.resourceVersion).to.equal('8');
+  });
+});

@@ -11,6 +11,8 @@ export class FakeApiServer {
   readonly objects = new Map<string, Stored>();
   readonly requests: Array<{ client: string; verb: string; path: string; body?: unknown }> = [];
   private version = 1;
+  /** Hear every object stored (a watch). */
+  readonly listeners = new Set<(path: string, object: unknown) => void>();
 
   /** A client; `down()` makes its requests fail with a 503, `up()` heals it. */
   client(name = 'client'): KubeApi & { down(): void; up(): void } {
@@ -59,6 +61,7 @@ export class FakeApiServer {
   store<T extends Stored>(path: string, object: T): T {
     const stored = structuredClone({ ...object, metadata: { ...object.metadata, resourceVersion: String(++this.version) } });
     this.objects.set(path, stored);
+    for (const listener of this.listeners) listener(path, structuredClone(stored));
     return structuredClone(stored);
   }
 }

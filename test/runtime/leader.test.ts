@@ -1,16 +1,21 @@
 import { expect } from 'chai';
 import { FakeClock } from '../../src/core/testing.js';
 import { WriteFenced } from '../../src/runtime/api.js';
-import { LeaderElector } from '../../src/runtime/leader.js';
+import { LeaderElector, type Lease, type LeaseWatch } from '../../src/runtime/leader.js';
 import { FakeApiServer } from './fake-api.js';
 
 describe('runtime/leader: leader election on a Lease', () => {
-  const setup = () => {
+  const setup = ({ watch = false } = {}) => {
     const clock = new FakeClock(1_000_000);
     const server = new FakeApiServer();
+    const leaseWatch: LeaseWatch = (onChange, signal) => {
+      const listener = (_path: string, object: unknown) => onChange(object as Lease);
+      server.listeners.add(listener);
+      signal.addEventListener('abort', () => server.listeners.delete(listener), { once: true });
+    };
     const make = (identity: string) => {
       const api = server.client(identity);
-      return { api, elector: new LeaderElector({ api, namespace: 'ops', name: 'trellis', identity, clock, wallClock: () => new Date(clock.now()) }) };
+      return { api, elector: new LeaderElector({ api, namespace: 'ops', name: 'trellis', identity, clock, wallClock: () => new Date(clock.now()), watch: watch ? leaseWatch : undefined }) };
     };
     return { clock, server, a: make('a'), b: make('b') };
   };
@@ -72,6 +77,20 @@ describe('runtime/leader: leader election on a Lease', () => {
     expect(a.elector.isLeader).to.equal(false);
     for (let t = 0; t < 5_000 && bLeadsAt === undefined; t += 100) await clock.advanceAndSettle(100);
     expect(bLeadsAt! - releasedAt).to.be.at.most(2_500);
+    await b.elector.release();
+  });
+
+  it('a follower watching the Lease takes over within the lease duration of the last renewal', async () => {
+    const { clock, a, b } = setup({ watch: true });
+    await a.elector.acquire();
+    let bLeadsAt: number | undefined;
+    void b.elector.acquire().then(() => (bLeadsAt = clock.now()), () => {});
+    await clock.advanceAndSettle(3_100);
+    a.api.down();
+    const lastRenewal = 1_000_000 + 2_000;
+    for (let t = 0; t < 20_000 && bLeadsAt === undefined; t += 10) await clock.advanceAndSettle(10);
+    expect(bLeadsAt! - lastRenewal).to.be.within(15_000, 15_200);
+    await a.elector.release();
     await b.elector.release();
   });
 

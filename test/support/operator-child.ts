@@ -4,7 +4,9 @@
 // ({pid, namespace, name, at, resourceVersion}), so tests can tell which process wrote what
 // and when. A Volume annotated `test.trellis.dev/sleep-ms` makes its reconcile wait that
 // long first (honouring the run's signal; an abort is logged to the write log as
-// {aborted: true}). Flags are the operator's own.
+// {aborted: true}). A Volume annotated `test.trellis.dev/fail` fails every reconcile with
+// that text. With TEST_FINALIZER set, the controller keeps that finalizer on its Volumes and
+// logs {cleaned: true} when it cleans one up. Flags are the operator's own.
 import { appendFileSync } from 'node:fs';
 import { parseSettings, runOperator } from '../../src/cli/commands/operator.js';
 import { sleep } from '../../src/core/index.js';
@@ -19,10 +21,13 @@ const record = (entry: Record<string, unknown>) => {
 const testVolumes = defineController({
   name: 'test-volume',
   kind: 'Volume',
+  finalizer: process.env.TEST_FINALIZER || undefined,
   create: ({ clock }) => ({
     plan: (volume) => ({ locks: [{ path: HierarchyPath.parse(keyOf('Volume', volume)), mode: 'write' }] }),
     async reconcile(volume, context) {
       const { name, namespace } = volume.metadata;
+      const failure = volume.metadata.annotations?.['test.trellis.dev/fail'];
+      if (failure) throw new Error(failure);
       const sleepMs = Number(volume.metadata.annotations?.['test.trellis.dev/sleep-ms'] ?? 0);
       if (sleepMs > 0 && volume.status?.phase !== 'Available') {
         record({ namespace, name, started: true });
@@ -38,6 +43,9 @@ const testVolumes = defineController({
         status.conditions = setCondition(status.conditions, { type: 'Ready', status: 'True', reason: 'TestReconciled', message: 'reconciled by the test controller' });
       });
       if (written) record({ namespace, name, resourceVersion: written.metadata.resourceVersion });
+    },
+    async cleanup(volume) {
+      record({ namespace: volume.metadata.namespace, name: volume.metadata.name, cleaned: true });
     },
   }),
 });

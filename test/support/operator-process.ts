@@ -15,6 +15,7 @@ export interface WriteRecord {
   resourceVersion?: string;
   started?: boolean;
   aborted?: boolean;
+  cleaned?: boolean;
 }
 
 export interface OperatorProcess {
