@@ -107,7 +107,7 @@ export async function startOperator(options: OperatorChildOptions): Promise<Oper
     '--shutdown-grace-seconds=5',
     ...(options.extraFlags ?? []),
   ];
-  const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KUBECONFIG: '' } });
+  const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KUBECONFIG: '', TRELLIS_LOG_LEVEL: options.logLevel ?? 'info' } });
   const output: string[] = [];
   for (const stream of [child.stdout, child.stderr]) createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => output.push(line));
   let done = false;

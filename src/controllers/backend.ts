@@ -6,11 +6,11 @@
 // the storage, write phase, capacity, capabilities and volume count. Online backends are
 // probed again every PROBE_INTERVAL_MS; failed probes again with backoff.
 //
-// Locks: a read lock on `backends/<b>` (volume work below it goes on); the probe takes no
-// limiter slot, on purpose: it decides whether the backend is Online, and must not queue
-// behind the very operations that hang when the backend is not. Deletion takes the write
-// lock on `backends/<b>`, so it waits for every operation on the backend's volumes, and is
-// held by the finalizer while Volumes refer to the Backend.
+// Locks: a read lock on `backends/<b>` (volume work below it goes on) and a slot of the
+// backend's limiter for the probe, which the storage counts against its API limit like any
+// other call. Deletion takes the write lock on `backends/<b>`, so it waits for every
+// operation on the backend's volumes, and is held by the finalizer while Volumes refer to
+// the Backend.
 import type { Backend, BackendStatus } from '../api/backend.js';
 import type { ProbeResult } from '../backends/driver.js';
 import type { BackendLimits } from '../core/index.js';
@@ -32,9 +32,12 @@ export function backendController(pool: DriverPool) {
     name: 'backend',
     kind: 'Backend',
     finalizer: BACKEND_FINALIZER,
-    // A Volume leaving a Backend that waits to be deleted lets the deletion go on.
-    watches: [related('Volume', (volume, cache) => deletingBackends(cache, volume.spec.backend))],
-    create: ({ limiter, logger }) => {
+    // A new Volume changes the count; one leaving a Backend that waits to be deleted lets the deletion go on.
+    watches: [related('Volume', (volume, cache) => (!volume.status || volume.metadata.deletionTimestamp ? backendOf(cache, volume.spec.backend) : []))],
+    create: ({ cache, limiter, logger }) => {
+      // Before any Volume takes a slot (a restarted operator finds Backends Online already),
+      // every known Backend's limits are in force, not the limiter's defaults.
+      for (const backend of cache.store('Backend').list()) limiter.configure(backend.metadata.name, limitsOf(backend));
       // Failed probes in a row, per backend, for the backoff.
       const failures = new Map<string, number>();
       const retryAfterFailure = (name: string) => {
@@ -43,7 +46,10 @@ export function backendController(pool: DriverPool) {
         return { requeueAfterMs: Math.min(MAX_PROBE_BACKOFF_MS, 1000 * 2 ** (n - 1)) };
       };
       return {
-        plan: (backend) => ({ locks: [{ path: backendPath(backend.metadata.name), mode: backend.metadata.deletionTimestamp ? 'write' : 'read' }] }),
+        plan: (backend) =>
+          backend.metadata.deletionTimestamp
+            ? { locks: [{ path: backendPath(backend.metadata.name), mode: 'write' }] }
+            : { locks: [{ path: backendPath(backend.metadata.name), mode: 'read' }], backend: backend.metadata.name },
 
         async reconcile(backend, ctx) {
           const name = backend.metadata.name;
@@ -51,7 +57,7 @@ export function backendController(pool: DriverPool) {
           let probe: ProbeResult;
           try {
             const driver = await pool.driverFor(backend, ctx.secrets, ctx.signal);
-            probe = await driver.probe(ctx.signal);
+            probe = ctx.backend ? await ctx.backend.run('probe', (signal) => driver.probe(signal ?? ctx.signal)) : await driver.probe(ctx.signal);
           } catch (error) {
             if (ctx.signal.aborted) throw error;
             if (error instanceof BackendSetupError) {
@@ -155,7 +161,7 @@ function withProbeTime(previous: BackendStatus, next: BackendStatus): BackendSta
   return { ...rest, lastProbeTime: unchanged && fresh ? lastProbeTime : new Date(now).toISOString().replace(/\.\d+Z$/, 'Z') };
 }
 
-function deletingBackends(cache: Cache, name: string): Backend[] {
+function backendOf(cache: Cache, name: string): Backend[] {
   const backend = cache.get('Backend', undefined, name);
-  return backend?.metadata.deletionTimestamp ? [backend] : [];
+  return backend ? [backend] : [];
 }

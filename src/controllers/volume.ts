@@ -57,8 +57,10 @@ export function volumeController(pool: DriverPool) {
     name: 'volume',
     kind: 'Volume',
     finalizer: VOLUME_FINALIZER,
-    // A Backend coming Online (or changing at all) wakes the Volumes that wait on it.
-    watches: [related('Backend', (backend, cache) => cache.volumesOnBackend(backend.metadata.name).filter((v) => !isSettled(v)))],
+    // A Backend changing (coming Online, going away) wakes the Volumes that wait on it; the
+    // others are in the queue already or settled, and a Backend's status write must not
+    // re-enqueue hundreds of them.
+    watches: [related('Backend', (backend, cache) => cache.volumesOnBackend(backend.metadata.name).filter(waitsForBackend))],
     create: () => {
       /** The driver of an Online Backend: the one the Backend controller built, else built now. */
       const driverOf = async (backend: Backend, ctx: VolumeContext): Promise<StorageDriver> =>
@@ -134,6 +136,11 @@ export function volumeController(pool: DriverPool) {
 function serves(backend: Backend | undefined, volume: Volume): boolean {
   if (isOnline(backend)) return true;
   return !!volume.metadata.deletionTimestamp && backend?.status?.phase === 'Deleting';
+}
+
+/** True for a Volume that stopped for its Backend (said so in a condition) or is being deleted. */
+function waitsForBackend(volume: Volume): boolean {
+  return !!volume.metadata.deletionTimestamp || !!volume.status?.conditions?.some((c) => c.reason === 'BackendNotReady' && c.status === 'False');
 }
 
 /** Whether a run of the Volume may call its backend (so its plan takes a slot). */

@@ -42,6 +42,15 @@ describe('controllers/backend', () => {
     expect(ready(latest())).to.deep.include({ status: 'True', reason: 'Online' });
   });
 
+  it('probes under a read lock on the backend path in one of its limiter slots; deletes under the write lock', () => {
+    const { reconciler, cache, latest, change } = setup();
+    const plan = reconciler.plan(latest(), cache);
+    expect(plan.locks.map((l) => `${l.mode} ${String(l.path)}`)).to.deep.equal(['read backends/array']);
+    expect(plan.backend).to.equal('array');
+    change((b) => (b.metadata.deletionTimestamp = '2026-01-01T00:00:00Z'));
+    expect(reconciler.plan(latest(), cache)).to.deep.equal({ locks: [{ path: reconciler.plan(latest(), cache).locks[0]!.path, mode: 'write' }] });
+  });
+
   it('names an unknown config option in a failed condition and does not retry', async () => {
     const { run, latest } = setup({ objects: [backend('array', { config: { endpont: 'http://x' } }, {})], real: true });
     expect(await run()).to.equal(undefined);
@@ -95,6 +104,11 @@ describe('controllers/backend', () => {
     expect(limiter.limits('array')).to.deep.equal({ maxConcurrent: 5, opsPerSecond: Infinity, adaptive: true, minConcurrent: 2 });
     expect(limiter.inFlight('array'), 'a slot in flight is kept').to.equal(1);
     held.release();
+  });
+
+  it('puts every cached Backend\'s limits in force when it starts, before any Volume can take a slot', () => {
+    const { limiter } = setup({ objects: [backend('array', { limits: { maxConcurrentOperations: 4 } }, { phase: 'Online' })] });
+    expect(limiter.limits('array').maxConcurrent).to.equal(4);
   });
 
   it('holds deletion while Volumes refer to the Backend, naming a few; then closes the driver and drops the limiter', async () => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { repoRoot } from '../../src/cli/local-cluster.js';
 import { listVolumes, startOperator, startSimArray, type OperatorChild, type SimArray } from '../../src/cli/operator-burst.js';
-import { useSharedControlPlane } from '../support/control-plane-hooks.js';
+import { testNamespace, useSharedControlPlane } from '../support/control-plane-hooks.js';
 import { when } from '../support/operator-process.js';
 
 describe('trellis operator: examples/01 and 02 end to end @integration', function () {
@@ -78,5 +78,51 @@ describe('trellis operator: examples/01 and 02 end to end @integration', functio
     const events = await cp.kubeConfig.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: 'team-a' });
     expect(events.items.some((e) => e.reason === 'Retained' && /stays on backend array-a/.test(e.message ?? ''))).to.equal(true);
     await cp.kubectl(['delete', 'backend', 'local', '--timeout=60s']);
+    await operator.kill();
+  });
+
+  it('reads credentials from the Secret, names a bad option or a missing Secret, and never shows a credential value', async () => {
+    const cp = controlPlane();
+    const namespace = await testNamespace('creds');
+    const token = `tok-${Math.random().toString(36).slice(2)}-value`;
+    const secured = await startSimArray(`secured-${namespace}`, { token });
+    try {
+      await cp.kubectl(['create', 'secret', 'generic', 'array-creds', '-n', namespace, `--from-literal=token=${token}`]);
+      const backends = [
+        { name: `${namespace}-good`, config: { endpoint: secured.url }, secret: 'array-creds' },
+        { name: `${namespace}-typo`, config: { endpont: secured.url }, secret: 'array-creds' },
+        { name: `${namespace}-nosecret`, config: { endpoint: secured.url }, secret: 'not-there' },
+      ];
+      const yaml = backends
+        .map((b) => JSON.stringify({ apiVersion: 'trellis.dev/v1alpha1', kind: 'Backend', metadata: { name: b.name }, spec: { driver: 'sim', config: b.config, credentialsSecretRef: { namespace, name: b.secret } } }))
+        .join('\n---\n');
+      const volume = { apiVersion: 'trellis.dev/v1alpha1', kind: 'Volume', metadata: { name: 'secured', namespace }, spec: { backend: `${namespace}-good`, capacity: '1Gi' } };
+      operator = await startOperator({ kubeconfigPath: cp.kubeconfigPath, logLevel: 'debug', extraFlags: [`--namespaces=${namespace}`] });
+      await operator.ready();
+      await cp.kubectl(['apply', '-f', '-'], { input: yaml });
+      await cp.kubectl(['apply', '-f', '-'], { input: JSON.stringify(volume) });
+      await cp.kubectl(['wait', '--for=condition=Ready', '--timeout=60s', '-n', namespace, 'volume/secured']);
+
+      const ready = async (name: string) => {
+        const b = await cp.kubectl(['get', 'backend', name, '-o', 'jsonpath={.status.phase} {.status.conditions[?(@.type=="Ready")].message}']);
+        return b.stdout;
+      };
+      await when('the typo named', async () => (await ready(`${namespace}-typo`)) === 'Offline sim driver config: unknown option "endpont"', 30_000);
+      await when('the missing Secret named', async () => (await ready(`${namespace}-nosecret`)) === `Offline credentials Secret ${namespace}/not-there does not exist`, 30_000);
+
+      // Nothing the run left readable holds the token: statuses, Events (all namespaces), log lines.
+      const everything = [
+        (await cp.kubectl(['get', 'backends,volumes', '-A', '-o', 'json'])).stdout,
+        (await cp.kubectl(['get', 'events', '-A', '-o', 'json'])).stdout,
+        operator.output.join('\n'),
+      ];
+      expect(operator.output.length, 'the operator logged').to.be.greaterThan(0);
+      for (const text of everything) expect(text.includes(token)).to.equal(false);
+      for (const b of backends) await cp.kubectl(['delete', 'backend', b.name, '--wait=false']);
+      await cp.kubectl(['delete', '-n', namespace, 'volume/secured', '--timeout=60s']);
+    } finally {
+      await operator?.kill();
+      await secured.stop();
+    }
   });
 });
