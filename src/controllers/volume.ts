@@ -111,8 +111,10 @@ export function volumeController(pool: DriverPool) {
             s.phase = 'Deleting';
             s.conditions = setCondition(s.conditions, { type: 'Ready', status: 'False', reason: 'Deleting', message: `deleting the storage volume on backend ${backendName}` });
           });
-          // A create cut short before its status was written left no handle: find it by its name.
-          const handle = volume.status?.handle ?? (volume.status?.phase === 'Creating' ? (await slot.run('listVolumes', (signal) => findByName(driver, storageName(volume), signal ?? ctx.signal)))?.handle : undefined);
+          // A create cut short before its status was written left no handle (phase Creating, or
+          // Deleting once a first cleanup got this far): find the volume by its name.
+          const mayExist = volume.status?.phase === 'Creating' || volume.status?.phase === 'Deleting';
+          const handle = volume.status?.handle ?? (mayExist ? (await slot.run('listVolumes', (signal) => findByName(driver, storageName(volume), signal ?? ctx.signal)))?.handle : undefined);
           if (!handle) return;
           await slot.run('deleteVolume', async (signal) => {
             try {
