@@ -12,7 +12,7 @@ import { leftoverProcesses } from '../support/control-plane-hooks.js';
 describe('npm run demo -- --once @integration', function () {
   this.timeout(CONTROL_PLANE_START_TIMEOUT_MS);
 
-  it('starts a control plane, shows the examples and tears everything down', async () => {
+  it('runs the operator: examples Online and Available, a 200-volume burst in both modes with the speed-up, and nothing left running', async () => {
     const env = { ...process.env };
     delete env.KUBECONFIG;
     const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'src', 'cli', 'demo.ts'), '--once'], {
