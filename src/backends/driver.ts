@@ -15,7 +15,13 @@
 //   slots) until it ends or is destroyed. A caller that bounds concurrency must count the
 //   stream, not just the call that opened it: `openHeld` keeps a slot until the stream closes.
 import type { Readable } from 'node:stream';
+import type { Clock } from '../core/clock.js';
 import { abortReason } from './errors.js';
+
+/** What a driver takes besides its config: the one Clock the core runs on (default realClock). */
+export interface DriverOptions {
+  clock?: Clock;
+}
 
 export interface DriverCapabilities {
   /** The backend cuts one crash-consistent snapshot of many volumes at once. */
@@ -26,6 +32,22 @@ export interface DriverCapabilities {
   volumeData: boolean;
   /** resizeVolume can grow a volume. */
   resize: boolean;
+  /**
+   * Volumes are accessible from some nodes only (CSI VOLUME_ACCESSIBILITY_CONSTRAINTS): a
+   * volume's `accessibleTopology` says from where.
+   */
+  topology: boolean;
+}
+
+/** A topology segment, e.g. {"topology.kubernetes.io/zone": "z1"}. */
+export type TopologySegment = Record<string, string>;
+
+/** The condition a backend reports for a volume (CSI VOLUME_CONDITION). */
+export interface VolumeCondition {
+  /** The volume is not available for use or not operating optimally. */
+  abnormal: boolean;
+  /** The backend's own words. */
+  message: string;
 }
 
 export interface ProbeResult {
@@ -41,11 +63,16 @@ export interface VolumeInfo {
   handle: string;
   name: string;
   capacityBytes: number;
+  /** The parameters as the backend reports them (for CSI, the volume context), not as sent. */
   params: Record<string, string>;
   /** The snapshot this volume was created from, if any. */
   sourceSnapshot?: string;
   /** Bytes of data last written (or seeded) into the volume; what a snapshot of it reads. */
   dataBytes?: number;
+  /** The condition the backend reports, where it reports one; abnormal ones deserve a Volume condition. */
+  condition?: VolumeCondition;
+  /** Where the volume can be reached from, where the backend has topology. */
+  accessibleTopology?: TopologySegment[];
 }
 
 export interface SnapshotInfo {
@@ -165,22 +192,6 @@ export function openHeld<S extends Readable>(run: (fn: () => Promise<void>) => P
       resolve(stream);
       if (!stream.closed) await new Promise<void>((done) => stream.once('close', () => done()));
     }).catch(reject);
-  });
-}
-
-/** Resolves after `ms`, or rejects with the signal's reason as soon as it fires. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(abortReason(signal));
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(abortReason(signal!));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 

@@ -63,8 +63,9 @@ class TrieNode {
   heldBelow = 0;
   // Waiters requesting a write on exactly this path; and waiters requesting it or a path
   // below, in any mode. Both in arrival order.
-  readonly writeWaiters = new ArrivalSet();
-  readonly waitersBelow = new ArrivalSet();
+  // Made on the first waiter: most nodes live only while a lock is held, and never see one.
+  writeWaiters = NO_WAITERS;
+  waitersBelow = NO_WAITERS;
 
   constructor(
     readonly parent: TrieNode | undefined,
@@ -122,6 +123,9 @@ class ArrivalSet {
     for (let i = this.head; i < order.length; i++) if (this.members.has(order[i])) yield order[i];
   }
 }
+
+/** The empty set every trie node starts with; never added to. */
+const NO_WAITERS = new ArrivalSet();
 
 /** The waiters of several arrival-ordered sets merged into one arrival order, each once; sets may shrink meanwhile. */
 function* inArrivalOrder(sets: ArrivalSet[]): Generator<Waiter> {
@@ -267,6 +271,7 @@ export class HierarchicalLocks {
       }
       // A read held back only writes on its path; a write, everything at or below it.
       if (node) lines.push(mode === 'read' ? node.writeWaiters : node.waitersBelow);
+      if (lines.every((line) => line.size === 0)) continue;
       for (const waiter of inArrivalOrder(lines)) {
         this.examinedCount++;
         if (!this.free(waiter.requests, waiter.seq)) continue;
@@ -291,8 +296,8 @@ export class HierarchicalLocks {
   private addWaiter(waiter: Waiter): void {
     this.waiterCount++;
     for (const { path, mode } of waiter.requests) {
-      const node = this.walk(path, (n) => n.waitersBelow.add(waiter));
-      if (mode === 'write') node.writeWaiters.add(waiter);
+      const node = this.walk(path, (n) => (n.waitersBelow === NO_WAITERS ? (n.waitersBelow = new ArrivalSet()) : n.waitersBelow).add(waiter));
+      if (mode === 'write') (node.writeWaiters === NO_WAITERS ? (node.writeWaiters = new ArrivalSet()) : node.writeWaiters).add(waiter);
     }
   }
 

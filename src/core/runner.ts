@@ -6,9 +6,10 @@
 //   of its backend (waiting in the limiter). Only then does it take a worker. So a key
 //   waiting for busy locks or for a backend at its limit never keeps a worker from keys
 //   of other branches or backends: no head-of-line blocking;
-// - plans may depend on data (a group's members): once the locks are held the plan is
-//   asked again, and if it changed the locks are released and taken anew at once, so a
-//   run never proceeds without the locks its current plan needs;
+// - plans may depend on data (a group's members): when the locks were granted after a
+//   wait, the plan is asked again, and if it changed the locks are released and taken anew
+//   at once, so a run never proceeds without the locks its current plan needs (locks
+//   granted in the turn the plan was made cover it: nothing can have changed in between);
 // - the result contract is controller-runtime's: ok forgets the backoff; requeueAfter
 //   forgets it and adds the key after the delay; an error retries with per-key backoff, or
 //   after the `retryAfterMs` it names; a terminal error (`terminal === true`) is logged and
@@ -56,7 +57,7 @@ export interface ReconcileContext {
 }
 
 export interface Reconciler {
-  /** What a run of `key` needs; asked before the run and again once the locks are held. */
+  /** What a run of `key` needs; asked before the run, and again if its locks were granted after a wait. Must not do I/O. */
   plan(key: string): RunPlan;
   reconcile(key: string, context: ReconcileContext): Promise<ReconcileResult>;
 }
@@ -116,6 +117,35 @@ export function serialized(reconciler: Reconciler): Reconciler {
 /** A plan that keeps changing under its own locks is a reconciler bug, not a reason to spin. */
 const MAX_REPLANS = 100;
 
+/** One run of a key: what it holds, and the context its reconcile gets. */
+class Run implements ReconcileContext {
+  readonly abort = new AbortController();
+  held?: LockHandle;
+  backend?: HeldSlot;
+  // Aborted by `stop` while the run waits for locks or a slot; made only if it waits.
+  admission?: AbortController;
+  // Made on first use: most runs log nothing, and a child logger per run was a large share
+  // of the garbage of a burst of small reconciles.
+  private runLogger?: Logger;
+
+  constructor(
+    readonly key: string,
+    private readonly parentLogger: Logger,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  get locks(): LockHandle {
+    return this.held!;
+  }
+
+  get logger(): Logger {
+    return (this.runLogger ??= this.parentLogger.child({ key: this.key, reconcileID: randomUUID() }));
+  }
+}
+
 export class Controller {
   readonly name: string;
   readonly queue: WorkQueue;
@@ -140,6 +170,10 @@ export class Controller {
   private dispatcher?: Promise<void>;
   // Aborted by `stop`: runs that have not started give up their waits.
   private readonly stopping = new AbortController();
+  // One per run waiting for its locks or slot, aborted by `stop`. Not the shared `stopping`
+  // signal: a signal's listeners are a list, and thousands of waits on one made each
+  // grant's listener removal cost O(waits).
+  private readonly admissions = new Set<AbortController>();
 
   constructor(options: ControllerOptions) {
     this.name = options.name;
@@ -174,6 +208,7 @@ export class Controller {
    */
   async stop({ graceMs = 30_000 }: StopOptions = {}): Promise<StopResult> {
     this.stopping.abort(new ControllerStopping(`controller ${this.name} is stopping`));
+    for (const admission of this.admissions) admission.abort(this.stopping.signal.reason);
     for (const waiter of this.workerWaiters.splice(0)) waiter(false);
     this.queue.shutdown();
     this.wakeDispatcher?.();
@@ -214,35 +249,29 @@ export class Controller {
 
   private async process(key: string): Promise<void> {
     const started = this.clock.now();
-    const logger = this.logger.child({ key, reconcileID: randomUUID() });
-    const abort = new AbortController();
-    let admitted: { locks: LockHandle; slot?: HeldSlot } | undefined;
+    const run = new Run(key, this.logger);
     let hasWorker = false;
     let timer: unknown;
     let result: ReconcileResultLabel | undefined = 'error';
     try {
-      admitted = await this.admit(key);
+      await this.admit(run);
       hasWorker = await this.takeWorker();
       if (!hasWorker || this.stopping.signal.aborted) throw this.stopping.signal.reason;
-      this.inFlight.set(key, abort);
-      timer = this.clock.setTimeout(() => {
-        abort.abort(new ReconcileTimeoutError(`reconcile of ${key} timed out after ${this.timeoutMs} ms`));
-        // Visible so that a reconciler ignoring its signal (and so keeping its locks) is found.
-        logger.warn(`reconcile still running after its ${this.timeoutMs} ms timeout; signal aborted, locks kept until it returns`);
-      }, this.timeoutMs);
-      const outcome = await this.reconciler.reconcile(key, { signal: abort.signal, logger, locks: admitted.locks, backend: admitted.slot });
+      this.inFlight.set(key, run.abort);
+      timer = this.clock.setTimeout(() => this.timedOut(run), this.timeoutMs);
+      const outcome = await this.reconciler.reconcile(key, run);
       // Past its timeout a run has failed, however it ended: its caller gave up on it.
-      if (abort.signal.reason instanceof ReconcileTimeoutError) throw abort.signal.reason;
+      if (run.signal.reason instanceof ReconcileTimeoutError) throw run.signal.reason;
       this.queue.forget(key);
       result = outcome && outcome.requeueAfterMs !== undefined ? 'requeue_after' : 'success';
       if (outcome && outcome.requeueAfterMs !== undefined) this.queue.addAfter(key, outcome.requeueAfterMs);
     } catch (error) {
-      result = this.retry(key, error, logger);
+      result = this.retry(run, error);
     } finally {
       if (timer !== undefined) this.clock.clearTimeout(timer);
       this.inFlight.delete(key);
-      admitted?.slot?.release();
-      admitted?.locks.release();
+      run.backend?.release();
+      run.held?.release();
       this.queue.done(key);
       if (result) {
         this.metrics?.reconcileTotal.inc({ controller: this.name, result });
@@ -253,29 +282,50 @@ export class Controller {
     }
   }
 
+  private timedOut(run: Run): void {
+    run.abort.abort(new ReconcileTimeoutError(`reconcile of ${run.key} timed out after ${this.timeoutMs} ms`));
+    // Visible so that a reconciler ignoring its signal (and so keeping its locks) is found.
+    run.logger.warn(`reconcile still running after its ${this.timeoutMs} ms timeout; signal aborted, locks kept until it returns`);
+  }
+
   /** Takes the plan's locks, then its backend's slot, holding no worker; re-plans under the locks. */
-  private async admit(key: string): Promise<{ locks: LockHandle; slot?: HeldSlot }> {
-    for (let attempt = 0; attempt < MAX_REPLANS; attempt++) {
-      const plan = this.reconciler.plan(key);
-      const locks = this.locks.tryAcquireMany(plan.locks) ?? (await this.locks.acquireMany(plan.locks, this.stopping.signal));
-      try {
-        if (!samePlan(plan, this.reconciler.plan(key))) {
+  private async admit(run: Run): Promise<void> {
+    if (this.stopping.signal.aborted) throw this.stopping.signal.reason;
+    try {
+      for (let attempt = 0; attempt < MAX_REPLANS; attempt++) {
+        const plan = this.reconciler.plan(run.key);
+        let locks = this.locks.tryAcquireMany(plan.locks);
+        // Granted in the turn the plan was made, the locks cover it; after a wait, the data may have moved.
+        const waited = !locks;
+        locks ??= await this.locks.acquireMany(plan.locks, this.waitSignal(run));
+        try {
+          if (waited && !samePlan(plan, this.reconciler.plan(run.key))) {
+            locks.release();
+            continue;
+          }
+          if (plan.backend && this.limiter) run.backend = this.limiter.tryAcquire(plan.backend) ?? (await this.limiter.acquire(plan.backend, this.waitSignal(run)));
+          run.held = locks;
+          return;
+        } catch (error) {
           locks.release();
-          continue;
+          throw error;
         }
-        if (!plan.backend || !this.limiter) return { locks };
-        const slot = this.limiter.tryAcquire(plan.backend) ?? (await this.limiter.acquire(plan.backend, this.stopping.signal));
-        return { locks, slot };
-      } catch (error) {
-        locks.release();
-        throw error;
       }
+      throw new Error(`the plan of ${run.key} changed ${MAX_REPLANS} times in a row while its locks were taken`);
+    } finally {
+      if (run.admission) this.admissions.delete(run.admission);
     }
-    throw new Error(`the plan of ${key} changed ${MAX_REPLANS} times in a row while its locks were taken`);
+  }
+
+  /** The signal a run's waits end on at `stop`; made only for a run that must wait (the usual run does not). */
+  private waitSignal(run: Run): AbortSignal {
+    if (this.stopping.signal.aborted) return this.stopping.signal;
+    if (!run.admission) this.admissions.add((run.admission = new AbortController()));
+    return run.admission.signal;
   }
 
   /** Requeues a failed run as its error asks; returns the result label, or undefined for a run dropped at stop. */
-  private retry(key: string, error: unknown, logger: Logger): ReconcileResultLabel | undefined {
+  private retry({ key, logger }: Run, error: unknown): ReconcileResultLabel | undefined {
     if (error instanceof ControllerStopping) {
       logger.debug('not started before the controller stopped; the next start picks it up');
       return undefined;
@@ -318,6 +368,9 @@ export class Controller {
 }
 
 function samePlan(a: RunPlan, b: RunPlan): boolean {
+  if (a.backend !== b.backend || a.locks.length !== b.locks.length) return false;
+  // A reconciler usually lists its locks in the same order each time: compare in place first.
+  if (a.locks.every((lock, i) => lock.mode === b.locks[i].mode && lock.path.equals(b.locks[i].path))) return true;
   const text = (plan: RunPlan) => plan.locks.map(({ path, mode }) => `${mode} ${path}`).sort().join('\n');
-  return a.backend === b.backend && text(a) === text(b);
+  return text(a) === text(b);
 }

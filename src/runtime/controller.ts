@@ -12,7 +12,6 @@
 //   returned without asking to requeue: storage is never orphaned;
 // - a status write that moves `status.phase` records one Event; a failed reconcile records
 //   a Warning Event, aggregated into a series (one per error text, not one per retry).
-import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { BackendLimiter, BackendSlot, Clock, CoreMetrics, LockHandle, ReconcileContext, ReconcileResult, Reconciler, RunPlan } from '../core/index.js';
 import { HierarchyPath } from '../core/path.js';
@@ -175,9 +174,6 @@ export class ObjectReconcilerAdapter<K extends KindName> implements Reconciler {
   private context(object: KindMap[K], key: string, core: ReconcileContext): ObjectContext<K> {
     const { kind } = this.definition;
     const { cache, status, events, secrets } = this.services;
-    // The core's logger carries the run's id already; reuse it so logs and context agree.
-    const bound = core.logger.bindings() as { reconcileID?: unknown };
-    const reconcileId = typeof bound.reconcileID === 'string' ? bound.reconcileID : randomUUID();
     const ref = refOfKey(key)!;
     const latest = () => cache.get(kind, ref.namespace, ref.name) ?? object;
     const subject = () => ({ apiVersion: resourceOf(kind).apiVersion, kind, metadata: latest().metadata });
@@ -186,9 +182,14 @@ export class ObjectReconcilerAdapter<K extends KindName> implements Reconciler {
       kind,
       ref,
       key,
-      reconcileId,
+      // Read on use: the core makes a run's logger (with its reconcileID) only when asked.
+      get reconcileId() {
+        return String((core.logger.bindings() as { reconcileID?: unknown }).reconcileID ?? '');
+      },
       signal: core.signal,
-      logger: typeof bound.reconcileID === 'string' ? core.logger : core.logger.child({ reconcileID: reconcileId }),
+      get logger() {
+        return core.logger;
+      },
       locks: core.locks,
       backend: core.backend,
       cache,

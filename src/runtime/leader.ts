@@ -105,12 +105,16 @@ export class LeaderElector {
   // When (on `clock`) the request of the last successful acquire or renew was sent.
   private renewedAt = -Infinity;
   private timer?: TimerHandle;
+  // Fires at the renew deadline of the last renewal: leadership ends then, not at the next attempt.
+  private deadlineTimer?: TimerHandle;
   private readonly lostListeners = new Set<() => void>();
   private readonly stopped = new AbortController();
   private readonly watch?: LeaseWatch;
   // Ends the current wait between attempts early (the watched Lease may be free now).
   private wake?: () => void;
   private wakeTimer?: TimerHandle;
+  // A wake-up that came while no wait was running (an attempt was in flight): the next wait ends at once.
+  private wokenEarly = false;
 
   constructor(options: LeaderElectionOptions) {
     this.api = options.api;
@@ -165,6 +169,7 @@ export class LeaderElector {
       }
     } finally {
       following.abort();
+      this.wokenEarly = false;
       if (this.wakeTimer !== undefined) this.clock.clearTimeout(this.wakeTimer);
       this.wakeTimer = undefined;
     }
@@ -176,7 +181,8 @@ export class LeaderElector {
   async release(): Promise<void> {
     this.stopped.abort(new Error('leader election stopped'));
     if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
-    this.timer = undefined;
+    if (this.deadlineTimer !== undefined) this.clock.clearTimeout(this.deadlineTimer);
+    this.timer = this.deadlineTimer = undefined;
     if (!this.leading) return;
     this.leading = false;
     this.status?.set({ name: this.options.name }, 0);
@@ -203,7 +209,8 @@ export class LeaderElector {
     if (this.wakeTimer !== undefined) this.clock.clearTimeout(this.wakeTimer);
     this.wakeTimer = this.clock.setTimeout(() => {
       this.wakeTimer = undefined;
-      this.wake?.();
+      if (this.wake) this.wake();
+      else this.wokenEarly = true;
     }, Math.max(0, expiresIn));
   }
 
@@ -226,6 +233,8 @@ export class LeaderElector {
   }
 
   private lose(why: string): void {
+    if (this.deadlineTimer !== undefined) this.clock.clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
     if (!this.leading) return;
     this.leading = false;
     this.status?.set({ name: this.options.name }, 0);
@@ -281,6 +290,11 @@ export class LeaderElector {
   private held(lease: Lease, sent: number): boolean {
     this.observe(lease);
     this.renewedAt = sent;
+    if (this.deadlineTimer !== undefined) this.clock.clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = this.clock.setTimeout(() => {
+      this.deadlineTimer = undefined;
+      this.lose(`no renewal for ${this.options.renewDeadlineMs} ms`);
+    }, sent + this.options.renewDeadlineMs - this.clock.now());
     if (!this.leading) {
       this.leading = true;
       this.status?.set({ name: this.options.name }, 1);
@@ -304,6 +318,10 @@ export class LeaderElector {
 
   /** Waits `ms`, or less when the watch wakes it; rejects when `signal` aborts. */
   private wait(ms: number, signal: AbortSignal): Promise<void> {
+    if (this.wokenEarly) {
+      this.wokenEarly = false;
+      return signal.aborted ? Promise.reject(signal.reason) : Promise.resolve();
+    }
     return new Promise((resolve, reject) => {
       const done = () => {
         this.clock.clearTimeout(handle);

@@ -16,7 +16,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { componentLogger, type Logger } from '../log.js';
+import { componentLogger, rootLogger, type Logger } from '../log.js';
 import { BackendLimiter, Controller, HierarchicalLocks, createCoreMetrics, realClock, serialized, type Clock, type CoreMetrics } from '../core/index.js';
 import { KubeApi } from './api.js';
 import { Cache } from './cache.js';
@@ -61,6 +61,7 @@ export interface ManagerOptions {
   probeAddress?: string;
   registry?: Registry;
   clock?: Clock;
+  /** The parent of every component logger (each adds one `component`); default the root logger. */
   logger?: Logger;
   /** Watch silence after which a watch restarts; default 120 s. */
   watchSilenceMs?: number;
@@ -78,24 +79,36 @@ export class Manager {
   private readonly options: ManagerOptions;
   private readonly clock: Clock;
   private readonly logger: Logger;
+  private readonly baseLogger: Logger;
+  // Fixed once `run` starts.
   private readonly definitions: ControllerDefinition[] = [];
+  // One per (kind, watched namespace); all started by `run`, all stopped by `shutdown`.
   private readonly watchers: Watcher<AnyObject>[] = [];
+  // Non-empty only while (or after) leading: controllers exist only on the leader.
   private readonly controllers: Controller[] = [];
+  // The store subscriptions that enqueue; emptied first at shutdown, so intake stops before anything else.
   private readonly unsubscribes: Array<() => void> = [];
   private readonly elector?: LeaderElector;
   private readonly events: EventRecorder;
   private readonly http: HttpEndpoints;
+  private listening?: ReturnType<HttpEndpoints['start']>;
+  // Aborted when shutdown begins: ends the wait for sync and for the lease.
   private readonly stopping = new AbortController();
+  // new -> syncing -> standby -> leading -> stopping -> stopped; any state may go to stopping.
   private state: 'new' | 'syncing' | 'standby' | 'leading' | 'stopping' | 'stopped' = 'new';
+  // Resolves `done` with how the run ended; called once, at the end of shutdown.
   private outcome?: (outcome: RunOutcome) => void;
   private readonly done: Promise<RunOutcome>;
+  // Set by the first stop or lost lease: later calls share it.
   private stopped?: Promise<{ unfinished: string[] }>;
 
   constructor(options: ManagerOptions) {
     this.options = options;
     this.done = new Promise((resolve) => (this.outcome = resolve));
     this.clock = options.clock ?? realClock;
-    this.logger = options.logger ?? componentLogger('manager');
+    // Each component's logger hangs off the base, so a line carries one `component`.
+    this.baseLogger = options.logger ?? rootLogger;
+    this.logger = componentLogger('manager', this.baseLogger);
     this.registry = options.registry ?? new Registry();
     if (!options.registry) collectDefaultMetrics({ register: this.registry });
     this.coreMetrics = createCoreMetrics(this.registry);
@@ -113,14 +126,14 @@ export class Manager {
         renewDeadlineMs: election.renewDeadlineMs,
         retryPeriodMs: election.retryPeriodMs,
         clock: this.clock,
-        logger: componentLogger('leader-election', this.logger),
+        logger: componentLogger('leader-election', this.baseLogger),
         status: this.runtimeMetrics.leaderStatus,
         watch: watchLease(options.kubeConfig, election.namespace, election.name),
       });
       const elector = this.elector;
       this.api.setFence(() => elector.fence());
     }
-    this.events = new EventRecorder({ api: this.api, instance: this.identity, clock: this.clock, logger: componentLogger('events', this.logger) });
+    this.events = new EventRecorder({ api: this.api, instance: this.identity, clock: this.clock, logger: componentLogger('events', this.baseLogger) });
     this.http = new HttpEndpoints({
       registry: this.registry,
       metricsAddress: options.metricsAddress ?? ':8080',
@@ -154,7 +167,6 @@ export class Manager {
   async listen(): Promise<Awaited<ReturnType<HttpEndpoints['start']>>> {
     return (this.listening ??= this.http.start());
   }
-  private listening?: ReturnType<HttpEndpoints['start']>;
 
   /**
    * Runs until `stop` or until leadership is lost. Resolves with why it ended; rejects only
@@ -209,7 +221,7 @@ export class Manager {
           clock: this.clock,
           silenceMs: this.options.watchSilenceMs,
           metrics: this.runtimeMetrics,
-          logger: componentLogger('watch', this.logger),
+          logger: componentLogger('watch', this.baseLogger),
         });
         this.watchers.push(watcher);
         watcher.start();
@@ -262,7 +274,7 @@ export class Manager {
       logger: this.logger,
     };
     for (const definition of this.definitions) {
-      const logger = componentLogger('controller', this.logger).child({ controller: definition.name });
+      const logger = componentLogger('controller', this.baseLogger).child({ controller: definition.name });
       const adapter = new ObjectReconcilerAdapter(definition, definition.create({ ...services, logger }), services);
       const controller = new Controller({
         name: definition.name,

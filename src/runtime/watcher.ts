@@ -2,6 +2,7 @@
 // relists on 410 Gone and reconnects after its 30 s inactivity timeout, but stops for good
 // on any other error (apiserver restarting, connection refused, 5xx, 429 "storage is
 // (re)initializing", a failed relist). Guarantees here:
+// - a list is read in pages of 500 (one snapshot), so a large collection is no single huge answer;
 // - any such error restarts the watch after a backoff (0.5 s doubling to 30 s, with
 //   jitter; reset once a list succeeds), as a fresh informer that lists first, so nothing
 //   changed or deleted meanwhile is missed: the list replaces the store's part;
@@ -40,9 +41,12 @@ export interface WatcherOptions<T extends StoredObject> {
 }
 
 interface ListResult<T> {
-  metadata?: { resourceVersion?: string };
+  metadata?: { resourceVersion?: string; continue?: string };
   items: T[];
 }
+
+/** Objects per list page: a large collection is listed in pages, one consistent snapshot. */
+const PAGE_SIZE = 500;
 
 export class Watcher<T extends StoredObject> {
   private readonly options: WatcherOptions<T>;
@@ -107,7 +111,13 @@ export class Watcher<T extends StoredObject> {
     const current = () => generation === this.generation && !this.stopped;
     const { kubeConfig, api, path, store, apiVersion, kind, namespace } = this.options;
     const list = (async () => {
-      const result = await api.get<ListResult<T>>(path);
+      const result = await api.get<ListResult<T>>(path, { query: { limit: PAGE_SIZE } });
+      // Later pages continue the first page's snapshot, whose resourceVersion the watch resumes from.
+      for (let next = result.metadata?.continue; next; ) {
+        const page = await api.get<ListResult<T>>(path, { query: { limit: PAGE_SIZE, continue: next } });
+        result.items.push(...page.items);
+        next = page.metadata?.continue;
+      }
       // A superseded informer's late list must not overwrite a newer one's: fail it instead.
       if (!current()) throw new Error('superseded');
       const items = result.items.map((item) => ({ apiVersion, kind, ...item }));

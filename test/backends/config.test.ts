@@ -18,7 +18,12 @@ describe('driver config validation', () => {
     ['sim', { endpont: 'http://a' }, 'endpont', /unknown option "endpont"/],
     ['sim', {}, 'endpoint', /missing required option "endpoint"/],
     ['sim', { endpoint: 'ftp://a' }, 'endpoint', /option "endpoint" must match pattern/],
-    ['sim', { endpoint: 'http://a', pollIntervalMs: 0 }, 'pollIntervalMs', /option "pollIntervalMs" must be >= 1/],
+    ['sim', { endpoint: 'http://a', jobWaitMs: 0 }, 'jobWaitMs', /option "jobWaitMs" must be >= 1/],
+    // The in-driver busy retry is gone (the caller waits): its options are unknown now.
+    ['sim', { endpoint: 'http://a', busyBackoffMs: 20 }, 'busyBackoffMs', /unknown option "busyBackoffMs"/],
+    ['sim', { endpoint: 'http://a', pollIntervalMs: 10 }, 'pollIntervalMs', /unknown option "pollIntervalMs"/],
+    ['hostpath', { root: '/data', maxBusyBackoffMs: 100 }, 'maxBusyBackoffMs', /unknown option "maxBusyBackoffMs"/],
+    ['csi', { endpoint: 'unix:///run/csi.sock', busyBackoffMs: 20 }, 'busyBackoffMs', /unknown option "busyBackoffMs"/],
     ['sim', { endpoint: 'http://a', requestTimeoutMs: '5s' }, 'requestTimeoutMs', /option "requestTimeoutMs" must be integer/],
     ['hostpath', { root: '/data', rot: '/x' }, 'rot', /unknown option "rot"/],
     ['hostpath', { root: 'relative/dir' }, 'root', /option "root" must match pattern/],

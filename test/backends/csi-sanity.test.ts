@@ -166,6 +166,26 @@ describe('trellis sim-array command', function () {
     }
   });
 
+  it('--csi-topology advertises VOLUME_ACCESSIBILITY_CONSTRAINTS and --csi-quirks plays real plugins', async () => {
+    await ensureCsiProto();
+    const dir = await tempDir('sim-cli-topology');
+    const socket = join(dir, 'csi.sock');
+    const { child } = await startSimArrayProcess(['--port', '0', '--csi-socket', socket, '--csi-topology', 'zone=z1', '--csi-quirks', 'unknownVolumeAbnormal', '--latency-median-ms', '0']);
+    const driver = createDriver('csi', { endpoint: `unix://${socket}` });
+    try {
+      expect((await driver.probe(new AbortController().signal)).capabilities.topology).to.equal(true);
+      const vol = await driver.createVolume({ name: 'zoned', capacityBytes: 1024 * 1024 }, new AbortController().signal);
+      expect(vol.accessibleTopology).to.deep.equal([{ zone: 'z1' }]);
+      await driver.deleteVolume(vol.handle, new AbortController().signal);
+      const err = await driver.getVolume(vol.handle, new AbortController().signal).catch((e: unknown) => e);
+      expect(err).to.have.property('reason', 'notFound');
+    } finally {
+      await driver.close();
+      expect(await stop(child)).to.equal(0);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses an unknown flag with usage and exit code 2', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', main, 'sim-array', '--prot', '1'], { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';

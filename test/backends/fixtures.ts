@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { HostpathDriver } from '../../src/backends/hostpath/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
 import { SimArrayServer, type SimArrayServerOptions } from '../../src/backends/sim/array.js';
-import { SimCsiServer } from '../../src/backends/sim/csi-server.js';
+import { SimCsiServer, type SimCsiServerOptions } from '../../src/backends/sim/csi-server.js';
 import type { ContractFixture } from './contract.js';
 
 const fetchProto = fileURLToPath(new URL('../../hack/tools/csi-spec/fetch-proto.sh', import.meta.url));
@@ -72,7 +72,7 @@ function arrayHooks(array: SimArrayServer): Pick<ContractFixture, 'busy' | 'stal
 
 export async function simFixture(): Promise<ContractFixture> {
   const { array, dir } = await startArray();
-  const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1, busyBackoffMs: 2 });
+  const driver = createDriver('sim', { endpoint: array.url });
   return {
     driver,
     ...arrayHooks(array),
@@ -83,16 +83,23 @@ export async function simFixture(): Promise<ContractFixture> {
   };
 }
 
-export async function csiFixture(): Promise<ContractFixture & { array: SimArrayServer; socket: string }> {
-  const { array, dir } = await startArray();
+/**
+ * The csi driver against the sim array's CSI socket. `server` sets the CSI server's options
+ * (quirks, topology), `config` adds driver config; `plain` leaves out the busy and stall
+ * hooks, as for a CSI plugin the test cannot reach into.
+ */
+export async function csiFixture(
+  opts: { server?: Omit<SimCsiServerOptions, 'socketPath'>; config?: Record<string, unknown>; plain?: boolean; array?: SimArrayServerOptions } = {},
+): Promise<ContractFixture & { array: SimArrayServer; socket: string }> {
+  const { array, dir } = await startArray(opts.array);
   const socket = join(dir, 'csi.sock');
-  const csi = await SimCsiServer.start(array.state, { socketPath: socket });
-  const driver = createDriver('csi', { endpoint: `unix://${socket}`, busyBackoffMs: 2, timeoutMs: 30_000 });
+  const csi = await SimCsiServer.start(array.state, { socketPath: socket, ...opts.server });
+  const driver = createDriver('csi', { endpoint: `unix://${socket}`, timeoutMs: 30_000, ...opts.config });
   return {
     driver,
     array,
     socket,
-    ...arrayHooks(array),
+    ...(opts.plain ? {} : arrayHooks(array)),
     teardown: async () => {
       csi.crash();
       await csi.close();
@@ -108,7 +115,7 @@ export async function hostpathFixture(): Promise<ContractFixture & { root: strin
   let busy = false;
   let refused = 0;
   const driver = new HostpathDriver(
-    { root, busyBackoffMs: 2 },
+    { root },
     {
       beforeTry: (call) => {
         if (!busy || call !== 'createVolume') return;

@@ -2,14 +2,15 @@
 // API limit, the job protocol, fault injection, the operation log, seeded data and state
 // that survives a restart or a crash.
 import { readdir, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { expect } from 'chai';
+import { FakeClock, settle } from '../../src/core/testing.js';
 import { BackendLimiter } from '../../src/core/limiter.js';
 import { openHeld, snapshotGroup } from '../../src/backends/driver.js';
 import { createDriver } from '../../src/backends/registry.js';
 import { SimArrayServer } from '../../src/backends/sim/array.js';
-import type { OplogEntry } from '../../src/backends/sim/state.js';
-import { expectDriverError, sha256 } from './contract.js';
+import type { OplogEntry } from '../../src/backends/sim/oplog.js';
+import { expectDriverError, sha256, untilNotBusy } from './contract.js';
 import { startArray, tempDir } from './fixtures.js';
 
 const never = new AbortController().signal;
@@ -48,7 +49,7 @@ describe('sim array', function () {
     const clients = limit * 10;
 
     async function workload(run: <T>(op: string, fn: () => Promise<T>) => Promise<T>, driverUrl: string) {
-      const driver = createDriver('sim', { endpoint: driverUrl, pollIntervalMs: 1, busyBackoffMs: 2 });
+      const driver = createDriver('sim', { endpoint: driverUrl });
       // Each client: create a volume, snapshot it, resize it, read it back.
       const results = await Promise.all(
         Array.from({ length: clients }, async (_, i) => {
@@ -65,9 +66,9 @@ describe('sim array', function () {
 
     const latency = { medianMs: 3, sigma: 0.6, maxMs: 50, factors: { createSnapshot: 2 } };
 
-    it("10x over the array's own limit: the driver backs off on busy and every operation finally succeeds, once", async () => {
+    it("10x over the array's own limit: the driver answers busy, the caller waits it out, and every operation succeeds once", async () => {
       ({ array, dir } = await startArray({ maxConcurrentOperations: limit, retryAfterMs: 10, latency }));
-      const results = await workload((_op, fn) => fn(), array.url);
+      const results = await workload((_op, fn) => untilNotBusy(fn), array.url);
       const stats = array.state.stats();
       expect(stats.rejectedBusy, 'the array must have refused some requests').to.be.greaterThan(0);
       expect(results.map((r) => r.got.capacityBytes)).to.deep.equal(Array(clients).fill(8 * MiB));
@@ -107,6 +108,56 @@ describe('sim array', function () {
       await resize;
       const pairs = unsafeOverlaps(s.oplog());
       expect(pairs.map(([a, b]) => [a.op, b.op].sort().join('+'))).to.deep.equal(['createVolume+resizeVolume']);
+    });
+  });
+
+  describe('on the injected clock', () => {
+    it('the request timeout runs on the Clock the driver was given: a FakeClock times out a mute array without real waiting', async () => {
+      const held: Socket[] = [];
+      const mute = createServer((c) => void held.push(c));
+      await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
+      const { port } = mute.address() as AddressInfo;
+      const clock = new FakeClock();
+      const driver = createDriver('sim', { endpoint: `http://127.0.0.1:${port}`, requestTimeoutMs: 3_600_000 }, {}, { clock });
+      try {
+        const pending = driver.getVolume('v', never).catch((e: unknown) => e);
+        while (clock.pendingTimers === 0) await settle();
+        await clock.advanceAndSettle(3_600_000);
+        const err = await pending;
+        expect(err).to.have.property('reason', 'timeout');
+        expect((err as Error).message).to.match(/no answer within 3600000 ms/);
+      } finally {
+        for (const c of held) c.destroy();
+        await new Promise<void>((resolve) => mute.close(() => resolve()));
+      }
+    });
+  });
+
+  describe('job completion', () => {
+    it("a job's end is seen within one round trip of the array finishing it (long-poll), not at the next poll", async () => {
+      // 250 ms: a poll every 10 ms growing 1.5x would next look at ~322 ms.
+      ({ array, dir } = await startArray({ latency: { medianMs: 250, sigma: 0, maxMs: 1000, factors: {} } }));
+      const driver = createDriver('sim', { endpoint: array.url });
+      await driver.createVolume({ name: 'warm-up', capacityBytes: MiB }, never);
+      await driver.createVolume({ name: 'timed', capacityBytes: MiB }, never);
+      const seen = performance.timeOrigin + performance.now();
+      const ran = array.state.oplog().find((e) => e.op === 'createVolume' && e.target === 'name:timed')!;
+      expect(ran.end - ran.start).to.be.at.least(249);
+      expect(seen - ran.end, 'ms from the array finishing to the caller seeing it').to.be.below(40);
+    });
+
+    it('a long-poll is held until the job ends, and no longer than asked', async () => {
+      ({ array, dir } = await startArray());
+      array.state.setFault('createVolume', { stallMs: 60_000 });
+      const post = await fetch(`${array.url}/api/volumes`, { method: 'POST', body: JSON.stringify({ name: 'held', capacityBytes: MiB }) });
+      const { jobId } = (await post.json()) as { jobId: string };
+      const t0 = performance.now();
+      const running = (await (await fetch(`${array.url}/api/jobs/${jobId}?waitMs=50`)).json()) as { state: string };
+      expect(running.state).to.equal('running');
+      expect(performance.now() - t0).to.be.at.least(45);
+      const done = fetch(`${array.url}/api/jobs/${jobId}?waitMs=10000`).then(async (r) => (await r.json()) as { state: string });
+      setTimeout(() => array.state.abortStalls(), 20);
+      expect((await done).state).to.equal('succeeded');
     });
   });
 
@@ -178,7 +229,7 @@ describe('sim array', function () {
   });
 
   describe('busy as 503', () => {
-    it('an array that answers busy with 503 and Retry-After is waited out like a 429', async () => {
+    it('an array that answers busy with 503 and Retry-After is busy like a 429, with the hint as retryAfterMs', async () => {
       ({ array, dir } = await startArray({ maxConcurrentOperations: 1, retryAfterMs: 5, busyStatus: 503 }));
       array.state.setFault('getArray', { stallMs: 60_000 });
       const holder = array.state.getArray();
@@ -186,12 +237,12 @@ describe('sim array', function () {
       const raw = await fetch(`${array.url}/api/volumes`);
       expect(raw.status).to.equal(503);
       expect(raw.headers.get('retry-after')).to.equal('1');
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
-      const pending = driver.createVolume({ name: 'after-503', capacityBytes: MiB }, never);
-      while (array.state.stats().rejectedBusy < 2) await new Promise((r) => setTimeout(r, 2));
+      const driver = createDriver('sim', { endpoint: array.url });
+      const err = await expectDriverError(driver.createVolume({ name: 'after-503', capacityBytes: MiB }, never), 'busy');
+      expect(err.retryAfterMs).to.equal(5);
       array.state.abortStalls();
       await holder;
-      expect((await pending).name).to.equal('after-503');
+      expect((await driver.createVolume({ name: 'after-503', capacityBytes: MiB }, never)).name).to.equal('after-503');
     });
   });
 
@@ -201,7 +252,7 @@ describe('sim array', function () {
     });
 
     it('an injected error rate fails operations as retryable unavailable, with the array\'s message', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const vol = await driver.createVolume({ name: 'f', capacityBytes: MiB }, never);
       const set = await fetch(`${array.url}/admin/faults`, { method: 'POST', body: JSON.stringify({ getVolume: { errorRate: 1 } }) });
       expect(set.status).to.equal(200);
@@ -213,7 +264,7 @@ describe('sim array', function () {
     });
 
     it('the operation log records op, target, start and end of each operation, served at /admin/oplog', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const vol = await driver.createVolume({ name: 'logged', capacityBytes: MiB }, never);
       await driver.resizeVolume(vol.handle, 2 * MiB, never);
       const { entries } = (await (await fetch(`${array.url}/admin/oplog`)).json()) as { entries: OplogEntry[] };
@@ -224,7 +275,7 @@ describe('sim array', function () {
     });
 
     it('an operation on a volume that is being written is refused as pending, never run alongside', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const vol = await driver.createVolume({ name: 'busyvol', capacityBytes: MiB }, never);
       array.state.setFault('resizeVolume', { stallMs: 60_000 });
       const resize = driver.resizeVolume(vol.handle, 2 * MiB, never);
@@ -239,7 +290,7 @@ describe('sim array', function () {
     });
 
     it('snapshot data is a deterministic seeded stream per volume, the same on every read', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const a = await driver.createVolume({ name: 'da', capacityBytes: 2 * MiB }, never);
       const b = await driver.createVolume({ name: 'db', capacityBytes: 2 * MiB }, never);
       const sa = await driver.createSnapshot({ name: 'sa', sourceVolume: a.handle }, never);
@@ -256,7 +307,7 @@ describe('sim array', function () {
 
     it('a snapshot read slower than the request timeout is not cut off: the timeout bounds only the wait for headers', async () => {
       const requestTimeoutMs = 1_000;
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1, requestTimeoutMs });
+      const driver = createDriver('sim', { endpoint: array.url, requestTimeoutMs });
       const vol = await driver.createVolume({ name: 'slow-read', capacityBytes: MiB }, never);
       const snap = await driver.createSnapshot({ name: 'slow-read-snap', sourceVolume: vol.handle }, never);
       let bytes = 0;
@@ -269,7 +320,7 @@ describe('sim array', function () {
     });
 
     it("a snapshot stream opened with openHeld keeps its limiter slot until it closes, as the array keeps its own", async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const vol = await driver.createVolume({ name: 'held', capacityBytes: 2 * MiB }, never);
       const snap = await driver.createSnapshot({ name: 'held-snap', sourceVolume: vol.handle }, never);
       const limiter = new BackendLimiter();
@@ -289,7 +340,7 @@ describe('sim array', function () {
     });
 
     it('native group snapshots can be switched off: the driver then reports them absent and the caller fans out', async () => {
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const vols = await Promise.all(['g1', 'g2'].map((name) => driver.createVolume({ name, capacityBytes: MiB }, never)));
       const native = await snapshotGroup(driver, 'cg', vols.map((v) => v.handle), never);
       expect(native.native).to.equal(true);
@@ -304,7 +355,7 @@ describe('sim array', function () {
     it('capacity is enforced: a volume beyond the free space is a terminal noSpace', async () => {
       await array.close();
       ({ array } = await startArray({ capacityBytes: 10 * MiB }, dir));
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       await driver.createVolume({ name: 'fits', capacityBytes: 8 * MiB }, never);
       await expectDriverError(driver.createVolume({ name: 'too-big', capacityBytes: 4 * MiB }, never), 'noSpace');
       const p = await driver.probe(never);
@@ -315,7 +366,7 @@ describe('sim array', function () {
   describe('persistence', () => {
     it('a restarted array keeps every acknowledged volume, snapshot and group, and keeps ids unique', async () => {
       ({ array, dir } = await startArray());
-      let driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      let driver = createDriver('sim', { endpoint: array.url });
       const vol = await driver.createVolume({ name: 'keep', capacityBytes: 2 * MiB, params: { tier: 'gold' } }, never);
       const snap = await driver.createSnapshot({ name: 'keep-snap', sourceVolume: vol.handle }, never);
       const group = await snapshotGroup(driver, 'keep-group', [vol.handle], never);
@@ -323,7 +374,7 @@ describe('sim array', function () {
       await array.close();
 
       ({ array } = await startArray({}, dir));
-      driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      driver = createDriver('sim', { endpoint: array.url });
       expect(await driver.getVolume(vol.handle, never)).to.deep.include({ name: 'keep', capacityBytes: 2 * MiB, params: { tier: 'gold' } });
       expect((await driver.getSnapshot(snap.handle, never)).sourceVolume).to.equal(vol.handle);
       expect(await sha256(await driver.readSnapshot(snap.handle, never))).to.equal(before);
@@ -338,7 +389,7 @@ describe('sim array', function () {
       ({ array, dir } = await startArray());
       const port = array.port;
       array.state.setFault('createVolume', { stallMs: 60_000 });
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 5, maxPollIntervalMs: 20 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const pending = driver.createVolume({ name: 'lost-job', capacityBytes: MiB }, never);
       let settled = false;
       void pending.catch(() => undefined).finally(() => (settled = true));
@@ -362,7 +413,7 @@ describe('sim array', function () {
 
     it('a crash drops every connection; after a restart from the state file, acknowledged work is there and the retry succeeds', async () => {
       ({ array, dir } = await startArray());
-      const driver = createDriver('sim', { endpoint: array.url, pollIntervalMs: 1 });
+      const driver = createDriver('sim', { endpoint: array.url });
       const kept = await driver.createVolume({ name: 'before-crash', capacityBytes: MiB }, never);
       const port = array.port;
       await fetch(`${array.url}/admin/faults`, { method: 'POST', body: JSON.stringify({ createVolume: { crash: true } }) });

@@ -88,7 +88,7 @@ describe('controllers/backend', () => {
     expect([await run(), await run(), await run()]).to.deep.equal([{ requeueAfterMs: 1000 }, { requeueAfterMs: 2000 }, { requeueAfterMs: 4000 }]);
     expect(latest().status!.phase).to.equal('Offline');
     expect(ready(latest())).to.deep.include({ reason: 'ProbeFailed', message: 'sim array GET /api/array: ECONNREFUSED' });
-    driver.probeResult = { healthy: false, capacityBytes: 1, usedBytes: 0, message: 'controller B failed over', capabilities: { nativeGroupSnapshot: false, snapshotData: false, volumeData: false, resize: false } };
+    driver.probeResult = { healthy: false, capacityBytes: 1, usedBytes: 0, message: 'controller B failed over', capabilities: { nativeGroupSnapshot: false, snapshotData: false, volumeData: false, resize: false, topology: false } };
     await run();
     expect(latest().status!.phase).to.equal('Degraded');
     expect(ready(latest()).message).to.equal('controller B failed over');

@@ -81,7 +81,7 @@ export class FakeDriver implements Partial<StorageDriver> {
   readonly kind = 'fake';
   readonly calls: string[] = [];
   readonly volumes = new Map<string, VolumeInfo>();
-  probeResult: ProbeResult | Error = { healthy: true, capacityBytes: 1000, usedBytes: 10, capabilities: { nativeGroupSnapshot: true, snapshotData: true, volumeData: true, resize: true } };
+  probeResult: ProbeResult | Error = { healthy: true, capacityBytes: 1000, usedBytes: 10, capabilities: { nativeGroupSnapshot: true, snapshotData: true, volumeData: true, resize: true, topology: false } };
   closed = false;
   private next = 1;
 

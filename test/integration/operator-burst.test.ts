@@ -13,7 +13,7 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
-import type { OplogEntry } from '../../src/backends/sim/state.js';
+import type { OplogEntry } from '../../src/backends/sim/oplog.js';
 import { createBurst, listVolumes, startOperator, startSimArray, waitAvailable, type ListedVolume, type OperatorChild, type SimArray } from '../../src/cli/operator-burst.js';
 import { testNamespace, useSharedControlPlane } from '../support/control-plane-hooks.js';
 import { when } from '../support/operator-process.js';

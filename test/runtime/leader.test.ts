@@ -62,6 +62,8 @@ describe('runtime/leader: leader election on a Lease', () => {
     expect(bLeadsAt! - fencedAt!).to.be.at.least(4_000);
     expect(bLeadsAt! - partitionedAt).to.be.at.most(15_000 + 2_500 + 2_000);
     expect(lost).to.have.length(1);
+    // Workers are told at the deadline itself, not at the next renewal attempt.
+    expect(lost[0] - (partitionedAt - 1_000)).to.equal(10_000);
     await a.elector.release();
     await b.elector.release();
   });

@@ -6,12 +6,17 @@
 // long first (honouring the run's signal; an abort is logged to the write log as
 // {aborted: true}). A Volume annotated `test.trellis.dev/fail` fails every reconcile with
 // that text. With TEST_FINALIZER set, the controller keeps that finalizer on its Volumes and
-// logs {cleaned: true} when it cleans one up. Flags are the operator's own.
+// logs {cleaned: true} when it cleans one up. A Volume annotated
+// `test.trellis.dev/needs-backend` logs {reconciled: true} on every reconcile and stays
+// Pending until its Backend exists; a Backend's changes re-enqueue exactly the Volumes on it
+// (through the cache's backend index). A Volume annotated `test.trellis.dev/secret: ns/name`
+// has that Secret read through the runtime's SecretReader and logs {secretKeys: n} (never a
+// value). Flags are the operator's own.
 import { appendFileSync } from 'node:fs';
 import { parseSettings, runOperator } from '../../src/cli/commands/operator.js';
 import { sleep } from '../../src/core/index.js';
 import { HierarchyPath } from '../../src/core/path.js';
-import { defineController, keyOf, setCondition } from '../../src/runtime/index.js';
+import { defineController, keyOf, related, setCondition } from '../../src/runtime/index.js';
 
 const log = process.env.TEST_WRITE_LOG;
 const record = (entry: Record<string, unknown>) => {
@@ -22,10 +27,26 @@ const testVolumes = defineController({
   name: 'test-volume',
   kind: 'Volume',
   finalizer: process.env.TEST_FINALIZER || undefined,
+  watches: [related('Backend', (backend, cache) => cache.volumesOnBackend(backend.metadata.name))],
   create: ({ clock }) => ({
     plan: (volume) => ({ locks: [{ path: HierarchyPath.parse(keyOf('Volume', volume)), mode: 'write' }] }),
     async reconcile(volume, context) {
       const { name, namespace } = volume.metadata;
+      if (volume.metadata.annotations?.['test.trellis.dev/needs-backend'] !== undefined) {
+        record({ namespace, name, reconciled: true });
+        if (!context.cache.get('Backend', undefined, volume.spec.backend)) {
+          await context.updateStatus((status) => {
+            status.phase = 'Pending';
+            status.conditions = setCondition(status.conditions, { type: 'Ready', status: 'False', reason: 'BackendMissing', message: `Backend ${volume.spec.backend} does not exist` });
+          });
+          return;
+        }
+      }
+      const secret = volume.metadata.annotations?.['test.trellis.dev/secret'];
+      if (secret) {
+        const [secretNamespace, secretName] = secret.split('/');
+        record({ namespace, name, secretKeys: (await context.secrets.read(secretNamespace, secretName, context.signal)).size });
+      }
       const failure = volume.metadata.annotations?.['test.trellis.dev/fail'];
       if (failure) throw new Error(failure);
       const sleepMs = Number(volume.metadata.annotations?.['test.trellis.dev/sleep-ms'] ?? 0);

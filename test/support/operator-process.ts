@@ -16,6 +16,8 @@ export interface WriteRecord {
   started?: boolean;
   aborted?: boolean;
   cleaned?: boolean;
+  reconciled?: boolean;
+  secretKeys?: number;
 }
 
 export interface OperatorProcess {

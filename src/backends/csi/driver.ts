@@ -4,28 +4,32 @@
 //   DEADLINE_EXCEEDED are retryable; INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS and
 //   OUT_OF_RANGE terminal. RESOURCE_EXHAUSTED that speaks of capacity or space is the
 //   terminal noSpace, since retrying cannot create room.
-// - Busy answers (RESOURCE_EXHAUSTED without a capacity message, ABORTED for a pending
-//   operation) are retried with capped exponential backoff until the caller's signal fires.
+// - One try per call: a busy answer (RESOURCE_EXHAUSTED without a capacity message, ABORTED
+//   for a pending operation) is thrown at once as a `busy` DriverError with a short
+//   jittered `retryAfterMs` (CSI carries no hint); the caller waits, outside its slot.
 // - Group snapshots go through GroupController.CreateVolumeGroupSnapshot when the plugin
 //   advertises it; otherwise createGroupSnapshot resolves undefined (the caller fans out).
-// - Every call carries a deadline and is cancelled when the caller's signal fires; a call or
-//   the shared capability discovery past its deadline is a retryable `timeout`.
+//   Deleting one sends its members' ids (REQUIRED by the spec), found by listing snapshots.
+// - A volume is what the plugin says: its parameters are the volume context the plugin
+//   returns, and a create whose answer contradicts the request (a smaller size, an echoed
+//   parameter with another value: a plugin that ignored them on a name match) is a
+//   terminal alreadyExists. An oversize create is noSpace whether the plugin says
+//   RESOURCE_EXHAUSTED or OUT_OF_RANGE.
+// - With VOLUME_CONDITION, a volume carries its condition; an abnormal "not found" (how some
+//   plugins answer ControllerGetVolume for an unknown id) is notFound.
+// - VOLUME_ACCESSIBILITY_CONSTRAINTS shows as the `topology` capability; configured
+//   accessibility requirements go with every CreateVolume.
+// - Every call has a deadline, timed on the injected Clock, and is cancelled when the
+//   caller's signal fires; a call or the shared capability discovery past its deadline is
+//   a retryable `timeout`.
 // CSI has no data path, so readSnapshot and writeVolume fail with a terminal error.
 import * as grpc from '@grpc/grpc-js';
 import type { Readable } from 'node:stream';
 import { Type, type Static } from 'typebox';
+import { realClock, type Clock } from '../../core/clock.js';
 import { abortReason, DriverError, type DriverErrorReason } from '../errors.js';
-import {
-  sleep,
-  throwIfAborted,
-  type CreateSnapshotRequest,
-  type CreateVolumeRequest,
-  type GroupSnapshotInfo,
-  type ProbeResult,
-  type SnapshotInfo,
-  type StorageDriver,
-  type VolumeInfo,
-} from '../driver.js';
+import { throwIfAborted } from '../driver.js';
+import type { CreateSnapshotRequest, CreateVolumeRequest, DriverOptions, GroupSnapshotInfo, ProbeResult, SnapshotInfo, StorageDriver, VolumeInfo } from '../driver.js';
 import { fromTimestamp, loadCsi } from './proto.js';
 
 export const accessModes = [
@@ -45,8 +49,15 @@ export const CsiConfig = Type.Object(
     accessMode: Type.Optional(Type.Unsafe<(typeof accessModes)[number]>({ type: 'string', enum: [...accessModes], default: 'SINGLE_NODE_WRITER' })),
     volumeMode: Type.Optional(Type.Union([Type.Literal('mount'), Type.Literal('block')], { default: 'mount' })),
     fsType: Type.Optional(Type.String({ minLength: 1, description: 'Filesystem for mount volumes, e.g. ext4.' })),
-    busyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 20, description: 'First backoff after a busy answer.' })),
-    maxBusyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 2_000, description: 'Longest backoff after busy answers.' })),
+    accessibilityRequirements: Type.Optional(
+      Type.Object(
+        {
+          requisite: Type.Optional(Type.Array(Type.Record(Type.String(), Type.String()), { description: 'Segments a new volume must be accessible from (one of them).' })),
+          preferred: Type.Optional(Type.Array(Type.Record(Type.String(), Type.String()), { description: 'Segments to prefer, in order.' })),
+        },
+        { additionalProperties: false, description: 'Passed as CreateVolume accessibility_requirements to a plugin with VOLUME_ACCESSIBILITY_CONSTRAINTS.' },
+      ),
+    ),
   },
   { additionalProperties: false },
 );
@@ -61,7 +72,15 @@ interface CsiVolume {
   capacity_bytes: number;
   volume_context?: Record<string, string>;
   content_source?: { snapshot?: { snapshot_id: string } | null } | null;
+  accessible_topology?: { segments?: Record<string, string> }[];
 }
+
+interface CsiVolumeStatus {
+  volume_condition?: { abnormal: boolean; message: string } | null;
+}
+
+/** How plugins word an abnormal condition that means the volume is not there at all. */
+const notFoundCondition = /not found|does not exist|no such volume|unknown volume/i;
 
 interface CsiSnapshot {
   snapshot_id: string;
@@ -106,18 +125,29 @@ interface Clients {
   group: grpc.Client;
   controllerCaps: Set<string>;
   groupSnapshots: boolean;
+  topology: boolean;
 }
 
 export class CsiDriver implements StorageDriver {
   readonly kind = 'csi';
   private clients: Promise<Clients> | undefined;
-  private readonly cfg: CsiConfig & Required<Pick<CsiConfig, 'timeoutMs' | 'busyBackoffMs' | 'maxBusyBackoffMs'>>;
+  private readonly cfg: CsiConfig & Required<Pick<CsiConfig, 'timeoutMs'>>;
+  private readonly clock: Clock;
 
   constructor(
     config: CsiConfig,
     private readonly secrets: CsiCredentials = {},
+    options: DriverOptions = {},
   ) {
-    this.cfg = { timeoutMs: 60_000, busyBackoffMs: 20, maxBusyBackoffMs: 2_000, ...config };
+    this.cfg = { timeoutMs: 60_000, ...config };
+    this.clock = options.clock ?? realClock;
+  }
+
+  /** A signal that fires `timeoutMs` from now on the clock; `cancel` stops its timer. */
+  private deadline(): { signal: AbortSignal; cancel: () => void } {
+    const ctl = new AbortController();
+    const timer = this.clock.setTimeout(() => ctl.abort(), this.cfg.timeoutMs);
+    return { signal: ctl.signal, cancel: () => this.clock.clearTimeout(timer) };
   }
 
   /**
@@ -128,17 +158,18 @@ export class CsiDriver implements StorageDriver {
     throwIfAborted(signal);
     if (!this.clients) {
       const discovery = (async () => {
-        const deadline = AbortSignal.timeout(this.cfg.timeoutMs);
+        const { signal: deadline, cancel } = this.deadline();
         const csi = await loadCsi();
         const creds = grpc.credentials.createInsecure();
         const identity = new csi.Identity(this.cfg.endpoint, creds);
         const controller = new csi.Controller(this.cfg.endpoint, creds);
         const group = new csi.GroupController(this.cfg.endpoint, creds);
-        const base = { identity, controller, group, controllerCaps: new Set<string>(), groupSnapshots: false };
+        const base = { identity, controller, group, controllerCaps: new Set<string>(), groupSnapshots: false, topology: false };
         try {
           const plugin = await this.once<{ capabilities: { service?: { type: string } | null }[] }>(identity, 'GetPluginCapabilities', {}, deadline);
           const caps = await this.once<{ capabilities: { rpc?: { type: string } | null }[] }>(controller, 'ControllerGetCapabilities', {}, deadline);
           for (const c of caps.capabilities) if (c.rpc) base.controllerCaps.add(c.rpc.type);
+          base.topology = plugin.capabilities.some((c) => c.service?.type === 'VOLUME_ACCESSIBILITY_CONSTRAINTS');
           if (plugin.capabilities.some((c) => c.service?.type === 'GROUP_CONTROLLER_SERVICE')) {
             const g = await this.once<{ capabilities: { rpc?: { type: string } | null }[] }>(group, 'GroupControllerGetCapabilities', {}, deadline);
             base.groupSnapshots = g.capabilities.some((c) => c.rpc?.type === 'CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT');
@@ -152,6 +183,8 @@ export class CsiDriver implements StorageDriver {
             throw new DriverError('timeout', `csi: plugin discovery at ${this.cfg.endpoint}: no answer within ${this.cfg.timeoutMs} ms`, { cause: err });
           }
           throw err;
+        } finally {
+          cancel();
         }
         return base;
       })();
@@ -169,34 +202,31 @@ export class CsiDriver implements StorageDriver {
     });
   }
 
-  /** One gRPC call with a deadline, cancelled by `signal`. */
+  /** One gRPC call, cancelled by `signal` or past its deadline (a retryable `timeout`). */
   private once<T>(client: grpc.Client, rpc: string, req: object, signal: AbortSignal): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (signal.aborted) return reject(abortReason(signal));
       const method = (client as unknown as Record<string, Unary>)[rpc]!.bind(client);
+      const deadline = this.deadline();
       const onAbort = () => call.cancel();
-      const call = method(req, new grpc.Metadata(), { deadline: Date.now() + this.cfg.timeoutMs }, (err, res) => {
+      const call = method(req, new grpc.Metadata(), {}, (err, res) => {
         signal.removeEventListener('abort', onAbort);
+        deadline.signal.removeEventListener('abort', onAbort);
+        deadline.cancel();
         if (signal.aborted) return reject(abortReason(signal));
+        if (deadline.signal.aborted) return reject(new DriverError('timeout', `csi ${rpc}: no answer within ${this.cfg.timeoutMs} ms`, { cause: err }));
         if (err) return reject(csiError(err, rpc));
         resolve(res as T);
       });
       signal.addEventListener('abort', onAbort, { once: true });
+      deadline.signal.addEventListener('abort', onAbort, { once: true });
     });
   }
 
-  /** A call whose busy answers are retried with backoff until `signal` fires. */
+  /** One try of `rpc` on the discovered plugin; a busy answer is thrown, not waited out. */
   private async call<T>(which: 'identity' | 'controller' | 'group', rpc: string, req: object, signal: AbortSignal): Promise<T> {
     const clients = await this.connect(signal);
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.once<T>(clients[which], rpc, req, signal);
-      } catch (err) {
-        if (!(err instanceof DriverError && err.reason === 'busy')) throw err;
-        const backoff = Math.min(this.cfg.maxBusyBackoffMs, this.cfg.busyBackoffMs * 2 ** Math.min(attempt, 20));
-        await sleep(backoff * (0.5 + Math.random()), signal);
-      }
-    }
+    return this.once<T>(clients[which], rpc, req, signal);
   }
 
   private volumeCapability(): object {
@@ -204,10 +234,14 @@ export class CsiDriver implements StorageDriver {
     return { access_mode: { mode: this.cfg.accessMode ?? 'SINGLE_NODE_WRITER' }, ...access };
   }
 
-  private toVolume(v: CsiVolume, name = ''): VolumeInfo {
+  private toVolume(v: CsiVolume, name = '', status?: CsiVolumeStatus | null): VolumeInfo {
     const info: VolumeInfo = { handle: v.volume_id, name, capacityBytes: Number(v.capacity_bytes), params: v.volume_context ?? {} };
     const snap = v.content_source?.snapshot?.snapshot_id;
     if (snap) info.sourceSnapshot = snap;
+    const condition = status?.volume_condition;
+    if (condition) info.condition = { abnormal: condition.abnormal, message: condition.message };
+    const topology = (v.accessible_topology ?? []).map((t) => t.segments ?? {});
+    if (topology.length > 0) info.accessibleTopology = topology;
     return info;
   }
 
@@ -225,10 +259,11 @@ export class CsiDriver implements StorageDriver {
   }
 
   async probe(signal: AbortSignal): Promise<ProbeResult> {
-    const capabilities = { nativeGroupSnapshot: false, snapshotData: false, volumeData: false, resize: false };
+    const capabilities = { nativeGroupSnapshot: false, snapshotData: false, volumeData: false, resize: false, topology: false };
     try {
       const clients = await this.connect(signal);
       capabilities.nativeGroupSnapshot = clients.groupSnapshots;
+      capabilities.topology = clients.topology;
       capabilities.resize = clients.controllerCaps.has('EXPAND_VOLUME');
       const probe = await this.call<{ ready?: { value: boolean } | null }>('identity', 'Probe', {}, signal);
       let capacityBytes = 0;
@@ -254,8 +289,26 @@ export class CsiDriver implements StorageDriver {
       secrets: this.secrets,
     };
     if (req.sourceSnapshot) request.volume_content_source = { snapshot: { snapshot_id: req.sourceSnapshot } };
-    const res = await this.call<{ volume: CsiVolume }>('controller', 'CreateVolume', request, signal);
-    return this.toVolume(res.volume, req.name);
+    const wanted = this.cfg.accessibilityRequirements;
+    if (wanted) {
+      const topologies = (segments: Record<string, string>[] = []) => segments.map((s) => ({ segments: s }));
+      request.accessibility_requirements = { requisite: topologies(wanted.requisite), preferred: topologies(wanted.preferred) };
+    }
+    let res: { volume: CsiVolume };
+    try {
+      res = await this.call<{ volume: CsiVolume }>('controller', 'CreateVolume', request, signal);
+    } catch (err) {
+      // Plugins differ: an oversize request is RESOURCE_EXHAUSTED on some, OUT_OF_RANGE on
+      // others. Without a source to be smaller than, both mean there is no room for it.
+      const code = err instanceof DriverError ? (err.cause as grpc.ServiceError | undefined)?.code : undefined;
+      if (code === grpc.status.OUT_OF_RANGE && !req.sourceSnapshot) {
+        throw new DriverError('noSpace', `csi CreateVolume: no capacity for ${req.capacityBytes} bytes (${(err as DriverError).message})`, { cause: err });
+      }
+      throw err;
+    }
+    const vol = this.toVolume(res.volume, req.name);
+    checkMatches(req, vol);
+    return vol;
   }
 
   async deleteVolume(handle: string, signal: AbortSignal): Promise<void> {
@@ -286,8 +339,12 @@ export class CsiDriver implements StorageDriver {
   async getVolume(handle: string, signal: AbortSignal): Promise<VolumeInfo> {
     const clients = await this.connect(signal);
     if (clients.controllerCaps.has('GET_VOLUME')) {
-      const res = await this.call<{ volume: CsiVolume }>('controller', 'ControllerGetVolume', { volume_id: handle }, signal);
-      return this.toVolume(res.volume);
+      const res = await this.call<{ volume: CsiVolume; status?: CsiVolumeStatus | null }>('controller', 'ControllerGetVolume', { volume_id: handle }, signal);
+      const vol = this.toVolume(res.volume, '', res.status);
+      if (vol.condition?.abnormal && notFoundCondition.test(vol.condition.message)) {
+        throw new DriverError('notFound', `csi ControllerGetVolume: volume ${handle}: ${vol.condition.message} (abnormal condition)`);
+      }
+      return vol;
     }
     const found = (await this.listVolumes(signal)).find((v) => v.handle === handle);
     if (!found) throw new DriverError('notFound', `csi: volume ${handle} not found`);
@@ -309,7 +366,7 @@ export class CsiDriver implements StorageDriver {
   async listVolumes(signal: AbortSignal): Promise<VolumeInfo[]> {
     const clients = await this.connect(signal);
     if (!clients.controllerCaps.has('LIST_VOLUMES')) throw new DriverError('invalid', 'csi: the plugin cannot list volumes (no LIST_VOLUMES)');
-    return (await this.all<{ volume: CsiVolume }>('ListVolumes', {}, signal)).map((e) => this.toVolume(e.volume));
+    return (await this.all<{ volume: CsiVolume; status?: CsiVolumeStatus | null }>('ListVolumes', {}, signal)).map((e) => this.toVolume(e.volume, '', e.status));
   }
 
   async createSnapshot(req: CreateSnapshotRequest, signal: AbortSignal): Promise<SnapshotInfo> {
@@ -363,15 +420,26 @@ export class CsiDriver implements StorageDriver {
   async deleteGroupSnapshot(handle: string, signal: AbortSignal): Promise<void> {
     const clients = await this.connect(signal);
     if (!clients.groupSnapshots) return;
-    let snapshotIds: string[];
-    try {
-      const res = await this.call<{ group_snapshot: CsiGroupSnapshot }>('group', 'GetVolumeGroupSnapshot', { group_snapshot_id: handle, secrets: this.secrets }, signal);
-      snapshotIds = res.group_snapshot.snapshots.map((s) => s.snapshot_id);
-    } catch (err) {
-      if (err instanceof DriverError && err.reason === 'notFound') return;
-      throw err;
+    // snapshot_ids is REQUIRED: the members are the snapshots that name this group.
+    let snapshotIds = clients.controllerCaps.has('LIST_SNAPSHOTS')
+      ? (await this.listSnapshots(signal)).filter((s) => s.groupHandle === handle).map((s) => s.handle)
+      : [];
+    if (snapshotIds.length === 0) {
+      // No member listed: the group is gone, or the plugin cannot list. Ask it; a plugin that
+      // needs the ids answers NOT_FOUND for a group it does not have.
+      try {
+        const res = await this.call<{ group_snapshot: CsiGroupSnapshot }>('group', 'GetVolumeGroupSnapshot', { group_snapshot_id: handle, secrets: this.secrets }, signal);
+        snapshotIds = res.group_snapshot.snapshots.map((s) => s.snapshot_id);
+      } catch (err) {
+        if (err instanceof DriverError && err.reason === 'notFound') return;
+        throw err;
+      }
     }
-    await this.call('group', 'DeleteVolumeGroupSnapshot', { group_snapshot_id: handle, snapshot_ids: snapshotIds, secrets: this.secrets }, signal);
+    try {
+      await this.call('group', 'DeleteVolumeGroupSnapshot', { group_snapshot_id: handle, snapshot_ids: snapshotIds, secrets: this.secrets }, signal);
+    } catch (err) {
+      if (!(err instanceof DriverError && err.reason === 'notFound')) throw err;
+    }
   }
 
   async readSnapshot(_handle: string, signal: AbortSignal): Promise<Readable> {
@@ -392,5 +460,22 @@ export class CsiDriver implements StorageDriver {
     c?.identity.close();
     c?.controller.close();
     c?.group.close();
+  }
+}
+
+/**
+ * Throws alreadyExists when a created volume contradicts its request: a plugin that ignored
+ * size or parameters on a name match returned someone else's volume. Only what the plugin
+ * reports can be compared: the size, and parameters it echoes in the volume context.
+ */
+function checkMatches(req: CreateVolumeRequest, vol: VolumeInfo): void {
+  const clash: string[] = [];
+  if (vol.capacityBytes > 0 && vol.capacityBytes < req.capacityBytes) clash.push(`${vol.capacityBytes} bytes, not ${req.capacityBytes}`);
+  for (const [key, value] of Object.entries(req.params ?? {})) {
+    const reported = vol.params[key];
+    if (reported !== undefined && reported !== value) clash.push(`${key}=${reported}, not ${value}`);
+  }
+  if (clash.length > 0) {
+    throw new DriverError('alreadyExists', `csi CreateVolume: volume "${req.name}" exists (${vol.handle}) with other parameters: ${clash.join(', ')}`);
   }
 }

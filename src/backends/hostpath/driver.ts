@@ -10,9 +10,10 @@
 //   taken during a write copies the earlier, complete image: never a torn one.
 // - Group snapshots are not native: createGroupSnapshot resolves undefined and the caller
 //   fans out under its locks.
-// - A busy filesystem (EBUSY, EAGAIN, EMFILE, ENFILE) is waited out: the call retries with
-//   growing backoff until it succeeds, fails otherwise, or its signal fires. Each try is
-//   safe to repeat (creates find what an earlier try made; a failed try leaves no temp file).
+// - A busy filesystem (EBUSY, EAGAIN, EMFILE, ENFILE) is not waited out here: the call
+//   fails at once with a `busy` DriverError (a short jittered `retryAfterMs`) and the caller
+//   retries, outside its slot. Each try is safe to repeat (creates find what an earlier try
+//   made; a failed try leaves no temp file).
 // - A copy that is not a reflink reads only the data bytes and re-extends the rest sparsely,
 //   so a large, mostly empty volume costs its data, not its size.
 import { createHash, randomUUID } from 'node:crypto';
@@ -23,18 +24,8 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Type, type Static } from 'typebox';
 import { abortReason, DriverError } from '../errors.js';
-import {
-  sameParams,
-  sleep,
-  throwIfAborted,
-  type CreateSnapshotRequest,
-  type CreateVolumeRequest,
-  type GroupSnapshotInfo,
-  type ProbeResult,
-  type SnapshotInfo,
-  type StorageDriver,
-  type VolumeInfo,
-} from '../driver.js';
+import { sameParams, throwIfAborted } from '../driver.js';
+import type { CreateSnapshotRequest, CreateVolumeRequest, DriverOptions, GroupSnapshotInfo, ProbeResult, SnapshotInfo, StorageDriver, VolumeInfo } from '../driver.js';
 
 export const HostpathConfig = Type.Object(
   {
@@ -46,8 +37,6 @@ export const HostpathConfig = Type.Object(
         description: 'auto: clone where the filesystem can, else copy; always: fail where it cannot; never: always copy.',
       }),
     ),
-    busyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 20, description: 'First backoff after a busy filesystem error.' })),
-    maxBusyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 2_000, description: 'Longest backoff after busy filesystem errors.' })),
   },
   { additionalProperties: false },
 );
@@ -125,7 +114,8 @@ class KeyedMutex {
   }
 }
 
-export interface HostpathHooks {
+/** The driver options; hostpath never waits on time, so `clock` is accepted and unused. */
+export interface HostpathOptions extends DriverOptions {
   /**
    * Runs before each try of a call, named by the call; what it throws counts as that try's
    * filesystem error. The seam through which tests make the filesystem busy.
@@ -150,29 +140,22 @@ export class HostpathDriver implements StorageDriver {
 
   constructor(
     private readonly config: HostpathConfig,
-    private readonly hooks: HostpathHooks = {},
+    private readonly options: HostpathOptions = {},
   ) {
     this.volumesDir = join(config.root, 'volumes');
     this.snapshotsDir = join(config.root, 'snapshots');
     this.tmpDir = join(config.root, 'tmp');
   }
 
-  /** Runs `fn` again after busy filesystem errors, backing off, until the signal fires. */
-  private async retryBusy<T>(call: string, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
-    const first = this.config.busyBackoffMs ?? 20;
-    const longest = this.config.maxBusyBackoffMs ?? 2_000;
-    for (let attempt = 0; ; attempt++) {
-      throwIfAborted(signal);
-      try {
-        this.hooks.beforeTry?.(call);
-        return await fn();
-      } catch (err) {
-        if (signal.aborted) throw abortReason(signal);
-        const typed = err instanceof DriverError || (err as NodeJS.ErrnoException).code ? fsError(err, call) : undefined;
-        if (typed?.reason !== 'busy') throw typed ?? err;
-        // Jitter keeps many callers refused together from coming back together.
-        await sleep(Math.min(longest, first * 2 ** Math.min(attempt, 20)) * (0.5 + Math.random()), signal);
-      }
+  /** One try of `fn`; a filesystem error comes back typed (busy with its retry-after). */
+  private async attempt<T>(call: string, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+    throwIfAborted(signal);
+    try {
+      this.options.beforeTry?.(call);
+      return await fn();
+    } catch (err) {
+      if (signal.aborted) throw abortReason(signal);
+      throw err instanceof DriverError || (err as NodeJS.ErrnoException).code ? fsError(err, call) : err;
     }
   }
 
@@ -282,7 +265,7 @@ export class HostpathDriver implements StorageDriver {
 
   async probe(signal: AbortSignal): Promise<ProbeResult> {
     throwIfAborted(signal);
-    const capabilities = { nativeGroupSnapshot: false, snapshotData: true, volumeData: true, resize: true };
+    const capabilities = { nativeGroupSnapshot: false, snapshotData: true, volumeData: true, resize: true, topology: false };
     try {
       await this.init();
       const fs = await statfs(this.config.root);
@@ -316,7 +299,7 @@ export class HostpathDriver implements StorageDriver {
     const params = req.params ?? {};
     await this.init();
     const handle = handleFor('vol', req.name);
-    return this.retryBusy('createVolume', signal, () => this.mutex.run(handle, async () => {
+    return this.attempt('createVolume', signal, () => this.mutex.run(handle, async () => {
       throwIfAborted(signal);
       const existing = await this.readMeta<VolumeMeta>(this.volPath(handle, 'json'));
       if (existing) {
@@ -359,7 +342,7 @@ export class HostpathDriver implements StorageDriver {
     throwIfAborted(signal);
     if (!handlePattern.test(handle)) return;
     await this.init();
-    await this.retryBusy('deleteVolume', signal, () => this.mutex.run(handle, async () => {
+    await this.attempt('deleteVolume', signal, () => this.mutex.run(handle, async () => {
       try {
         // Metadata first: from here on the volume does not exist, even if the image lingers.
         await rm(this.volPath(handle, 'json'), { force: true });
@@ -372,7 +355,7 @@ export class HostpathDriver implements StorageDriver {
 
   async resizeVolume(handle: string, capacityBytes: number, signal: AbortSignal): Promise<VolumeInfo> {
     throwIfAborted(signal);
-    return this.retryBusy('resizeVolume', signal, () => this.mutex.run(handle, async () => {
+    return this.attempt('resizeVolume', signal, () => this.mutex.run(handle, async () => {
       const meta = await this.mustVolume(handle);
       if (capacityBytes < meta.capacityBytes) {
         throw new DriverError('invalid', `hostpath: cannot shrink volume ${handle} from ${meta.capacityBytes} to ${capacityBytes} bytes`);
@@ -391,19 +374,19 @@ export class HostpathDriver implements StorageDriver {
   }
 
   async getVolume(handle: string, signal: AbortSignal): Promise<VolumeInfo> {
-    return this.retryBusy('getVolume', signal, async () => this.volumeInfo(handle, await this.mustVolume(handle)));
+    return this.attempt('getVolume', signal, async () => this.volumeInfo(handle, await this.mustVolume(handle)));
   }
 
   async listVolumes(signal: AbortSignal): Promise<VolumeInfo[]> {
     await this.init();
-    return this.retryBusy('listVolumes', signal, async () => (await this.listVolumeMetas()).map(({ handle, meta }) => this.volumeInfo(handle, meta)));
+    return this.attempt('listVolumes', signal, async () => (await this.listVolumeMetas()).map(({ handle, meta }) => this.volumeInfo(handle, meta)));
   }
 
   async createSnapshot(req: CreateSnapshotRequest, signal: AbortSignal): Promise<SnapshotInfo> {
     if (!req.name) throw new DriverError('invalid', 'hostpath: snapshot name is required');
     await this.init();
     const handle = handleFor('snap', req.name);
-    return this.retryBusy('createSnapshot', signal, () => this.mutex.run(handle, async () => {
+    return this.attempt('createSnapshot', signal, () => this.mutex.run(handle, async () => {
       throwIfAborted(signal);
       const existing = await this.readMeta<SnapshotMeta>(this.snapPath(handle, 'json'));
       if (existing) {
@@ -438,7 +421,7 @@ export class HostpathDriver implements StorageDriver {
     throwIfAborted(signal);
     if (!handlePattern.test(handle)) return;
     await this.init();
-    await this.retryBusy('deleteSnapshot', signal, () => this.mutex.run(handle, async () => {
+    await this.attempt('deleteSnapshot', signal, () => this.mutex.run(handle, async () => {
       try {
         await rm(this.snapPath(handle, 'json'), { force: true });
         await rm(this.snapPath(handle, 'img'), { force: true });
@@ -449,12 +432,12 @@ export class HostpathDriver implements StorageDriver {
   }
 
   async getSnapshot(handle: string, signal: AbortSignal): Promise<SnapshotInfo> {
-    return this.retryBusy('getSnapshot', signal, async () => this.snapshotInfo(handle, await this.mustSnapshot(handle)));
+    return this.attempt('getSnapshot', signal, async () => this.snapshotInfo(handle, await this.mustSnapshot(handle)));
   }
 
   async listSnapshots(signal: AbortSignal): Promise<SnapshotInfo[]> {
     await this.init();
-    return this.retryBusy('listSnapshots', signal, async () =>
+    return this.attempt('listSnapshots', signal, async () =>
       (await this.listMetas<SnapshotMeta>(this.snapshotsDir)).map(({ handle, meta }) => this.snapshotInfo(handle, meta)),
     );
   }
@@ -491,7 +474,7 @@ export class HostpathDriver implements StorageDriver {
     try {
       await pipeline(data, meter, createWriteStream(tmp, { flush: true }), { signal });
       // Swap the new image in under the volume's lock, at the size the volume has now.
-      return await this.retryBusy('writeVolume', signal, () => this.mutex.run(handle, async () => {
+      return await this.attempt('writeVolume', signal, () => this.mutex.run(handle, async () => {
         const meta = await this.mustVolume(handle);
         if (bytes > meta.capacityBytes) throw new DriverError('noSpace', `hostpath: data exceeds volume ${handle} size of ${meta.capacityBytes} bytes`);
         await truncate(tmp, meta.capacityBytes);

@@ -2,7 +2,9 @@
 // APIs run slow work as jobs. Guarantees:
 // - Mutations (create, delete, resize of volumes, snapshots and group snapshots) answer
 //   202 with a job id at once; GET /api/jobs/:id reports running, succeeded (with the
-//   result) or failed (with the error). A repeated request for a running job's object gets
+//   result) or failed (with the error). With `?waitMs=N` (a long-poll, as many arrays'
+//   task APIs offer) a running job's answer is held until it ends or N ms (at most
+//   `maxJobWaitMs`) have passed, so a client sees the end within one round trip. A repeated request for a running job's object gets
 //   that job again, not a second one; the same name with other parameters while that job
 //   runs is refused with 409 `alreadyExists`, as it would be once the job is done.
 // - Beyond the array's concurrency limit a request is refused with 429 (or 503, as
@@ -17,8 +19,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { realClock, sleep, type Clock } from '../../core/clock.js';
 import { componentLogger } from '../../log.js';
-import { ArrayState, operations, SimError, type FaultSpec, type OpName, type SimArrayOptions, type SimErrorCode } from './state.js';
+import type { FaultSpec } from './faults.js';
+import { operations, type OpName, type SimArrayOptions } from './options.js';
+import { SimError, type SimErrorCode } from './records.js';
+import { ArrayState } from './state.js';
 
 const log = componentLogger('sim-array');
 
@@ -51,7 +57,12 @@ interface Job extends JobView {
   /** The request's parameters, canonical: a repeat with others must not join. */
   params: string;
   finishedAt?: number;
+  /** Settles once the job has ended (state set). */
+  done: Promise<void>;
 }
+
+/** The longest a job poll is held open, whatever the client asks. */
+export const maxJobWaitMs = 30_000;
 
 export interface SimArrayServerOptions extends Partial<SimArrayOptions> {
   host?: string;
@@ -63,6 +74,8 @@ export interface SimArrayServerOptions extends Partial<SimArrayOptions> {
   jobRetentionMs?: number;
   /** Runs after a crash fault stopped the server (the CLI exits the process). */
   onCrash?: () => void;
+  /** The clock the array waits on (latency, stalls, long-polls); default realClock. */
+  clock?: Clock;
 }
 
 class HttpError extends Error {
@@ -87,7 +100,7 @@ export class SimArrayServer {
 
   /** Starts an array (reloading its state file, if any) and listens. */
   static async start(options: SimArrayServerOptions = {}): Promise<SimArrayServer> {
-    const state = await ArrayState.open(options);
+    const state = await ArrayState.open(options, options.clock ?? realClock);
     const server = createServer();
     const array = new SimArrayServer(state, server, options);
     server.on('request', (req, res) => void array.handle(req, res));
@@ -216,11 +229,11 @@ export class SimArrayServer {
       return;
     }
     const promise = start();
-    const job: Job = { id: `job-${randomUUID()}`, op, target, state: 'running', key, params: canonical };
+    const job: Job = { id: `job-${randomUUID()}`, op, target, state: 'running', key, params: canonical, done: Promise.resolve() };
     this.pruneJobs();
     this.jobs.set(job.id, job);
     this.runningByKey.set(key, job.id);
-    promise.then(
+    job.done = promise.then(
       (result) => {
         job.state = 'succeeded';
         if (result !== undefined) job.result = result;
@@ -230,22 +243,37 @@ export class SimArrayServer {
         job.error = err instanceof SimError ? { code: err.code, message: err.message } : { code: 'internal', message: String(err) };
       },
     ).finally(() => {
-      job.finishedAt = Date.now();
+      job.finishedAt = this.state.clock.now();
       this.runningByKey.delete(key);
     });
     this.send(res, 202, { jobId: job.id });
   }
 
   private pruneJobs(): void {
-    const horizon = Date.now() - (this.options.jobRetentionMs ?? 10 * 60_000);
+    const horizon = this.state.clock.now() - (this.options.jobRetentionMs ?? 10 * 60_000);
     for (const [id, job] of this.jobs) {
       if (job.finishedAt !== undefined && job.finishedAt < horizon) this.jobs.delete(id);
     }
   }
 
   private jobView(job: Job): JobView {
-    const { key: _key, params: _params, finishedAt: _finishedAt, ...view } = job;
+    const { key: _key, params: _params, finishedAt: _finishedAt, done: _done, ...view } = job;
     return view;
+  }
+
+  /** Holds a poll of a running job until it ends, `waitMs` pass, or the client goes away. */
+  private async awaitJob(job: Job, waitMs: number, res: ServerResponse): Promise<void> {
+    const gone = new AbortController();
+    const onClose = () => gone.abort();
+    res.once('close', onClose);
+    try {
+      await Promise.race([job.done, sleep(this.state.clock, waitMs, gone.signal)]);
+    } catch {
+      // The client went away: nobody to answer.
+    } finally {
+      res.off('close', onClose);
+      gone.abort();
+    }
   }
 
   private async route(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -266,6 +294,8 @@ export class SimArrayServer {
         if (is('GET', 3)) {
           const job = this.jobs.get(id!);
           if (!job) throw new SimError('notFound', `job ${id} not found`);
+          const waitMs = Math.min(maxJobWaitMs, Math.max(0, Number(url.searchParams.get('waitMs')) || 0));
+          if (job.state === 'running' && waitMs > 0) await this.awaitJob(job, waitMs, res);
           return this.send(res, 200, this.jobView(job));
         }
         break;

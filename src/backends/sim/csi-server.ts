@@ -1,9 +1,18 @@
 // The simulated array as a CSI controller plugin: Identity, Controller and GroupController
 // (csi.proto v1.12.0) over @grpc/grpc-js on a unix socket, backed by the same ArrayState as
 // the HTTP API, so both see one set of volumes, one concurrency limit, one latency model.
-// Guarantees, as the CSI spec asks:
-// - Names are idempotency keys: the same name with compatible arguments returns the same
-//   object; with incompatible ones ALREADY_EXISTS.
+// Guarantees, as the CSI spec asks, at least as strictly as real plugins:
+// - REQUIRED fields are enforced: INVALID_ARGUMENT names the missing field. That includes
+//   `snapshot_ids` of GetVolumeGroupSnapshot and DeleteVolumeGroupSnapshot for a group that
+//   exists (a missing group is NOT_FOUND, resp. deleted already), and they must be its members.
+// - A member of a group snapshot cannot be deleted on its own (FAILED_PRECONDITION).
+// - Names are idempotency keys: the same name with compatible arguments (size range,
+//   parameters, source) returns the same object; with incompatible ones ALREADY_EXISTS.
+// - VOLUME_CONDITION: ControllerGetVolume and ListVolumes report each volume's condition.
+// - With `topology`, VOLUME_ACCESSIBILITY_CONSTRAINTS: volumes are accessible from that one
+//   segment, and a request whose requisite topology excludes it is refused.
+// - `quirks` make it answer like some real plugins do (see SimCsiQuirks), so a client can be
+//   tested against them.
 // - Array refusals map to codes a CO retries: busy -> RESOURCE_EXHAUSTED, an operation
 //   pending on the volume -> ABORTED, injected faults -> UNAVAILABLE; missing objects are
 //   NOT_FOUND, out of space RESOURCE_EXHAUSTED, bad sizes OUT_OF_RANGE.
@@ -13,9 +22,11 @@
 // NOT_FOUND, so a conformance run with its Node tests skipped can still clean up.
 import { rm } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
+import type { Clock, TimerHandle } from '../../core/clock.js';
 import { componentLogger } from '../../log.js';
 import { loadCsi, timestamp } from '../csi/proto.js';
-import { SimError, type ArrayState, type GroupRecord, type SimErrorCode, type SnapshotRecord, type VolumeRecord } from './state.js';
+import { SimError, type GroupRecord, type SimErrorCode, type SnapshotRecord, type VolumeRecord } from './records.js';
+import type { ArrayState } from './state.js';
 
 const log = componentLogger('sim-csi');
 
@@ -77,8 +88,9 @@ function unary(name: string, fn: (req: Req) => unknown): grpc.UntypedHandleCall 
   }) as grpc.UntypedHandleCall;
 }
 
-function csiVolume(v: VolumeRecord): Req {
+function csiVolume(v: VolumeRecord, topology?: Record<string, string>): Req {
   const vol: Req = { volume_id: v.id, capacity_bytes: v.capacityBytes, volume_context: v.params };
+  if (topology) vol.accessible_topology = [{ segments: topology }];
   if (v.sourceSnapshotId) vol.content_source = { snapshot: { snapshot_id: v.sourceSnapshotId } };
   else if (v.sourceVolumeId) vol.content_source = { volume: { volume_id: v.sourceVolumeId } };
   return vol;
@@ -132,17 +144,52 @@ function checkCapabilities(caps: unknown): void {
   }
 }
 
+function volumeCondition(v: VolumeRecord): { abnormal: boolean; message: string } {
+  return v.abnormal === undefined ? { abnormal: false, message: 'volume is healthy' } : { abnormal: true, message: v.abnormal };
+}
+
+/** Behaviours seen in real plugins that the spec allows or tolerates; all off by default. */
+export interface SimCsiQuirks {
+  /** ControllerGetVolume of an unknown id answers OK with an abnormal "not found" condition. */
+  unknownVolumeAbnormal?: boolean;
+  /** CreateVolume of an existing name returns that volume whatever the size and parameters. */
+  ignoreParametersOnNameMatch?: boolean;
+  /** CreateVolume beyond the free capacity is OUT_OF_RANGE instead of RESOURCE_EXHAUSTED. */
+  oversizeOutOfRange?: boolean;
+}
+
 export interface SimCsiServerOptions {
   /** Filesystem path of the unix socket; a stale socket file there is replaced. */
   socketPath: string;
   /** The node id NodeGetInfo reports; one of the array's hosts (default: the first). */
   nodeId?: string;
+  /** The one topology segment the array's volumes are accessible from, e.g. {zone: "z1"}. */
+  topology?: Record<string, string>;
+  quirks?: SimCsiQuirks;
+}
+
+/** Whether `requirement` (a CSI TopologyRequirement) admits `segment`; no requisite admits all. */
+function topologyAdmits(requirement: unknown, segment: Record<string, string>): boolean {
+  const requisite = (requirement as { requisite?: { segments?: Record<string, string> }[] } | null | undefined)?.requisite ?? [];
+  if (requisite.length === 0) return true;
+  return requisite.some((t) => Object.entries(t.segments ?? {}).every(([k, v]) => segment[k] === v));
+}
+
+/** `snapshot_ids` of a group request: REQUIRED, and exactly the group's members. */
+function checkMemberIds(req: Req, group: GroupRecord): void {
+  const ids = req.snapshot_ids;
+  if (!Array.isArray(ids) || ids.length === 0) throw invalid(`snapshot_ids is required (group snapshot ${group.id} has ${group.snapshotIds.length} members)`);
+  const given = new Set(ids as string[]);
+  if (given.size !== group.snapshotIds.length || !group.snapshotIds.every((id) => given.has(id))) {
+    throw invalid(`snapshot_ids [${[...given].join(', ')}] are not the members of group snapshot ${group.id}`);
+  }
 }
 
 export class SimCsiServer {
   private constructor(
     private readonly server: grpc.Server,
     readonly socketPath: string,
+    private readonly clock: Clock,
   ) {}
 
   static async start(state: ArrayState, options: SimCsiServerOptions): Promise<SimCsiServer> {
@@ -150,6 +197,8 @@ export class SimCsiServer {
     const server = new grpc.Server();
     const cgEnabled = () => state.options.nativeConsistencyGroups;
     const nodeId = options.nodeId ?? state.options.hosts[0] ?? 'sim-node-1';
+    const { topology, quirks = {} } = options;
+    const toVolume = (v: VolumeRecord) => csiVolume(v, topology);
 
     server.addService(csi.Identity.service, {
       GetPluginInfo: unary('GetPluginInfo', () => ({ name: pluginName, vendor_version: pluginVersion, manifest: {} })),
@@ -157,12 +206,13 @@ export class SimCsiServer {
         capabilities: [
           { service: { type: 'CONTROLLER_SERVICE' } },
           ...(cgEnabled() ? [{ service: { type: 'GROUP_CONTROLLER_SERVICE' } }] : []),
+          ...(topology ? [{ service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } }] : []),
         ],
       })),
       Probe: unary('Probe', () => ({ ready: { value: true } })),
     });
 
-    const controllerCaps = ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'GET_VOLUME', 'GET_SNAPSHOT', 'MODIFY_VOLUME', 'PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY'];
+    const controllerCaps = ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'GET_VOLUME', 'GET_SNAPSHOT', 'MODIFY_VOLUME', 'PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY', 'VOLUME_CONDITION'];
     const unimplemented = (rpc: string) => unary(rpc, () => {
       throw new CsiError(grpc.status.UNIMPLEMENTED, `${rpc} is not supported by ${pluginName}`);
     });
@@ -180,6 +230,11 @@ export class SimCsiServer {
         if (required < 0 || limit < 0) throw new CsiError(grpc.status.OUT_OF_RANGE, 'capacity_range must not be negative');
         if (limit > 0 && required > limit) throw new CsiError(grpc.status.OUT_OF_RANGE, `required_bytes ${required} exceed limit_bytes ${limit}`);
         const size = required > 0 ? required : limit > 0 ? Math.min(limit, defaultVolumeBytes) : defaultVolumeBytes;
+        if (topology && !topologyAdmits(req.accessibility_requirements, topology)) {
+          throw new CsiError(grpc.status.RESOURCE_EXHAUSTED, `no capacity in the requisite topology: this array serves only ${JSON.stringify(topology)}`);
+        }
+        const existing = quirks.ignoreParametersOnNameMatch ? state.findVolumeByName(name) : undefined;
+        if (existing) return { volume: toVolume(existing) };
         const source = (req.volume_content_source ?? undefined) as ContentSource | undefined;
         const spec = {
           name,
@@ -191,7 +246,12 @@ export class SimCsiServer {
           ...(source?.snapshot ? { sourceSnapshotId: requireId(source.snapshot as Req, 'snapshot_id') } : {}),
           ...(source?.volume ? { sourceVolumeId: requireId(source.volume as Req, 'volume_id') } : {}),
         };
-        return { volume: csiVolume(await state.createVolume(spec)) };
+        try {
+          return { volume: toVolume(await state.createVolume(spec)) };
+        } catch (err) {
+          if (quirks.oversizeOutOfRange && err instanceof SimError && err.code === 'noSpace') throw new CsiError(grpc.status.OUT_OF_RANGE, err.message);
+          throw err;
+        }
       }),
 
       DeleteVolume: unary('DeleteVolume', async (req) => {
@@ -211,7 +271,7 @@ export class SimCsiServer {
 
       ListVolumes: unary('ListVolumes', async (req) => {
         const { page: items, next } = page(await state.listVolumes(), req.starting_token, req.max_entries);
-        return { entries: items.map((v) => ({ volume: csiVolume(v) })), next_token: next };
+        return { entries: items.map((v) => ({ volume: toVolume(v), status: { published_node_ids: [], volume_condition: volumeCondition(v) } })), next_token: next };
       }),
 
       GetCapacity: unary('GetCapacity', async () => {
@@ -220,8 +280,15 @@ export class SimCsiServer {
       }),
 
       ControllerGetVolume: unary('ControllerGetVolume', async (req) => {
-        const vol = await state.getVolume(requireId(req, 'volume_id'));
-        return { volume: csiVolume(vol), status: { published_node_ids: [] } };
+        const id = requireId(req, 'volume_id');
+        let vol: VolumeRecord;
+        try {
+          vol = await state.getVolume(id);
+        } catch (err) {
+          if (!(quirks.unknownVolumeAbnormal && err instanceof SimError && err.code === 'notFound')) throw err;
+          return { volume: { volume_id: id, capacity_bytes: 0 }, status: { published_node_ids: [], volume_condition: { abnormal: true, message: `volume ${id} not found` } } };
+        }
+        return { volume: toVolume(vol), status: { published_node_ids: Object.keys(vol.publishedTo ?? {}), volume_condition: volumeCondition(vol) } };
       }),
 
       ControllerExpandVolume: unary('ControllerExpandVolume', async (req) => {
@@ -244,7 +311,12 @@ export class SimCsiServer {
       }),
 
       DeleteSnapshot: unary('DeleteSnapshot', async (req) => {
-        await state.deleteSnapshot(requireId(req, 'snapshot_id'));
+        const id = requireId(req, 'snapshot_id');
+        const groupId = state.peekSnapshot(id)?.groupId;
+        if (groupId && state.peekGroup(groupId)) {
+          throw new CsiError(grpc.status.FAILED_PRECONDITION, `snapshot ${id} is part of group snapshot ${groupId}; delete the group snapshot instead`);
+        }
+        await state.deleteSnapshot(id);
         return {};
       }),
 
@@ -290,12 +362,17 @@ export class SimCsiServer {
         return { group_snapshot: csiGroup(await state.createGroupSnapshot(name, ids as string[])) };
       }),
       DeleteVolumeGroupSnapshot: unary('DeleteVolumeGroupSnapshot', async (req) => {
-        await state.deleteGroupSnapshot(requireId(req, 'group_snapshot_id'));
+        const id = requireId(req, 'group_snapshot_id');
+        const group = state.peekGroup(id);
+        if (group) checkMemberIds(req, group);
+        await state.deleteGroupSnapshot(id);
         return {};
       }),
-      GetVolumeGroupSnapshot: unary('GetVolumeGroupSnapshot', async (req) => ({
-        group_snapshot: csiGroup(await state.getGroupSnapshot(requireId(req, 'group_snapshot_id'))),
-      })),
+      GetVolumeGroupSnapshot: unary('GetVolumeGroupSnapshot', async (req) => {
+        const view = await state.getGroupSnapshot(requireId(req, 'group_snapshot_id'));
+        checkMemberIds(req, view.group);
+        return { group_snapshot: csiGroup(view) };
+      }),
     });
 
     server.addService(csi.Node.service, {
@@ -311,7 +388,11 @@ export class SimCsiServer {
       NodeGetVolumeStats: unimplemented('NodeGetVolumeStats'),
       NodeExpandVolume: unimplemented('NodeExpandVolume'),
       // The identity of the host this plugin runs for; the array knows it as a mapping target.
-      NodeGetInfo: unary('NodeGetInfo', () => ({ node_id: nodeId, max_volumes_per_node: state.options.maxVolumesPerHost })),
+      NodeGetInfo: unary('NodeGetInfo', () => ({
+        node_id: nodeId,
+        max_volumes_per_node: state.options.maxVolumesPerHost,
+        ...(topology ? { accessible_topology: { segments: topology } } : {}),
+      })),
     });
 
     await rm(options.socketPath, { force: true });
@@ -319,7 +400,7 @@ export class SimCsiServer {
       server.bindAsync(`unix:${options.socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
     });
     log.debug({ socket: options.socketPath }, 'sim array CSI server listening');
-    return new SimCsiServer(server, options.socketPath);
+    return new SimCsiServer(server, options.socketPath, state.clock);
   }
 
   /** Drops every call at once (an array crash). */
@@ -329,15 +410,15 @@ export class SimCsiServer {
 
   /** Lets running calls finish for up to `graceMs`, then cuts the rest off. */
   async close(graceMs = 5_000): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
+    let timer: TimerHandle | undefined;
     await new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
+      timer = this.clock.setTimeout(() => {
         this.server.forceShutdown();
         resolve();
       }, graceMs);
       this.server.tryShutdown(() => resolve());
     });
-    clearTimeout(timer);
+    if (timer !== undefined) this.clock.clearTimeout(timer);
     await rm(this.socketPath, { force: true });
   }
 }

@@ -1,37 +1,32 @@
 // The sim driver: a StorageDriver that speaks the simulated array's HTTP API.
 // Guarantees beyond the StorageDriver contract:
-// - Busy answers (429, 503 with Retry-After, 409 pending) are retried after the array's Retry-After hint, or
-//   with capped exponential backoff and jitter, for as long as the caller's signal allows;
-//   every other failure is returned at once as a typed DriverError.
-// - Jobs are polled until they finish; a poll that cannot reach the array is repeated until
-//   the caller's signal fires, and a job the array lost (it restarted) is re-submitted,
-//   which is safe because every mutation is idempotent by name or id.
+// - One try per request: a busy answer (429, 503 with Retry-After, 409 pending) is thrown
+//   at once as a `busy` DriverError carrying the array's Retry-After (else a short jittered
+//   default); the caller waits, outside its concurrency slot. Every other failure is
+//   thrown at once, typed.
+// - A job is awaited with the array's long-poll (`GET /api/jobs/:id?waitMs=`), so its end
+//   is seen within one round trip of the array finishing it, not a poll interval later.
+//   A poll that cannot reach the array is repeated until the caller's signal fires, and a
+//   job the array lost (it restarted) is re-submitted, which is safe because every
+//   mutation is idempotent by name or id.
+// - All waiting (request timeouts, pauses between unreachable polls) runs on the injected Clock.
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Type, type Static } from 'typebox';
+import { realClock, sleep, type Clock } from '../../core/clock.js';
 import { abortReason, DriverError, type DriverErrorReason } from '../errors.js';
-import {
-  sleep,
-  throwIfAborted,
-  type CreateSnapshotRequest,
-  type CreateVolumeRequest,
-  type GroupSnapshotInfo,
-  type ProbeResult,
-  type SnapshotInfo,
-  type StorageDriver,
-  type VolumeInfo,
-} from '../driver.js';
-import type { GroupRecord, SnapshotRecord, VolumeRecord } from './state.js';
+import { throwIfAborted } from '../driver.js';
+import type { CreateSnapshotRequest, CreateVolumeRequest, DriverOptions, GroupSnapshotInfo, ProbeResult, SnapshotInfo, StorageDriver, VolumeInfo } from '../driver.js';
+import type { GroupRecord, SnapshotRecord, VolumeRecord } from './records.js';
 import type { JobView } from './array.js';
 
 export const SimConfig = Type.Object(
   {
     endpoint: Type.String({ pattern: '^https?://', description: 'Base URL of the array, e.g. http://127.0.0.1:8080' }),
     requestTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: 30_000, description: 'Timeout of one HTTP request.' })),
-    pollIntervalMs: Type.Optional(Type.Integer({ minimum: 1, default: 10, description: 'First wait between job polls; grows 1.5x per poll.' })),
-    maxPollIntervalMs: Type.Optional(Type.Integer({ minimum: 1, default: 500, description: 'Longest wait between job polls.' })),
-    busyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 20, description: 'First backoff after a busy answer without Retry-After.' })),
-    maxBusyBackoffMs: Type.Optional(Type.Integer({ minimum: 1, default: 2_000, description: 'Longest backoff after busy answers.' })),
+    jobWaitMs: Type.Optional(
+      Type.Integer({ minimum: 1, default: 5_000, description: 'Longest the array holds one job poll open (long-poll); a job that ends sooner answers at once.' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -54,6 +49,9 @@ const reasonOf: Record<string, DriverErrorReason> = {
   hostLimit: 'invalid',
 };
 
+/** Pause between job polls while the array cannot be reached. */
+const unreachablePollMs = 25;
+
 interface ErrorBody {
   error?: { code?: string; message?: string; retryAfterMs?: number };
 }
@@ -61,6 +59,7 @@ interface ErrorBody {
 function toVolume(v: VolumeRecord): VolumeInfo {
   const info: VolumeInfo = { handle: v.id, name: v.name, capacityBytes: v.capacityBytes, params: v.params, dataBytes: v.content.bytes };
   if (v.sourceSnapshotId) info.sourceSnapshot = v.sourceSnapshotId;
+  if (v.abnormal !== undefined) info.condition = { abnormal: true, message: v.abnormal };
   return info;
 }
 
@@ -81,71 +80,70 @@ export class SimDriver implements StorageDriver {
   private readonly base: string;
   private readonly cfg: Required<SimConfig>;
 
-  constructor(config: SimConfig, private readonly credentials: SimCredentials = {}) {
-    this.cfg = {
-      requestTimeoutMs: 30_000,
-      pollIntervalMs: 10,
-      maxPollIntervalMs: 500,
-      busyBackoffMs: 20,
-      maxBusyBackoffMs: 2_000,
-      ...config,
-    };
+  private readonly clock: Clock;
+
+  constructor(
+    config: SimConfig,
+    private readonly credentials: SimCredentials = {},
+    options: DriverOptions = {},
+  ) {
+    this.cfg = { requestTimeoutMs: 30_000, jobWaitMs: 5_000, ...config };
     this.base = config.endpoint.replace(/\/+$/, '');
+    this.clock = options.clock ?? realClock;
   }
 
-  /** One HTTP exchange; busy answers are retried here, other failures thrown typed. */
-  private async request(method: string, path: string, signal: AbortSignal, init: { json?: unknown; body?: Readable } = {}): Promise<Response> {
-    for (let attempt = 0; ; attempt++) {
-      throwIfAborted(signal);
-      const headers: Record<string, string> = {};
-      if (this.credentials.token) headers.authorization = `Bearer ${this.credentials.token}`;
-      let body: string | ReadableStream | undefined;
-      if (init.json !== undefined) {
-        headers['content-type'] = 'application/json';
-        body = JSON.stringify(init.json);
-      } else if (init.body) {
-        headers['content-type'] = 'application/octet-stream';
-        body = Readable.toWeb(init.body) as ReadableStream;
-      }
-      // The timeout bounds the wait for the answer's headers only: a data stream may take as
-      // long as it takes (the caller's signal still ends it), and so may an upload.
-      const timeout = new AbortController();
-      const timer = init.body ? undefined : setTimeout(() => timeout.abort(), this.cfg.requestTimeoutMs);
-      let res: Response;
-      try {
-        res = await fetch(`${this.base}${path}`, {
-          method,
-          headers,
-          body,
-          signal: AbortSignal.any([signal, timeout.signal]),
-          ...(init.body ? { duplex: 'half' } : {}),
-        } as RequestInit);
-      } catch (err) {
-        if (signal.aborted) throw abortReason(signal);
-        if (timeout.signal.aborted) throw new DriverError('timeout', `sim array ${method} ${path}: no answer within ${this.cfg.requestTimeoutMs} ms`, { cause: err });
-        const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-        throw new DriverError('unavailable', `sim array ${method} ${path}: ${cause?.code ?? cause?.message ?? String(err)}`, { cause: err });
-      } finally {
-        clearTimeout(timer);
-      }
-      if (res.ok) return res;
-      const parsed = (await res.json().catch(() => ({}))) as ErrorBody;
-      const code = parsed.error?.code ?? (res.status === 429 ? 'busy' : res.status === 503 ? 'unavailable' : 'invalid');
-      const message = parsed.error?.message ?? `HTTP ${res.status}`;
-      const retryAfterMs = parsed.error?.retryAfterMs ?? retryAfterHeader(res.headers.get('retry-after'));
-      // 503 with Retry-After is how many arrays say "overloaded, come back later".
-      const busy = res.status === 429 || code === 'busy' || code === 'pending' || (res.status === 503 && retryAfterMs !== undefined);
-      if (busy && !init.body) {
-        const backoff = Math.min(this.cfg.maxBusyBackoffMs, this.cfg.busyBackoffMs * 2 ** Math.min(attempt, 20));
-        const wait = retryAfterMs ?? backoff;
-        // Jitter spreads the retries of many refused clients over the wait.
-        await sleep(wait * (0.5 + Math.random()), signal);
-        continue;
-      }
-      throw new DriverError(reasonOf[code] ?? (res.status >= 500 ? 'unavailable' : 'invalid'), `sim array: ${message}`, {
-        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
-      });
+  /**
+   * One HTTP exchange, one try; failures are thrown typed, busy with its retry-after.
+   * `extraWaitMs` lengthens the header timeout for a request the array may hold (a long-poll).
+   */
+  private async request(
+    method: string,
+    path: string,
+    signal: AbortSignal,
+    init: { json?: unknown; body?: Readable; extraWaitMs?: number } = {},
+  ): Promise<Response> {
+    throwIfAborted(signal);
+    const headers: Record<string, string> = {};
+    if (this.credentials.token) headers.authorization = `Bearer ${this.credentials.token}`;
+    let body: string | ReadableStream | undefined;
+    if (init.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(init.json);
+    } else if (init.body) {
+      headers['content-type'] = 'application/octet-stream';
+      body = Readable.toWeb(init.body) as ReadableStream;
     }
+    // The timeout bounds the wait for the answer's headers only: a data stream may take as
+    // long as it takes (the caller's signal still ends it), and so may an upload.
+    const timeout = new AbortController();
+    const timeoutMs = this.cfg.requestTimeoutMs + (init.extraWaitMs ?? 0);
+    const timer = init.body ? undefined : this.clock.setTimeout(() => timeout.abort(), timeoutMs);
+    let res: Response;
+    try {
+      res = await fetch(`${this.base}${path}`, {
+        method,
+        headers,
+        body,
+        signal: AbortSignal.any([signal, timeout.signal]),
+        ...(init.body ? { duplex: 'half' } : {}),
+      } as RequestInit);
+    } catch (err) {
+      if (signal.aborted) throw abortReason(signal);
+      if (timeout.signal.aborted) throw new DriverError('timeout', `sim array ${method} ${path}: no answer within ${timeoutMs} ms`, { cause: err });
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new DriverError('unavailable', `sim array ${method} ${path}: ${cause?.code ?? cause?.message ?? String(err)}`, { cause: err });
+    } finally {
+      if (timer !== undefined) this.clock.clearTimeout(timer);
+    }
+    if (res.ok) return res;
+    const parsed = (await res.json().catch(() => ({}))) as ErrorBody;
+    const code = parsed.error?.code ?? (res.status === 429 ? 'busy' : res.status === 503 ? 'unavailable' : 'invalid');
+    const message = parsed.error?.message ?? `HTTP ${res.status}`;
+    const retryAfterMs = parsed.error?.retryAfterMs ?? retryAfterHeader(res.headers.get('retry-after'));
+    // 503 with Retry-After is how many arrays say "overloaded, come back later".
+    const busy = res.status === 429 || code === 'busy' || code === 'pending' || (res.status === 503 && retryAfterMs !== undefined);
+    const reason = busy ? 'busy' : (reasonOf[code] ?? (res.status >= 500 ? 'unavailable' : 'invalid'));
+    throw new DriverError(reason, `sim array: ${message}`, retryAfterMs !== undefined ? { retryAfterMs } : {});
   }
 
   private async json<T>(method: string, path: string, signal: AbortSignal, payload?: unknown): Promise<T> {
@@ -154,23 +152,25 @@ export class SimDriver implements StorageDriver {
   }
 
   /**
-   * Submits a job and polls it to the end; re-submits if the array lost it. A poll that
-   * cannot reach the array (restarting, say) is repeated until the signal fires: the job may
-   * well be running, and the array's answer decides.
+   * Submits a job and long-polls it to the end; re-submits if the array lost it. A poll that
+   * cannot reach the array (restarting, say) is repeated every `unreachablePollMs` until
+   * the signal fires: the job may well be running, and the array's answer decides.
    */
   private async job<T>(method: string, path: string, signal: AbortSignal, payload?: unknown): Promise<T> {
+    const waitMs = this.cfg.jobWaitMs;
     for (;;) {
       const { jobId } = await this.json<{ jobId: string }>(method, path, signal, payload);
-      let wait = this.cfg.pollIntervalMs;
       for (;;) {
-        await sleep(wait, signal);
-        wait = Math.min(this.cfg.maxPollIntervalMs, wait * 1.5);
         let job: JobView;
         try {
-          job = await this.json<JobView>('GET', `/api/jobs/${encodeURIComponent(jobId)}`, signal);
+          const res = await this.request('GET', `/api/jobs/${encodeURIComponent(jobId)}?waitMs=${waitMs}`, signal, { extraWaitMs: waitMs });
+          job = (await res.json()) as JobView;
         } catch (err) {
           if (err instanceof DriverError && err.reason === 'notFound') break;
-          if (err instanceof DriverError && (err.reason === 'unavailable' || err.reason === 'timeout')) continue;
+          if (err instanceof DriverError && (err.reason === 'unavailable' || err.reason === 'timeout')) {
+            await sleep(this.clock, unreachablePollMs, signal);
+            continue;
+          }
           throw err;
         }
         if (job.state === 'running') continue;
@@ -187,7 +187,7 @@ export class SimDriver implements StorageDriver {
       healthy: true,
       capacityBytes: a.capacityBytes,
       usedBytes: a.usedBytes,
-      capabilities: { nativeGroupSnapshot: a.nativeConsistencyGroups, snapshotData: true, volumeData: true, resize: true },
+      capabilities: { nativeGroupSnapshot: a.nativeConsistencyGroups, snapshotData: true, volumeData: true, resize: true, topology: false },
     };
   }
 

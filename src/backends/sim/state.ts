@@ -1,174 +1,42 @@
-// The simulated array's state and rules, shared by its HTTP API and its CSI server.
-// Guarantees:
-// - Admission: at most `maxConcurrentOperations` operations run at once; one more is
-//   refused with `busy` (and a retry-after hint), never queued. `peakInFlight` is the
-//   highest number ever admitted at once, so a test can prove a client kept the limit.
-// - Safety on one object: an operation that writes a volume (resize, delete, data write)
-//   never overlaps any other operation on that volume, and two operations never create one
-//   name at once; the loser is refused with `pending` and counted as a conflict.
+// The simulated array itself: its volumes, snapshots and group snapshots, and the operations
+// on them that the HTTP API (array.ts) and the CSI server (csi-server.ts) both call. Each
+// operation passes admission (admission.ts: limit and per-object safety), then injected
+// faults (faults.ts) and its latency, then runs, is logged (oplog.ts) and, if it changed
+// anything, saved (persistence.ts) before it completes. Guarantees:
 // - Idempotency: creating an existing name with the same parameters returns the existing
 //   object; with other parameters it fails with `alreadyExists`. Deleting what is gone
 //   succeeds.
-// - Durability: a mutation is in the state file (written atomically: temp file + rename)
-//   before its operation completes, so a restarted array has every acknowledged change.
+// - Durability: a mutation is in the state file before its operation completes, so a
+//   restarted array has every acknowledged change.
 // - Determinism: latencies and injected faults come from a PRNG seeded by `seed`; a
 //   snapshot's data is a byte stream seeded per volume, identical on every read.
+// - Argument checks and admission throw synchronously, so the HTTP API can refuse a
+//   request before it accepts it as a job.
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { sameParams, sleep } from '../driver.js';
-import { defaultLatency, deriveSeed, drawLatency, prng, seededStream, type LatencyOptions } from './random.js';
-
-export type SimErrorCode =
-  | 'busy'
-  | 'pending'
-  | 'unavailable'
-  | 'invalid'
-  | 'outOfRange'
-  | 'unsupported'
-  | 'notFound'
-  | 'noSpace'
-  | 'alreadyExists'
-  | 'inUse'
-  | 'hostLimit';
-
-export class SimError extends Error {
-  override readonly name = 'SimError';
-  constructor(
-    readonly code: SimErrorCode,
-    message: string,
-    readonly retryAfterMs?: number,
-  ) {
-    super(message);
-  }
-}
-
-export const operations = [
-  'getArray',
-  'createVolume',
-  'deleteVolume',
-  'resizeVolume',
-  'modifyVolume',
-  'publishVolume',
-  'unpublishVolume',
-  'getVolume',
-  'listVolumes',
-  'writeVolume',
-  'createSnapshot',
-  'deleteSnapshot',
-  'getSnapshot',
-  'listSnapshots',
-  'readSnapshot',
-  'createGroupSnapshot',
-  'deleteGroupSnapshot',
-  'getGroupSnapshot',
-] as const;
-export type OpName = (typeof operations)[number];
-
-export interface FaultSpec {
-  /** Probability in [0, 1] that the operation fails with `unavailable`. */
-  errorRate?: number;
-  /** Extra time the operation holds its slot before it proceeds, in ms. */
-  stallMs?: number;
-  /** The array crashes (drops every connection and stops) when this operation starts. */
-  crash?: boolean;
-}
-
-export interface SimArrayOptions {
-  capacityBytes: number;
-  maxConcurrentOperations: number;
-  /** The wait suggested to a refused (busy) client, in ms. */
-  retryAfterMs: number;
-  /** The HTTP status of a busy answer: 429 (Too Many Requests) or 503 (Service Unavailable). */
-  busyStatus: 429 | 503;
-  latency: LatencyOptions;
-  seed: number;
-  nativeConsistencyGroups: boolean;
-  /** Seeded data a new, empty volume holds (capped by its size), in bytes. */
-  initialDataBytes: number;
-  /** Where state persists; none keeps it in memory only. */
-  statePath?: string;
-  /** Operation log entries kept (the oldest are dropped first). */
-  oplogLimit: number;
-  /** Hosts (CSI node ids) volumes can be mapped to. */
-  hosts: string[];
-  /** Volumes one host can have mapped at once (a LUN limit). */
-  maxVolumesPerHost: number;
-}
-
-export const defaultOptions: SimArrayOptions = {
-  capacityBytes: 1024 ** 4,
-  maxConcurrentOperations: 16,
-  retryAfterMs: 50,
-  busyStatus: 429,
-  latency: defaultLatency,
-  seed: 1,
-  nativeConsistencyGroups: true,
-  initialDataBytes: 1024 * 1024,
-  oplogLimit: 100_000,
-  hosts: ['sim-node-1'],
-  maxVolumesPerHost: 8,
-};
-
-/** What a volume or snapshot holds: seeded bytes, or bytes written into it (a blob by SHA-256). */
-export type Content = { kind: 'seeded'; seed: number; bytes: number } | { kind: 'blob'; sha256: string; bytes: number };
-
-export interface VolumeRecord {
-  id: string;
-  name: string;
-  capacityBytes: number;
-  params: Record<string, string>;
-  /** Tunables that may change after creation (CSI mutable parameters): iops, throughput. */
-  mutableParams?: Record<string, string>;
-  sourceSnapshotId?: string;
-  sourceVolumeId?: string;
-  content: Content;
-  createdAt: string;
-  /** Host -> mapping; a mapped volume cannot be deleted. */
-  publishedTo?: Record<string, { readonly: boolean }>;
-}
-
-export interface SnapshotRecord {
-  id: string;
-  name: string;
-  volumeId: string;
-  sizeBytes: number;
-  content: Content;
-  createdAt: string;
-  groupId?: string;
-}
-
-export interface GroupRecord {
-  id: string;
-  name: string;
-  volumeIds: string[];
-  snapshotIds: string[];
-  createdAt: string;
-}
-
-export interface OplogEntry {
-  seq: number;
-  op: OpName;
-  /** The object operated on: a volume/snapshot/group id, or `name:<name>` for creates. */
-  target: string;
-  /**
-   * Ids of the objects the operation read (a snapshot's source volume, a get's target) and
-   * wrote (a resize's volume, the object a create made or found), so a checker can pair
-   * operations on one object even when a create is logged under its name.
-   */
-  reads: string[];
-  writes: string[];
-  /** Epoch milliseconds (fractional). */
-  start: number;
-  end: number;
-  /** `ok`, or the SimErrorCode it failed with (`pending` marks a refused unsafe pair). */
-  outcome: string;
-}
+import { realClock, sleep, type Clock } from '../../core/clock.js';
+import { sameParams } from '../driver.js';
+import { Admission, type ObjectLocks } from './admission.js';
+import { Faults, type FaultSpec } from './faults.js';
+import { defaultOptions, type OpName, type SimArrayOptions } from './options.js';
+import { Oplog, type OplogEntry } from './oplog.js';
+import { StateFile, type PersistedState } from './persistence.js';
+import { defaultLatency, deriveSeed, drawLatency, prng, seededStream } from './random.js';
+import {
+  checkMutableParams,
+  SimError,
+  type Content,
+  type CreateVolumeSpec,
+  type GroupRecord,
+  type SnapshotRecord,
+  type VolumeRecord,
+} from './records.js';
 
 export interface ArrayStats {
   inFlight: number;
@@ -183,57 +51,6 @@ export interface ArrayStats {
   groupSnapshots: number;
   capacityBytes: number;
   usedBytes: number;
-}
-
-interface PersistedState {
-  version: 1;
-  nextId: number;
-  volumes: VolumeRecord[];
-  snapshots: SnapshotRecord[];
-  groups: GroupRecord[];
-}
-
-interface Locks {
-  read?: string[];
-  write?: string[];
-}
-
-export interface CreateVolumeSpec {
-  name: string;
-  capacityBytes: number;
-  params?: Record<string, string>;
-  mutableParams?: Record<string, string>;
-  sourceSnapshotId?: string;
-  sourceVolumeId?: string;
-  /**
-   * An existing volume of this name matches when its size lies in [minBytes, maxBytes]
-   * (CSI capacity ranges); without them only the exact size matches.
-   */
-  minBytes?: number;
-  maxBytes?: number;
-}
-
-/** The volume tunables the array lets a client change after creation. */
-export const mutableParamKeys = ['iops', 'throughput'] as const;
-
-function checkMutableParams(params: Record<string, string>): void {
-  for (const [key, value] of Object.entries(params)) {
-    if (!(mutableParamKeys as readonly string[]).includes(key)) {
-      throw new SimError('invalid', `unsupported mutable parameter "${key}" (supported: ${mutableParamKeys.join(', ')})`);
-    }
-    if (!/^\d+$/.test(value)) throw new SimError('invalid', `mutable parameter "${key}" must be a whole number, got "${value}"`);
-  }
-}
-
-const now = () => performance.timeOrigin + performance.now();
-
-const collections = new Set(['array', 'volumes', 'snapshots']);
-
-/** The object ids an operation read and wrote, for its log entry (see OplogEntry). */
-function touched(target: string, locks: Locks, made: string[] = []): { reads: string[]; writes: string[] } {
-  const writes = [...new Set([...(locks.write ?? []).filter((k) => !k.startsWith('name:')), ...made])];
-  const own = target.startsWith('name:') || collections.has(target) || writes.includes(target) ? [] : [target];
-  return { reads: [...new Set([...(locks.read ?? []), ...own])], writes };
 }
 
 /** The ids of what a create returned: one record, or a group with its members. */
@@ -256,36 +73,31 @@ export class ArrayState {
   private readonly groupNames = new Map<string, string>();
   private nextId = 1;
 
-  /** Object key -> holders; a key with `writer` has no readers, and vice versa. */
-  private readonly locks = new Map<string, { readers: number; writer: boolean }>();
-  private readonly faults = new Map<OpName, FaultSpec>();
   private readonly random: () => number;
+  /** Aborted on close: running stalls and latencies fail, uploads stop. */
   private readonly closing = new AbortController();
-  /** Aborted (and replaced) to end every running stall early. */
-  private stallRelease = new AbortController();
-
-  private inFlight = 0;
-  private peakInFlight = 0;
-  private counters = { admitted: 0, rejectedBusy: 0, conflicts: 0, faultsInjected: 0 };
-  private oplogEntries: OplogEntry[] = [];
-  private oplogSeq = 0;
-
-  /** Generations of state: `dirtyGen` counts mutations, `savedGen` the last one on disk. */
-  private dirtyGen = 0;
-  private savedGen = 0;
-  private saving: Promise<void> | undefined;
+  private readonly log: Oplog;
+  private readonly admission: Admission;
+  private readonly faults: Faults;
+  private readonly file: StateFile | undefined;
 
   private constructor(
     readonly options: SimArrayOptions,
+    readonly clock: Clock,
     private readonly blobDir: string,
     private readonly ownsBlobDir: boolean,
   ) {
     this.random = prng(options.seed);
+    this.log = new Oplog(() => this.options.oplogLimit);
+    this.admission = new Admission(options, this.log);
+    this.faults = new Faults(clock, this.random, () => this.onCrash());
+    if (options.statePath) this.file = new StateFile(options.statePath, () => this.persisted());
   }
 
   /** Opens the array, reloading its state file when there is one. */
-  static async open(options: Partial<SimArrayOptions> = {}): Promise<ArrayState> {
-    const opts: SimArrayOptions = { ...defaultOptions, ...options, latency: { ...defaultLatency, ...options.latency } };
+  static async open(options: Partial<SimArrayOptions> & { clock?: Clock } = {}, clock: Clock = options.clock ?? realClock): Promise<ArrayState> {
+    const { clock: _clock, ...rest } = options;
+    const opts: SimArrayOptions = { ...defaultOptions, ...rest, latency: { ...defaultLatency, ...options.latency } };
     let blobDir: string;
     let owns = false;
     if (opts.statePath) {
@@ -296,21 +108,13 @@ export class ArrayState {
       owns = true;
     }
     await mkdir(blobDir, { recursive: true });
-    const state = new ArrayState(opts, blobDir, owns);
-    if (opts.statePath) await state.load(opts.statePath);
+    const state = new ArrayState(opts, clock, blobDir, owns);
+    const saved = await state.file?.load();
+    if (saved) state.restore(saved);
     return state;
   }
 
-  private async load(path: string): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
-    }
-    const saved = JSON.parse(text) as PersistedState;
-    if (saved.version !== 1) throw new Error(`sim array: unknown state file version ${String(saved.version)} in ${path}`);
+  private restore(saved: PersistedState): void {
     this.nextId = saved.nextId;
     for (const v of saved.volumes) {
       this.volumes.set(v.id, v);
@@ -326,120 +130,34 @@ export class ArrayState {
     }
   }
 
-  /** Resolves once every mutation so far is on disk. */
-  private async persist(): Promise<void> {
-    const path = this.options.statePath;
-    if (!path) return;
-    const wanted = ++this.dirtyGen;
-    while (this.savedGen < wanted) {
-      this.saving ??= this.writeState(path).finally(() => {
-        this.saving = undefined;
-      });
-      await this.saving;
-    }
+  private persisted(): PersistedState {
+    return { version: 1, nextId: this.nextId, volumes: [...this.volumes.values()], snapshots: [...this.snapshots.values()], groups: [...this.groups.values()] };
   }
 
-  private async writeState(path: string): Promise<void> {
-    const gen = this.dirtyGen;
-    const state: PersistedState = {
-      version: 1,
-      nextId: this.nextId,
-      volumes: [...this.volumes.values()],
-      snapshots: [...this.snapshots.values()],
-      groups: [...this.groups.values()],
-    };
-    const tmp = `${path}.${process.pid}.tmp`;
-    // No fsync: the array simulates process crashes, not power loss; rename alone is atomic.
-    await writeFile(tmp, JSON.stringify(state));
-    await rename(tmp, path);
-    this.savedGen = gen;
+  /** Resolves once every mutation so far is on disk (at once without a state file). */
+  private async persist(): Promise<void> {
+    await this.file?.save();
   }
 
   async close(): Promise<void> {
     this.closing.abort(new SimError('unavailable', 'array shutting down'));
-    await this.saving;
+    await this.file?.settled();
     if (this.ownsBlobDir) await rm(this.blobDir, { recursive: true, force: true });
   }
 
-  // ---- admission, locks, faults, latency, log -------------------------------------------
-
-  /**
-   * Admits one operation or throws busy/pending; the returned function ends it. Checks run
-   * synchronously, so two operations never both pass the same check.
-   */
-  private begin(op: OpName, target: string, locks: Locks): (outcome: string, made?: string[]) => void {
-    const limit = this.options.maxConcurrentOperations;
-    if (this.inFlight >= limit) {
-      this.counters.rejectedBusy++;
-      throw new SimError('busy', `array busy: ${this.inFlight} operations in flight, limit ${limit}`, this.options.retryAfterMs);
-    }
-    const writes = locks.write ?? [];
-    const reads = locks.read ?? [];
-    const blocked = writes.find((k) => this.locks.has(k)) ?? reads.find((k) => this.locks.get(k)?.writer);
-    if (blocked !== undefined) {
-      this.counters.conflicts++;
-      const t = now();
-      this.log({ op, target, ...touched(target, locks), start: t, end: t, outcome: 'pending' });
-      throw new SimError('pending', `an operation is pending on ${blocked}`, this.options.retryAfterMs);
-    }
-    for (const k of writes) this.locks.set(k, { readers: 0, writer: true });
-    for (const k of reads) {
-      const held = this.locks.get(k) ?? { readers: 0, writer: false };
-      held.readers++;
-      this.locks.set(k, held);
-    }
-    this.inFlight++;
-    this.counters.admitted++;
-    this.peakInFlight = Math.max(this.peakInFlight, this.inFlight);
-    const start = now();
-    let ended = false;
-    return (outcome, made) => {
-      if (ended) return;
-      ended = true;
-      for (const k of writes) this.locks.delete(k);
-      for (const k of reads) {
-        const held = this.locks.get(k)!;
-        if (--held.readers === 0) this.locks.delete(k);
-      }
-      this.inFlight--;
-      this.log({ op, target, ...touched(target, locks, made), start, end: now(), outcome });
-    };
-  }
-
-  private log(entry: Omit<OplogEntry, 'seq'>): void {
-    this.oplogEntries.push({ seq: ++this.oplogSeq, ...entry });
-    const over = this.oplogEntries.length - this.options.oplogLimit;
-    if (over > 0) this.oplogEntries.splice(0, over);
-  }
-
-  /** Applies injected faults, then the operation's latency; the slot is held throughout. */
+  /** Faults, then latency; the operation's slot is held throughout. */
   private async delay(op: OpName): Promise<void> {
-    const fault = this.faults.get(op);
-    if (fault?.crash) {
-      this.counters.faultsInjected++;
-      this.onCrash();
-      throw new SimError('unavailable', `array crashed during ${op} (injected)`);
-    }
-    if (fault?.stallMs) {
-      const released = this.stallRelease.signal;
-      await sleep(fault.stallMs, AbortSignal.any([this.closing.signal, released])).catch((err: unknown) => {
-        if (!released.aborted || this.closing.signal.aborted) throw err;
-      });
-    }
-    if (fault?.errorRate && this.random() < fault.errorRate) {
-      this.counters.faultsInjected++;
-      throw new SimError('unavailable', `${op} failed: controller error (injected)`);
-    }
+    await this.faults.apply(op, this.closing.signal);
     const ms = drawLatency(this.options.latency, op, this.random);
-    if (ms > 0) await sleep(ms, this.closing.signal);
+    if (ms > 0) await sleep(this.clock, ms, this.closing.signal);
   }
 
   /**
    * Runs one operation. Admission (busy, pending) and argument checks throw synchronously,
    * so the HTTP API can refuse a request before it accepts it as a job.
    */
-  private run<T>(op: OpName, target: string, locks: Locks, fn: () => T | Promise<T>): Promise<T> {
-    const end = this.begin(op, target, locks);
+  private run<T>(op: OpName, target: string, locks: ObjectLocks, fn: () => T | Promise<T>): Promise<T> {
+    const end = this.admission.begin(op, target, locks);
     return (async () => {
       try {
         await this.delay(op);
@@ -453,14 +171,13 @@ export class ArrayState {
     })();
   }
 
-  // ---- admin ----------------------------------------------------------------------------
+  // Administration: what a test or benchmark reads and changes at run time.
 
   stats(): ArrayStats {
     return {
-      inFlight: this.inFlight,
-      peakInFlight: this.peakInFlight,
+      ...this.admission.stats(),
       maxConcurrentOperations: this.options.maxConcurrentOperations,
-      ...this.counters,
+      faultsInjected: this.faults.injected,
       volumes: this.volumes.size,
       snapshots: this.snapshots.size,
       groupSnapshots: this.groups.size,
@@ -471,34 +188,27 @@ export class ArrayState {
 
   /** Clears counters, the peak (to the current in-flight) and the log. */
   resetStats(): void {
-    this.peakInFlight = this.inFlight;
-    this.counters = { admitted: 0, rejectedBusy: 0, conflicts: 0, faultsInjected: 0 };
-    this.oplogEntries = [];
+    this.admission.reset();
+    this.faults.resetCount();
+    this.log.clear();
   }
 
   oplog(sinceSeq = 0): OplogEntry[] {
-    return this.oplogEntries.filter((e) => e.seq > sinceSeq);
+    return this.log.since(sinceSeq);
   }
 
   /** Sets (or, with an empty spec, clears) the faults injected into `op`. */
   setFault(op: OpName, spec: FaultSpec): void {
-    if (!operations.includes(op)) throw new SimError('invalid', `unknown operation "${op}"`);
-    if (spec.errorRate !== undefined && !(spec.errorRate >= 0 && spec.errorRate <= 1)) {
-      throw new SimError('invalid', 'errorRate must be within [0, 1]');
-    }
-    if (spec.stallMs !== undefined && !(spec.stallMs >= 0)) throw new SimError('invalid', 'stallMs must be >= 0');
-    if (!spec.errorRate && !spec.stallMs && !spec.crash) this.faults.delete(op);
-    else this.faults.set(op, { ...spec });
+    this.faults.set(op, spec);
   }
 
   /** Ends every stall now; the stalled operations go on as if their stall had run out. */
   abortStalls(): void {
-    this.stallRelease.abort();
-    this.stallRelease = new AbortController();
+    this.faults.releaseStalls();
   }
 
   listFaults(): Partial<Record<OpName, FaultSpec>> {
-    return Object.fromEntries(this.faults);
+    return this.faults.list();
   }
 
   /** Changes limits and behaviour at run time (what a benchmark varies between runs). */
@@ -511,7 +221,7 @@ export class ArrayState {
     if (latency) this.options.latency = { ...this.options.latency, ...latency, factors: { ...this.options.latency.factors, ...latency.factors } };
   }
 
-  // ---- the array's API ------------------------------------------------------------------
+  // The array's API.
 
   private usedBytes(): number {
     let used = 0;
@@ -544,7 +254,7 @@ export class ArrayState {
     }
     const params = spec.params ?? {};
     if (spec.mutableParams) checkMutableParams(spec.mutableParams);
-    const locks: Locks = { write: [`name:volume:${spec.name}`], read: [spec.sourceSnapshotId, spec.sourceVolumeId].filter((x): x is string => !!x) };
+    const locks: ObjectLocks = { write: [`name:volume:${spec.name}`], read: [spec.sourceSnapshotId, spec.sourceVolumeId].filter((x): x is string => !!x) };
     return this.run('createVolume', `name:${spec.name}`, locks, async () => {
       const existing = this.findVolumeByName(spec.name);
       if (existing) {
@@ -719,6 +429,24 @@ export class ArrayState {
     });
   }
 
+  /** The snapshot record now, outside any operation (no admission, no latency). */
+  peekSnapshot(id: string): SnapshotRecord | undefined {
+    return this.snapshots.get(id);
+  }
+
+  /** The group record now, outside any operation (no admission, no latency). */
+  peekGroup(id: string): GroupRecord | undefined {
+    return this.groups.get(id);
+  }
+
+  /** Marks a volume abnormal with `message` (what its condition will say), or healthy again. */
+  async setVolumeCondition(id: string, abnormal: string | undefined): Promise<void> {
+    const vol = this.mustVolume(id);
+    if (abnormal === undefined) delete vol.abnormal;
+    else vol.abnormal = abnormal;
+    await this.persist();
+  }
+
   findSnapshotByName(name: string): SnapshotRecord | undefined {
     const id = this.snapshotNames.get(name);
     return id === undefined ? undefined : this.snapshots.get(id);
@@ -781,7 +509,7 @@ export class ArrayState {
 
   /** The snapshot's data; the operation (and its slot) lasts until the stream closes. */
   async readSnapshot(id: string): Promise<Readable> {
-    const end = this.begin('readSnapshot', id, { read: [id] });
+    const end = this.admission.begin('readSnapshot', id, { read: [id] });
     try {
       await this.delay('readSnapshot');
       const { content } = this.mustSnapshot(id);
@@ -819,7 +547,7 @@ export class ArrayState {
     if (!name) throw new SimError('invalid', 'group snapshot name is required');
     if (volumeIds.length === 0) throw new SimError('invalid', 'at least one source volume is required');
     if (new Set(volumeIds).size !== volumeIds.length) throw new SimError('invalid', 'source volumes must be distinct');
-    const locks: Locks = { write: [`name:group:${name}`], read: [...volumeIds] };
+    const locks: ObjectLocks = { write: [`name:group:${name}`], read: [...volumeIds] };
     return this.run('createGroupSnapshot', `name:${name}`, locks, async () => {
       const existing = this.findGroupByName(name);
       if (existing) {

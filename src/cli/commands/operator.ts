@@ -173,7 +173,6 @@ export async function runOperator(settings: OperatorSettings, controllers: reado
     leaderElection,
     metricsAddress: settings.metricsAddress,
     probeAddress: settings.probeAddress,
-    logger,
   });
   for (const controller of controllers) manager.register(controller);
   let signals = 0;

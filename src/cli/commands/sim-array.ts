@@ -5,7 +5,7 @@
 // stops cleanly on SIGINT/SIGTERM and exits 70 at once when a crash fault fires.
 import { parseArgs } from 'node:util';
 import { SimArrayServer } from '../../backends/sim/array.js';
-import { SimCsiServer } from '../../backends/sim/csi-server.js';
+import { SimCsiServer, type SimCsiQuirks } from '../../backends/sim/csi-server.js';
 import { defaultLatency } from '../../backends/sim/random.js';
 
 const usage = `usage: trellis sim-array [options]
@@ -14,6 +14,10 @@ const usage = `usage: trellis sim-array [options]
   --host ADDR                   address to listen on (default 127.0.0.1)
   --state FILE                  persist state to FILE (atomic writes) and reload it on start
   --csi-socket PATH             also serve CSI Identity/Controller/GroupController on this unix socket
+  --csi-topology K=V[,K=V]      the one topology segment its volumes are accessible from
+                                (advertises VOLUME_ACCESSIBILITY_CONSTRAINTS)
+  --csi-quirks Q[,Q]            answer like some real plugins: unknownVolumeAbnormal,
+                                ignoreParametersOnNameMatch, oversizeOutOfRange
   --capacity SIZE               total capacity, bytes or 500Gi/2Ti (default 1Ti)
   --max-concurrent-operations N operations beyond N in flight get 429 busy (default 16)
   --retry-after-ms MS           wait suggested to refused clients (default 50)
@@ -43,6 +47,27 @@ function int(text: string | undefined, flag: string, fallback: number, min = 0):
   return n;
 }
 
+const quirkNames: (keyof SimCsiQuirks)[] = ['unknownVolumeAbnormal', 'ignoreParametersOnNameMatch', 'oversizeOutOfRange'];
+
+function topology(text: string): Record<string, string> {
+  const segment: Record<string, string> = {};
+  for (const pair of text.split(',')) {
+    const m = /^([^=]+)=(.+)$/.exec(pair.trim());
+    if (!m) throw new Error(`--csi-topology: "${pair}" is not KEY=VALUE`);
+    segment[m[1]!] = m[2]!;
+  }
+  return segment;
+}
+
+function quirks(text: string): SimCsiQuirks {
+  const out: SimCsiQuirks = {};
+  for (const name of text.split(',').map((q) => q.trim())) {
+    if (!quirkNames.includes(name as keyof SimCsiQuirks)) throw new Error(`--csi-quirks: unknown quirk "${name}" (known: ${quirkNames.join(', ')})`);
+    out[name as keyof SimCsiQuirks] = true;
+  }
+  return out;
+}
+
 function busyStatus(text: string | undefined): 429 | 503 {
   if (text === undefined || text === '429') return 429;
   if (text === '503') return 503;
@@ -60,6 +85,8 @@ export async function run(argv: string[]): Promise<number> {
         host: { type: 'string' },
         state: { type: 'string' },
         'csi-socket': { type: 'string' },
+        'csi-topology': { type: 'string' },
+        'csi-quirks': { type: 'string' },
         capacity: { type: 'string' },
         'max-concurrent-operations': { type: 'string' },
         'retry-after-ms': { type: 'string' },
@@ -88,6 +115,11 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const sigma = values['latency-sigma'] === undefined ? defaultLatency.sigma : Number(values['latency-sigma']);
     if (!(sigma >= 0)) throw new Error(`--latency-sigma: "${values['latency-sigma']}" must be a number >= 0`);
+    const csiOptions = {
+      socketPath: values['csi-socket'] ?? '',
+      ...(values['csi-topology'] ? { topology: topology(values['csi-topology']) } : {}),
+      ...(values['csi-quirks'] ? { quirks: quirks(values['csi-quirks']) } : {}),
+    };
     array = await SimArrayServer.start({
       port: int(values.port, '--port', 8080),
       host: values.host ?? '127.0.0.1',
@@ -112,7 +144,7 @@ export async function run(argv: string[]): Promise<number> {
         process.exit(70);
       },
     });
-    if (values['csi-socket']) csi = await SimCsiServer.start(array.state, { socketPath: values['csi-socket'] }).catch(async (err: unknown) => {
+    if (values['csi-socket']) csi = await SimCsiServer.start(array.state, csiOptions).catch(async (err: unknown) => {
       await array.close();
       throw err;
     });
