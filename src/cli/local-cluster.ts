@@ -533,7 +533,9 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         });
         for (const collection of crdCollections) {
           await waitUntil(`a list of ${collection}`, apiserver, readyTimeoutMs, async () => {
-            const answer = await get(`${server}${collection}?limit=1`, { ca: caPem, token: adminToken });
+            // resourceVersion=0 is answered from the watch cache, the part that re-initializes;
+            // a plain list can be answered from etcd while it still does.
+            const answer = await get(`${server}${collection}?resourceVersion=0&limit=1`, { ca: caPem, token: adminToken });
             return answer.status === 200;
           });
         }
