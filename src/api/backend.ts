@@ -70,6 +70,9 @@ export const BackendStatus = Type.Object(
           snapshotData: Type.Optional(Type.Boolean({ description: 'Snapshot data can be read, so volumes on this backend can be backed up.' })),
           volumeData: Type.Optional(Type.Boolean({ description: 'Volume data can be written, so backups can be restored onto this backend.' })),
           resize: Type.Optional(Type.Boolean({ description: 'Volumes can be expanded.' })),
+          topology: Type.Optional(
+            Type.Boolean({ description: 'The storage system places volumes by topology (CSI VOLUME_ACCESSIBILITY_CONSTRAINTS); set accessibilityRequirements in the csi driver config to choose where.' }),
+          ),
         },
         { additionalProperties: false, description: 'What the storage system can do, discovered by probing it; never set by the user.' },
       ),

@@ -83,6 +83,7 @@ export function backendController(pool: DriverPool) {
                 snapshotData: probe.capabilities.snapshotData,
                 volumeData: probe.capabilities.volumeData,
                 resize: probe.capabilities.resize,
+                topology: probe.capabilities.topology,
               },
               conditions: setCondition(
                 status.conditions,

@@ -38,7 +38,7 @@ describe('controllers/backend', () => {
     const { run, latest } = setup({ objects: [backend('array', {}, {}), volume('a'), volume('b'), volume('c', { backend: 'other' })] });
     expect(await run()).to.deep.equal({ requeueAfterMs: 30_000 });
     expect(latest().status).to.deep.include({ phase: 'Online', capacityBytes: 1000, usedBytes: 10, volumeCount: 2 });
-    expect(latest().status!.capabilities).to.deep.equal({ nativeGroupSnapshots: true, snapshotData: true, volumeData: true, resize: true });
+    expect(latest().status!.capabilities).to.deep.equal({ nativeGroupSnapshots: true, snapshotData: true, volumeData: true, resize: true, topology: false });
     expect(ready(latest())).to.deep.include({ status: 'True', reason: 'Online' });
   });
 

@@ -45,7 +45,7 @@ describe('trellis operator: examples/01 and 02 end to end @integration', functio
     const custom = cp.kubeConfig.makeApiClient(CustomObjectsApi);
     const arrayA = (await custom.getClusterCustomObject({ group: 'trellis.dev', version: 'v1alpha1', plural: 'backends', name: 'array-a' })) as { status: Record<string, unknown> };
     expect(arrayA.status).to.include({ phase: 'Online', capacityBytes: 1024 ** 4 });
-    expect(arrayA.status.capabilities).to.deep.equal({ nativeGroupSnapshots: true, snapshotData: true, volumeData: true, resize: true });
+    expect(arrayA.status.capabilities).to.deep.equal({ nativeGroupSnapshots: true, snapshotData: true, volumeData: true, resize: true, topology: false });
 
     const volumes = await cp.kubectl(['get', 'tvol', '-n', 'team-a', '-o', 'wide']);
     expect(volumes.stdout).to.match(/db-0\s+array-a\s+10Gi\s+Available\s+vol-\S+/);
