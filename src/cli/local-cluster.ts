@@ -605,6 +605,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       await kubectl(['apply', '--server-side', '--force-conflicts', '--field-manager=trellis-test', '-f', crdsDir]);
       await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', crdsDir]);
       crdCollections.push(...(await collectionsOf(crdsDir)));
+      // Established is not served: each new resource's watch cache still initializes.
+      await plane.waitApiserverReady();
       progress(`control plane: CRDs from ${crdsDir} Established (${elapsed(t)})`);
     }
 
