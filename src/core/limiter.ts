@@ -72,7 +72,7 @@ interface BackendState {
   slotWaiters: Set<Waiting>;
   rateWaiters: Set<Waiting>;
   // Held slots waiting to run an operation because the limit was lowered under them.
-  executeWaiters: Set<() => void>;
+  executeWaiters: Set<Waiting>;
   // Start times (clock ms) of the current rate's window, oldest first; kept across rate
   // changes. Not recorded while there is no rate limit.
   starts: number[];
@@ -137,9 +137,9 @@ export class BackendLimiter {
   /** Waits for a slot (and a start in the rate window); an abort while waiting rejects and frees the place. */
   acquire(backend: string, signal?: AbortSignal): Promise<HeldSlot> {
     if (signal?.aborted) return Promise.reject(signal.reason);
-    const state = this.state(backend);
     const slot = this.tryAcquire(backend);
     if (slot) return Promise.resolve(slot);
+    const state = this.state(backend);
     return this.wait(state, true, signal).then((reserved) => this.slot(state, reserved));
   }
 
@@ -208,7 +208,8 @@ export class BackendLimiter {
         if (released) throw new Error(`slot of backend ${state.name} used after release`);
         // Held slots outnumber the limit only after it was lowered; running operations never do.
         const counted = state.executing >= this.concurrency(state);
-        if (counted) await this.waitToExecute(state, signal);
+        // Resolves with the operation already counted as running (finishExecuting does that).
+        if (counted) await enqueue(state.executeWaiters, signal);
         if (reserved) {
           // The start reserved with the slot happens now.
           reserved = false;
@@ -240,41 +241,11 @@ export class BackendLimiter {
     };
   }
 
-  /** Waits, in a held slot, until fewer operations run than the limit allows; resolves with the operation counted as running. */
-  private waitToExecute(state: BackendState, signal?: AbortSignal): Promise<void> {
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
-        if (state.executeWaiters.delete(resume)) reject(signal?.reason);
-      };
-      const resume = () => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      state.executeWaiters.add(resume);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
+  /** Waits for a slot (`needsSlot`) or, from a held slot, for a rate start; resolves whether a start was reserved. */
   private wait(state: BackendState, needsSlot: boolean, signal?: AbortSignal): Promise<boolean> {
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    return new Promise<boolean>((resolve, reject) => {
-      const queue = needsSlot ? state.slotWaiters : state.rateWaiters;
-      const onAbort = () => {
-        if (!queue.delete(waiting)) return;
-        reject(signal?.reason);
-        this.pump(state);
-      };
-      const waiting: Waiting = {
-        grant: (reserved) => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve(reserved);
-        },
-      };
-      queue.add(waiting);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.pump(state);
-    });
+    const granted = enqueue(needsSlot ? state.slotWaiters : state.rateWaiters, signal, () => this.pump(state));
+    this.pump(state);
+    return granted;
   }
 
   /** Records a start now, or a slot with a start reserved; true when a start was reserved. */
@@ -317,12 +288,12 @@ export class BackendLimiter {
   /** Ends a running operation and lets held slots waiting to run one go, while the limit allows. */
   private finishExecuting(state: BackendState): void {
     state.executing--;
-    for (const resume of state.executeWaiters) {
+    for (const waiting of state.executeWaiters) {
       if (state.executing >= this.concurrency(state)) break;
-      state.executeWaiters.delete(resume);
+      state.executeWaiters.delete(waiting);
       // Counted now, so nothing else starts in its place before it resumes.
       state.executing++;
-      resume();
+      waiting.grant(false);
     }
   }
 
@@ -371,6 +342,26 @@ export class BackendLimiter {
     this.clock.clearTimeout(state.timer);
     state.timer = undefined;
   }
+}
+
+/** Waits in `queue` until granted; an abort first takes the place out, rejects, then runs `afterAbort`. */
+function enqueue(queue: Set<Waiting>, signal: AbortSignal | undefined, afterAbort?: () => void): Promise<boolean> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise<boolean>((resolve, reject) => {
+    const onAbort = () => {
+      if (!queue.delete(waiting)) return;
+      reject(signal?.reason);
+      afterAbort?.();
+    };
+    const waiting: Waiting = {
+      grant: (reserved) => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve(reserved);
+      },
+    };
+    queue.add(waiting);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 function waitingCount(state: BackendState): number {

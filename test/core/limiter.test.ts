@@ -197,6 +197,23 @@ describe('core/limiter', () => {
     expect(limiter.inFlight('a')).to.equal(0);
   });
 
+  it('a limit lowered under held slots holds for their operations: the next one waits for a running one to end', async () => {
+    const limiter = new BackendLimiter({ clock: new FakeClock(), defaults: { maxConcurrent: 2 } });
+    const [first, second] = [await limiter.acquire('a'), await limiter.acquire('a')];
+    limiter.configure('a', { maxConcurrent: 1 });
+    const gate = deferred();
+    const running = track(first.run('create', () => gate.promise));
+    const waiting = track(second.run('create', async () => 'second'));
+    await settle();
+    expect([running.settled, waiting.settled]).to.deep.equal([false, false]);
+    gate.resolve();
+    await settle();
+    expect(waiting.value).to.equal('second');
+    first.release();
+    second.release();
+    expect(limiter.inFlight('a')).to.equal(0);
+  });
+
   it('the operations after the first in a held slot wait for the rate window', async () => {
     const clock = new FakeClock();
     const limiter = new BackendLimiter({ clock, defaults: { maxConcurrent: 10, opsPerSecond: 2 } });
