@@ -151,7 +151,6 @@ export class HierarchicalLocks {
   // Every held and waiting request is recorded on its path's node and, in `heldBelow` or
   // `waitersBelow`, on every ancestor; unused nodes are removed at once.
   private readonly root = new TrieNode(undefined, '');
-  private waiterCount = 0;
   private nextSeq = 0;
   private examinedCount = 0;
 
@@ -200,7 +199,8 @@ export class HierarchicalLocks {
 
   /** Requests waiting now. */
   get waiting(): number {
-    return this.waiterCount;
+    // Every waiter is recorded on the root, the ancestor of every path.
+    return this.root.waitersBelow.size;
   }
 
   /** Waiters looked at by releases and abandoned waits so far: the cost of serving waiters. */
@@ -260,7 +260,7 @@ export class HierarchicalLocks {
    */
   private wake(requests: readonly LockRequest[]): void {
     for (const { path, mode } of requests) {
-      if (this.waiterCount === 0) return;
+      if (this.root.waitersBelow.size === 0) return;
       const lines: ArrivalSet[] = [];
       let node: TrieNode | undefined = this.root;
       for (const segment of path.segments) {
@@ -294,7 +294,6 @@ export class HierarchicalLocks {
   }
 
   private addWaiter(waiter: Waiter): void {
-    this.waiterCount++;
     for (const { path, mode } of waiter.requests) {
       const node = this.walk(path, (n) => (n.waitersBelow === NO_WAITERS ? (n.waitersBelow = new ArrivalSet()) : n.waitersBelow).add(waiter));
       if (mode === 'write') (node.writeWaiters === NO_WAITERS ? (node.writeWaiters = new ArrivalSet()) : node.writeWaiters).add(waiter);
@@ -304,7 +303,6 @@ export class HierarchicalLocks {
   /** Takes a waiter out of the index; false if it was not waiting. */
   private removeWaiter(waiter: Waiter): boolean {
     if (!this.root.waitersBelow.delete(waiter)) return false;
-    this.waiterCount--;
     for (const { path, mode } of waiter.requests) {
       const node = this.walk(path, (n) => n.waitersBelow.delete(waiter));
       if (mode === 'write') node.writeWaiters.delete(waiter);
