@@ -10,12 +10,9 @@ import { volumeController } from './volume.js';
 export { DriverPool, BackendSetupError, type DriverFactory } from './driver-pool.js';
 export { BACKEND_FINALIZER, PROBE_INTERVAL_MS, isOnline, limitsOf } from './backend.js';
 export { VOLUME_FINALIZER, isSettled, storageName } from './volume.js';
-export { parseQuantity, formatBytes } from './quantity.js';
 
 /** The Backend and Volume controllers over one driver pool (a test may inject the driver factory). */
 export function createControllers(build?: DriverFactory): ControllerDefinition[] {
   const pool = new DriverPool(build);
   return [backendController(pool), volumeController(pool)] as ControllerDefinition[];
 }
-
-export const controllers: readonly ControllerDefinition[] = createControllers();

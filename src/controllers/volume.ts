@@ -22,7 +22,7 @@ import { isDriverError } from '../backends/errors.js';
 import { defineController, related, setCondition, volumePath, type ObjectContext, type RunPlan } from '../runtime/index.js';
 import { isOnline } from './backend.js';
 import type { DriverPool } from './driver-pool.js';
-import { formatBytes, parseQuantity } from './quantity.js';
+import { formatBytes, parseQuantity } from '../api/quantity.js';
 
 export const VOLUME_FINALIZER = 'trellis.dev/volume-protection';
 /** A Volume waiting for its Backend looks again this often, should no Backend change wake it first. */

@@ -211,6 +211,6 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(usage);
     return 0;
   }
-  const { controllers } = await import('../../controllers/index.js');
-  return runOperator(settings, controllers);
+  const { createControllers } = await import('../../controllers/index.js');
+  return runOperator(settings, createControllers());
 }

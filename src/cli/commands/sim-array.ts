@@ -4,6 +4,7 @@
 // stdout and carry "level") for scripts and tests to read; it
 // stops cleanly on SIGINT/SIGTERM and exits 70 at once when a crash fault fires.
 import { parseArgs } from 'node:util';
+import { quantityUnits } from '../../api/quantity.js';
 import { SimArrayServer } from '../../backends/sim/array.js';
 import { SimCsiServer, type SimCsiQuirks } from '../../backends/sim/csi-server.js';
 import { defaultLatency } from '../../backends/sim/random.js';
@@ -31,13 +32,11 @@ const usage = `usage: trellis sim-array [options]
   --token TOKEN                 require "Authorization: Bearer TOKEN" on /api
 `;
 
-const units: Record<string, number> = { '': 1, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50 };
-
 /** Bytes for `10Gi`, `500M` or a plain integer. */
 export function parseSize(text: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$/.exec(text.trim());
   if (!m) throw new Error(`${flag}: "${text}" is not a size (e.g. 1048576, 10Gi, 500M)`);
-  return Math.round(Number(m[1]) * units[m[2] ?? '']!);
+  return Math.round(Number(m[1]) * quantityUnits[m[2] ?? '']!);
 }
 
 function int(text: string | undefined, flag: string, fallback: number, min = 0): number {

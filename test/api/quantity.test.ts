@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { formatBytes, parseQuantity } from '../../src/controllers/quantity.js';
+import { formatBytes, parseQuantity } from '../../src/api/quantity.js';
 
 describe('controllers/quantity', () => {
   it('reads binary and decimal suffixes and plain byte counts, rounding a fraction up', () => {

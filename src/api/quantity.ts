@@ -2,7 +2,9 @@
 // integer of bytes). Guarantees: the result is a whole number of bytes, rounded up (a volume
 // is never smaller than asked); anything the CRD's pattern would refuse throws a RangeError
 // naming the text.
-const multipliers: Record<string, number> = {
+
+/** Bytes per unit suffix of a Kubernetes quantity; also what the sim-array's size flags read. */
+export const quantityUnits: Readonly<Record<string, number>> = {
   '': 1,
   k: 1e3,
   M: 1e6,
@@ -26,7 +28,7 @@ export function parseQuantity(quantity: string | number): number {
   }
   const match = /^\+?(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$/.exec(quantity.trim());
   if (!match) throw new RangeError(`capacity "${quantity}" is not a quantity such as 10Gi or 500M`);
-  const bytes = Math.ceil(Number(match[1]) * multipliers[match[2] ?? '']!);
+  const bytes = Math.ceil(Number(match[1]) * quantityUnits[match[2] ?? '']!);
   if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new RangeError(`capacity "${quantity}" must be above zero and below 8 PiB`);
   return bytes;
 }
@@ -34,7 +36,7 @@ export function parseQuantity(quantity: string | number): number {
 /** A byte count in the largest binary unit that divides it (`10Gi`), for messages. */
 export function formatBytes(bytes: number): string {
   for (const unit of ['Ei', 'Pi', 'Ti', 'Gi', 'Mi', 'Ki'] as const) {
-    const size = multipliers[unit]!;
+    const size = quantityUnits[unit]!;
     if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
   }
   return `${bytes}`;
