@@ -13,7 +13,7 @@
 // the Backend.
 import type { Backend, BackendStatus } from '../api/backend.js';
 import type { ProbeResult } from '../backends/driver.js';
-import type { BackendLimits } from '../core/index.js';
+import { ExponentialBackoff, type BackendLimits } from '../core/index.js';
 import { backendPath, deepEqual, defineController, related, setCondition, type Cache, type ObjectContext } from '../runtime/index.js';
 import { BackendSetupError, type DriverPool } from './driver-pool.js';
 
@@ -39,12 +39,8 @@ export function backendController(pool: DriverPool) {
       // every known Backend's limits are in force, not the limiter's defaults.
       for (const backend of cache.store('Backend').list()) limiter.configure(backend.metadata.name, limitsOf(backend));
       // Failed probes in a row, per backend, for the backoff.
-      const failures = new Map<string, number>();
-      const retryAfterFailure = (name: string) => {
-        const n = (failures.get(name) ?? 0) + 1;
-        failures.set(name, n);
-        return { requeueAfterMs: Math.min(MAX_PROBE_BACKOFF_MS, 1000 * 2 ** (n - 1)) };
-      };
+      const failures = new ExponentialBackoff({ baseMs: 1000, capMs: MAX_PROBE_BACKOFF_MS });
+      const retryAfterFailure = (name: string) => ({ requeueAfterMs: failures.when(name) });
       return {
         plan: (backend) =>
           backend.metadata.deletionTimestamp
@@ -70,7 +66,7 @@ export function backendController(pool: DriverPool) {
             await writeUnavailable(ctx, 'ProbeFailed', message);
             return retryAfterFailure(name);
           }
-          failures.delete(name);
+          failures.forget(name);
           await ctx.updateStatus((status) => {
             const next: BackendStatus = {
               ...status,
@@ -115,7 +111,7 @@ export function backendController(pool: DriverPool) {
           // The write lock on backends/<b> is held: no operation on the backend is in flight.
           await pool.remove(name);
           limiter.remove(name);
-          failures.delete(name);
+          failures.forget(name);
           logger.info({ backend: name }, `backend ${name} deleted: driver closed, limiter dropped`);
           return undefined;
         },
