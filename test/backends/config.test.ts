@@ -33,6 +33,8 @@ describe('driver config validation', () => {
     ['csi', { endpoint: 'unix:///run/csi.sock', acessMode: 'x' }, 'acessMode', /unknown option "acessMode"/],
     ['csi', { endpoint: 'unix:///run/csi.sock', accessMode: 'ANY' }, 'accessMode', /option "accessMode" must be equal to one of the allowed values/],
     ['csi', { endpoint: 'unix:///run/csi.sock', timeoutMs: 1.5 }, 'timeoutMs', /option "timeoutMs" must be integer/],
+    ['csi', { endpoint: 'unix:///run/csi.sock', accessibilityRequirements: { required: [{ zone: 'z1' }] } }, 'accessibilityRequirements.required', /unknown option "accessibilityRequirements.required"/],
+    ['csi', { endpoint: 'unix:///run/csi.sock', accessibilityRequirements: { requisite: [{ zone: 1 }] } }, 'accessibilityRequirements.requisite.0.zone', /option "accessibilityRequirements.requisite.0.zone" must be string/],
   ];
 
   for (const [kind, config, option, message] of cases) {
