@@ -534,9 +534,13 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         for (const collection of crdCollections) {
           await waitUntil(`a list of ${collection}`, apiserver, readyTimeoutMs, async () => {
             // resourceVersion=0 is answered from the watch cache, the part that re-initializes;
-            // a plain list can be answered from etcd while it still does.
-            const answer = await get(`${server}${collection}?resourceVersion=0&limit=1`, { ca: caPem, token: adminToken });
-            return answer.status === 200;
+            // a plain (consistent) list is answered from it too once it is ready, and can be
+            // refused a moment longer: both must answer.
+            for (const query of ['resourceVersion=0&limit=1', 'limit=1']) {
+              const answer = await get(`${server}${collection}?${query}`, { ca: caPem, token: adminToken });
+              if (answer.status !== 200) return false;
+            }
+            return true;
           });
         }
       };

@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import { testNamespace, useSharedControlPlane } from '../support/control-plane-hooks.js';
 import { OperatorProcesses, httpStatus, leads, metricValue, when } from '../support/operator-process.js';
-import { group, version, volumeClient, type VolumeObject } from '../support/volumes.js';
+import { volumeClient } from '../support/volumes.js';
 
 describe('trellis operator: readiness, watch recovery and metrics @integration', function () {
   this.timeout(240_000);
@@ -20,7 +20,7 @@ describe('trellis operator: readiness, watch recovery and metrics @integration',
     const namespace = await testNamespace('recovery');
     const volumes = volumeClient(controlPlane().kubeConfig);
     const available = async (name: string) => {
-      const { items } = (await volumes.custom.listNamespacedCustomObject({ group, version, namespace, plural: 'volumes' })) as { items: VolumeObject[] };
+      const { items } = await volumes.list(namespace);
       return items.find((v) => v.metadata.name === name)?.status?.phase === 'Available';
     };
 
