@@ -15,19 +15,17 @@ import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { gearTable } from './chunker.js';
 import { decodeStoredSync, encodeStoredSync, type CodecName } from './codec.js';
+import { makeGearScanner, type GearScanner, type ScanResult } from './gear-scan.js';
+import { gearScanWasm } from './gear-scan-wasm.js';
+
+export type { ScanResult } from './gear-scan.js';
 
 interface TaskDeps {
   createHash: typeof createHash;
   zlib: typeof zlib;
-  gear: Int32Array;
+  scan: GearScanner;
   encode: typeof encodeStoredSync;
   decode: typeof decodeStoredSync;
-}
-
-/** Cut-point candidates of a block: positions (block-relative) whose gear hash has the large mask clear; `small` those with the small mask clear too. */
-export interface ScanResult {
-  large: number[];
-  small: number[];
 }
 
 /** One decoded chunk of an extent: where its bytes are (in the extent's bytes or its output), and their hash; or what is wrong with it. */
@@ -45,27 +43,9 @@ type Task =
  * its arguments, and no inner functions.
  */
 export function runTask(d: TaskDeps, t: Task): unknown {
-  if (t.op === 'scan') {
-    // The gear hash of the 32 bytes ending at each position: the lead (the previous
-    // block's last 31 bytes) makes positions near the block's start exact too.
-    const large: number[] = [];
-    const small: number[] = [];
-    // Locals only in the hot loop (one byte per iteration).
-    const gear = d.gear;
-    let h = 0;
-    for (let i = 0; i < t.lead.length; i++) h = ((h << 1) + gear[t.lead[i]!]!) | 0;
-    const block = t.block;
-    const n = block.length;
-    const maskLarge = t.maskLarge;
-    for (let i = 0; i < n; i++) {
-      h = ((h << 1) + gear[block[i]!]!) | 0;
-      if ((h & maskLarge) === 0) {
-        large.push(i);
-        if ((h & t.maskSmall) === 0) small.push(i);
-      }
-    }
-    return { large, small };
-  }
+  // The gear hash of the 32 bytes ending at each position: the lead (the previous block's
+  // last 31 bytes) makes positions near the block's start exact too.
+  if (t.op === 'scan') return d.scan(t.block, t.lead, t.maskSmall, t.maskLarge);
   if (t.op === 'hash') {
     const hash = d.createHash('sha256');
     for (const part of t.parts) hash.update(part);
@@ -124,7 +104,7 @@ const __name = (f) => f;
 const deps = {
   createHash,
   zlib,
-  gear: new Int32Array(workerData.gear),
+  scan: (${makeGearScanner.toString()})(workerData.wasm, new Int32Array(workerData.gear)),
   encode: (${encodeStoredSync.toString()}),
   decode: (${decodeStoredSync.toString()}),
 };
@@ -177,7 +157,7 @@ export class ChunkWorkers {
   private readonly slots: Slot[] = [];
   private readonly waiting = new Map<number, Waiter>();
   private nextId = 1;
-  private readonly deps: TaskDeps = { createHash, zlib, gear: gearTable(), encode: encodeStoredSync, decode: decodeStoredSync };
+  private inlineDeps?: TaskDeps;
 
   constructor(readonly size = availableParallelism()) {
     try {
@@ -193,7 +173,7 @@ export class ChunkWorkers {
     // memory, and the process's, low.
     const worker = new Worker(workerSource(), {
       eval: true,
-      workerData: { gear: gearTable() },
+      workerData: { gear: gearTable(), wasm: gearScanWasm },
       // Plain JavaScript: none of the parent's loaders (tsx under tests) is needed.
       execArgv: [],
       resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
@@ -223,7 +203,11 @@ export class ChunkWorkers {
   }
 
   private run<T>(task: Task): Promise<T> {
-    if (this.slots.length === 0) return Promise.resolve().then(() => runTask(this.deps, task) as T);
+    if (this.slots.length === 0) {
+      this.inlineDeps ??= { createHash, zlib, scan: makeGearScanner(gearScanWasm, gearTable()), encode: encodeStoredSync, decode: decodeStoredSync };
+      const deps = this.inlineDeps;
+      return Promise.resolve().then(() => runTask(deps, task) as T);
+    }
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.busy < slot.busy) slot = s;
     const id = this.nextId++;

@@ -8,7 +8,7 @@
 //   are being written (add() waits while that many are in flight), each in a buffer of
 //   targetSize (or one chunk, if larger) that is reused for the next pack: a chunk that
 //   does not fit starts the next pack. By default one pack is written while the next
-//   fills: with the default 16 MiB packs, 32 MiB.
+//   fills: with the default 16 MiB packs, 32 MiB (an upload writes two: 48 MiB).
 // - Every failed pack write is logged; flush() fails with the first failure.
 import { randomBytes } from 'node:crypto';
 import type { RepositoryContext } from './context.js';
