@@ -25,7 +25,7 @@ import { removeIntents, removeUpload, UploadLease } from './uploads.js';
 import { volumeChunks, type VolumeChunk } from './volume-chunks.js';
 
 export interface BackupVolumeOptions {
-  /** Chunks declared per intent record (default 16). */
+  /** Chunks declared per intent record (default 16; a batch also ends at VolumeChunks.batchBytes). */
   intentBatch?: number;
   /** The backup this one is relative to (recorded in the manifest, for incremental backups). */
   parent?: string;

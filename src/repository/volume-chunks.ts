@@ -74,7 +74,7 @@ export function volumeChunks(data: AsyncIterable<Uint8Array>, chunking: ChunkerO
 }
 
 class ChunkPipeline implements VolumeChunks {
-  readonly batchBytes = 6 * 1024 * 1024;
+  readonly batchBytes = 12 * 1024 * 1024;
   private readonly workers = chunkWorkers();
   private readonly volume = startVolumeHash();
   private readonly gear = gearTable();
