@@ -18,7 +18,7 @@ import { ChunkIndex, blobKeys, presenceKey, type ChunkLocation } from './chunk-i
 import { tryRecord, type RepositoryContext } from './context.js';
 import { beginBackup, readManifest } from './catalog.js';
 import { RepositoryFormatError, UploadConflictError } from './errors.js';
-import { checkName, defaultPacking, encodeRecord, keys, repositoryFormat, type ChunkRef, type Manifest, type VolumeSource } from './format.js';
+import { checkName, checksumOf, chunkListSha256, defaultPacking, encodeRecord, keys, repositoryFormat, type ChunkRef, type Manifest, type VolumeSource } from './format.js';
 import { PackWriter } from './pack-writer.js';
 import { LostLeaseError } from './errors.js';
 import { removeIntents, removeUpload, UploadLease } from './uploads.js';
@@ -101,7 +101,7 @@ export async function backupVolume(
   }
   if (repo.config.format < repositoryFormat) {
     throw new RepositoryFormatError(
-      `repository at ${repo.store.location} has format ${repo.config.format}, which Trellis no longer writes; upgrade it (BackupRepository.upgradeFormat) to take new backups`,
+      `repository at ${repo.store.location} has format ${repo.config.format}, which Trellis no longer writes; upgrade it (\`trellis repo upgrade\`, or BackupRepository.upgradeFormat) to take new backups`,
     );
   }
   await beginBackup(repo, job);
@@ -109,9 +109,8 @@ export async function backupVolume(
   result.attempt = lease.attempt;
   const upload = new Upload(repo, lease, result, options);
   const stopRenewing = lease.renewWhileRunning((err) => upload.fail(err));
-  let sha256: string | undefined;
   try {
-    sha256 = await upload.run(data);
+    await upload.run(data);
   } finally {
     await stopRenewing();
   }
@@ -134,7 +133,7 @@ export async function backupVolume(
     snapshot: source.snapshot,
     parent: options.parent,
     size: result.bytesRead,
-    sha256: sha256!,
+    chunksSha256: chunkListSha256(upload.refs),
     chunking: repo.config.chunking,
     codec: repo.config.codec,
     createdAt: repo.now().toISOString(),
@@ -158,8 +157,8 @@ async function writeManifest(repo: RepositoryContext, lease: UploadLease, manife
   const key = keys.manifest(job, volume);
   if (!(await repo.store.putIfAbsent(key, encodeRecord(manifest)))) {
     const other = await readManifest(repo, key);
-    if (other.sha256 !== manifest.sha256) {
-      throw new UploadConflictError(`backup ${job} volume ${volume}: a concurrent upload wrote different data (${other.sha256} vs ${manifest.sha256})`);
+    if (checksumOf(other) !== checksumOf(manifest)) {
+      throw new UploadConflictError(`backup ${job} volume ${volume}: a concurrent upload wrote different data (${checksumOf(other)} vs ${checksumOf(manifest)})`);
     }
     return;
   }
@@ -237,8 +236,8 @@ class Upload {
     this.failure ??= err;
   }
 
-  /** Reads the source to its end; resolves to the volume's SHA-256, or undefined after a failure. */
-  async run(data: AsyncIterable<Uint8Array>): Promise<string | undefined> {
+  /** Reads the source to its end, storing what is new; a failure is left in `failure`. */
+  async run(data: AsyncIterable<Uint8Array>): Promise<void> {
     this.index = await ChunkIndex.load(this.repo.store);
     const chunks = volumeChunks(data, this.repo.config.chunking);
     let batch: VolumeChunk[] = [];
@@ -263,7 +262,6 @@ class Upload {
         .finally(() => storing.delete(task));
       storing.add(task);
     };
-    let sha256: string | undefined;
     try {
       for await (const chunk of chunks) {
         this.refs.push(chunk.ref);
@@ -276,7 +274,6 @@ class Upload {
       await settle();
       if (this.failure) throw this.failure;
       await this.writer.flush();
-      sha256 = await chunks.digest();
       // The manifest must not outlive, in a power loss, a chunk it lists.
       await this.syncFoundPresent();
     } catch (err) {
@@ -287,7 +284,6 @@ class Upload {
       await this.writer.settle();
       await chunks.return();
     }
-    return this.failure ? undefined : sha256;
   }
 
   private done(chunks: number): void {

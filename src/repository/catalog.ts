@@ -33,7 +33,7 @@ export async function finishBackup(repo: RepositoryContext, job: string): Promis
   const volumes: BackupIndex['volumes'] = [];
   for (const volume of (await listVolumes(repo, job)).sort()) {
     const m = await getManifest(repo, job, volume);
-    volumes.push({ volume, size: m.size, sha256: m.sha256, chunks: m.chunks.length });
+    volumes.push({ volume, size: m.size, chunksSha256: m.chunksSha256, sha256: m.sha256, chunks: m.chunks.length });
   }
   const completedAt = repo.now();
   const index: BackupIndex = {

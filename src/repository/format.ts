@@ -1,8 +1,8 @@
 // The repository's on-storage layout and record shapes. Everything a future reader of a
 // repository needs to know is here; changing a shape means bumping `repositoryFormat`.
 //
-// Format 2 (written by this code):
-//   config.json                               RepositoryConfig: format 2, chunking, codec, packing
+// Format 3 (written by this code):
+//   config.json                               RepositoryConfig: format 3, chunking, codec, packing
 //   packs/<p0p1>/<pack>                       a pack: stored chunks one after another, each a
 //                                             codec byte + payload (see codec.ts); written whole
 //   index/<p0p1>/<pack>.json                  PackIndex: where each chunk of the pack lies; written
@@ -16,19 +16,29 @@
 //   uploads/<job>/<volume>/intent-<a>-<s>.json  IntentRecord: chunks the upload is about to rely on
 //   trash/<gc-run>/<key>                      blobs a running garbage collection is deleting
 //
-// Format 1 (one file per chunk) differs only in where chunks live:
+// A manifest checks its volume with `chunksSha256`, the SHA-256 of its chunk list (see
+// chunkListSha256): each chunk's bytes are checked against their hash as they are read,
+// and the list's hash checks the manifest itself, so a backup or restore hashes each byte
+// once. The SHA-256 of a volume's raw bytes, to compare with `sha256sum` of a disk, is
+// computed on demand by reading the backup (`trellis repo checksum`).
+//
+// Format 2 differs only in the manifest: `sha256` is the SHA-256 of the volume's bytes,
+// which a backup and a restore computed in a second pass beside the chunk hashes.
+// Format 1 (one file per chunk) also differs in where chunks live:
 //   chunks/<h0h1>/<sha256>                    one chunk: codec byte + payload
-// A format-2 reader reads such "loose" chunks too, so a format-1 repository restores,
-// verifies and is garbage-collected as before; it takes new backups once upgraded
-// (BackupRepository.upgradeFormat), since a format-1 reader cannot read packs.
+// This code reads both: loose chunks and byte-checksummed manifests restore, verify and
+// are garbage-collected as before. An older repository takes new backups once upgraded
+// (BackupRepository.upgradeFormat), so that older Trellis versions, which would misread
+// the new manifests (or miss chunks in packs), refuse it instead.
+import { createHash } from 'node:crypto';
 import type { ChunkerOptions } from './chunker.js';
 import type { CodecName } from './codec.js';
 import { RepositoryFormatError, RepositoryInputError } from './errors.js';
 
 /** The format this code writes. */
-export const repositoryFormat = 2;
+export const repositoryFormat = 3;
 /** The formats this code reads (and verifies and garbage-collects). */
-export const readableFormats: readonly number[] = [1, 2];
+export const readableFormats: readonly number[] = [1, 2, 3];
 
 export interface PackingOptions {
   /** A pack is closed once it holds this many stored bytes (default 16 MiB: one object-store PUT). */
@@ -40,7 +50,7 @@ export interface PackingOptions {
 export const defaultPacking: PackingOptions = { targetSize: 16 * 1024 * 1024, maxChunks: 4096 };
 
 export interface RepositoryConfig {
-  /** The format version: 1 (a file per chunk) or 2 (packs). */
+  /** The format version: 1 (a file per chunk), 2 (packs) or 3 (packs; manifests checksum their chunk list). */
   format: number;
   chunking: ChunkerOptions;
   codec: CodecName;
@@ -70,8 +80,10 @@ export interface Manifest extends VolumeSource {
    */
   parent?: string;
   size: number;
-  /** SHA-256 of the whole volume's bytes, hex. */
-  sha256: string;
+  /** Format 3: SHA-256 of the chunk list, hex (chunkListSha256). */
+  chunksSha256?: string;
+  /** Formats 1 and 2: SHA-256 of the whole volume's bytes, hex. */
+  sha256?: string;
   chunking: ChunkerOptions;
   codec: CodecName;
   createdAt: string;
@@ -102,7 +114,8 @@ export interface BackupIndex {
   createdAt: string;
   completedAt: string;
   expiresAt?: string;
-  volumes: { volume: string; size: number; sha256: string; chunks: number }[];
+  /** Each volume's checksum as its manifest gives it (chunksSha256, or sha256 before format 3). */
+  volumes: { volume: string; size: number; chunksSha256?: string; sha256?: string; chunks: number }[];
 }
 
 export interface Lease {
@@ -181,6 +194,28 @@ export function packIdOf(key: string): { id: string; kind: 'pack' | 'index' } | 
   const id = parts[2]!.replace(/\.json$/, '');
   if (parts[0] === 'index' && parts[2]!.endsWith('.json') && packId.test(id) && parts[1] === id.slice(0, 2)) return { id, kind: 'index' };
   return undefined;
+}
+
+/**
+ * The SHA-256 (hex) of a chunk list: for each chunk in order, its hash (32 bytes) and then
+ * its size (8 bytes, big-endian). Part of the format: changing it breaks every format-3
+ * manifest.
+ */
+export function chunkListSha256(chunks: readonly ChunkRef[]): string {
+  const hash = createHash('sha256');
+  const entry = Buffer.alloc(40);
+  for (const [chunk, size] of chunks) {
+    entry.write(chunk, 0, 32, 'hex');
+    entry.writeBigUInt64BE(BigInt(size), 32);
+    hash.update(entry);
+  }
+  return hash.digest('hex');
+}
+
+/** A manifest's (or index entry's) checksum as one comparable string, whichever kind it has. */
+export function checksumOf(m: { chunksSha256?: string; sha256?: string }): string {
+  if (m.chunksSha256 !== undefined) return `chunks-sha256:${m.chunksSha256}`;
+  return m.sha256 !== undefined ? `sha256:${m.sha256}` : 'none';
 }
 
 export function isSha256(hash: string): boolean {

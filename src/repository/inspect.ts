@@ -3,7 +3,7 @@
 // (what is stored, and what deduplication and compression save).
 import { ChunkIndex } from './chunk-index.js';
 import type { IntegrityProblem } from './errors.js';
-import { keys, manifestKeyParts, type Manifest } from './format.js';
+import { checksumOf, keys, manifestKeyParts, type Manifest } from './format.js';
 import type { BackupRepository } from './repository.js';
 
 export interface VerifyProblem {
@@ -83,12 +83,12 @@ export async function verifyRepository(repo: BackupRepository, options: VerifyOp
     if (!backup.complete) continue;
     for (const entry of (await repo.getIndex(backup.job))?.volumes ?? []) {
       const manifest = await repo.getManifest(backup.job, entry.volume).catch(() => undefined);
-      if (manifest?.sha256 === entry.sha256 && manifest.size === entry.size) continue;
+      if (manifest && checksumOf(manifest) === checksumOf(entry) && manifest.size === entry.size) continue;
       result.problems.push({
         job: backup.job,
         volume: entry.volume,
         problem: 'manifest',
-        message: `backup ${backup.job}: its index lists volume ${entry.volume} (${entry.sha256}) but ${manifest ? `the manifest says ${manifest.sha256}` : 'there is no such manifest'}`,
+        message: `backup ${backup.job}: its index lists volume ${entry.volume} (${checksumOf(entry)}) but ${manifest ? `the manifest says ${checksumOf(manifest)}` : 'there is no such manifest'}`,
       });
     }
   }

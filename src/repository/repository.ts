@@ -115,9 +115,10 @@ export class BackupRepository implements ReadContext {
   }
 
   /**
-   * Lets a format-1 repository take new backups: its config says format 2 from then on,
-   * so a Trellis that reads only format 1 refuses it rather than miss chunks in packs.
-   * Existing chunks stay where they are. Returns the repository opened anew.
+   * Lets an older repository take new backups: its config says the current format from then
+   * on, so an older Trellis refuses it rather than miss chunks in packs (format 1) or misread
+   * a manifest that checksums its chunk list (formats 1 and 2). Existing chunks and
+   * manifests stay as they are and are read as before. Returns the repository opened anew.
    */
   async upgradeFormat(options: RepositoryOptions = {}): Promise<BackupRepository> {
     if (this.config.format >= repositoryFormat) return this;

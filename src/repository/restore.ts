@@ -1,7 +1,8 @@
 // Verified reads. Guarantees:
 // - restoreStream emits a volume's bytes in order, and no byte of a chunk before that
-//   chunk's hash has been checked; the whole-volume SHA-256 and size are checked at the
-//   end. A fault is a RepositoryIntegrityError naming the volume and the chunk, never
+//   chunk's hash has been checked; a manifest's chunk list is checked against its
+//   chunksSha256 before the first byte (format 3), or the whole-volume SHA-256 of an older
+//   manifest is checked at the end, with the size. A fault is a RepositoryIntegrityError naming the volume and the chunk, never
 //   silently wrong data.
 // - Reads run ahead of the consumer (up to `readAheadBytes`, default 32 MiB, across pack
 //   boundaries); chunks stored next to each other in a pack are read with one ranged read.
@@ -15,7 +16,7 @@ import { decodeChunk } from './codec.js';
 import { getManifest } from './catalog.js';
 import type { RepositoryContext } from './context.js';
 import { RepositoryIntegrityError, type IntegrityProblem } from './errors.js';
-import { keys, type Manifest } from './format.js';
+import { chunkListSha256, keys, type Manifest } from './format.js';
 import { startVolumeHash } from './volume-hash.js';
 
 export type ChunkReadResult = { ok: true; data: Buffer; key?: string } | { ok: false; problem: IntegrityProblem; detail: string; key?: string };
@@ -86,8 +87,57 @@ export async function readChunk(repo: ReadContext, hash: string, size: number): 
  * Streams a backed-up volume in order. Every chunk is verified before its bytes are
  * emitted; the stream fails with a RepositoryIntegrityError on the first fault.
  */
+/** Throws unless the manifest's chunk list is the one its chunksSha256 names and adds up to its size (format 3). */
+function checkChunkList(job: string, volume: string, manifest: Manifest): void {
+  if (manifest.chunksSha256 === undefined) {
+    if (manifest.sha256 === undefined) throw new RepositoryIntegrityError('checksum', job, volume, 'the manifest has no checksum (neither chunksSha256 nor sha256)');
+    return;
+  }
+  const listed = chunkListSha256(manifest.chunks);
+  const size = manifest.chunks.reduce((n, [, bytes]) => n + bytes, 0);
+  if (listed !== manifest.chunksSha256 || size !== manifest.size) {
+    throw new RepositoryIntegrityError(
+      'checksum',
+      job,
+      volume,
+      `the manifest's chunk list does not match its checksum: ${manifest.chunks.length} chunks of ${size} bytes hashing to ${listed}, the manifest says ${manifest.size} bytes, ${manifest.chunksSha256}`,
+    );
+  }
+}
+
 export function restoreStream(repo: ReadContext, job: string, volume: string, options: RestoreOptions = {}): Readable {
-  return Readable.from(restoredChunks(repo, job, volume, options), { objectMode: false });
+  const chunks = restoredChunks(repo, job, volume, options);
+  let failure: Error | undefined;
+  let drained: NodeJS.Timeout | undefined;
+  return new Readable({
+    // Read ahead of the consumer: with the default 16 KiB mark each 1 MiB chunk would wait
+    // for the consumer's write of the one before, so reading and writing would take turns.
+    highWaterMark: 8 * 1024 * 1024,
+    read() {
+      chunks.next().then(
+        (r) => this.push(r.done ? null : r.value),
+        (err: unknown) => {
+          failure = err instanceof Error ? err : new Error(String(err));
+          // The bytes read ahead were verified: the consumer gets them all before the error.
+          const fail = () => {
+            if (this.readableLength > 0 && !this.destroyed) return;
+            clearInterval(drained);
+            this.destroy(failure);
+          };
+          drained = setInterval(fail, 5);
+          drained.unref();
+          fail();
+        },
+      );
+    },
+    destroy(err, callback) {
+      clearInterval(drained);
+      chunks.return(undefined).then(
+        () => callback(err),
+        () => callback(err),
+      );
+    },
+  });
 }
 
 /** A chunk read for a restore: its bytes and their hash, or what is wrong. */
@@ -129,6 +179,7 @@ function* extentsOf(manifest: Manifest, index: ChunkIndex, maxBytes: number): Ge
 
 export async function* restoredChunks(repo: ReadContext, job: string, volume: string, options: RestoreOptions = {}): AsyncGenerator<Buffer> {
   const manifest = await getManifest(repo, job, volume);
+  checkChunkList(job, volume, manifest);
   const index = await repo.chunkIndex(true);
   const readAhead = Math.max(1, options.readAheadBytes ?? 32 * 1024 * 1024);
   const offsets: number[] = [];
@@ -209,9 +260,10 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
       inFlight += bytes;
     }
   };
-  const volumeHash = startVolumeHash();
+  // Only a manifest from before format 3 needs the bytes hashed a second time, whole.
+  const volumeHash = manifest.chunksSha256 === undefined ? startVolumeHash() : undefined;
   let total = 0;
-  let digest: string;
+  let digest: string | undefined;
   try {
     fill();
     while (pending.length > 0) {
@@ -227,7 +279,7 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
         // hash is the one the manifest names.
         if (r.hash !== manifest.chunks[i]![0]) throw fault(i, { ...corruptChunk(r.hash), key: r.key });
         // In order, on the volume hash's own worker (shared memory: no copy).
-        appended.push(volumeHash.append(r.data));
+        if (volumeHash) appended.push(volumeHash.append(r.data));
         total += r.data.length;
         // A copy out of a reused buffer; a chunk read on its own is the consumer's already.
         yield buffers.length > 0 ? Buffer.from(r.data) : Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength);
@@ -235,11 +287,13 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
       // The extent's buffers go back once the volume hash has read them.
       void Promise.allSettled(appended).then(() => spare.push(...buffers.map((b) => new Uint8Array(b.buffer))));
     }
-    digest = await volumeHash.digest();
+    digest = await volumeHash?.digest();
   } finally {
-    volumeHash.dispose();
+    volumeHash?.dispose();
   }
-  if (total !== manifest.size || digest !== manifest.sha256) {
-    throw new RepositoryIntegrityError('checksum', job, volume, `whole-volume check failed: ${total} bytes hashing to ${digest}, the manifest says ${manifest.size} bytes, ${manifest.sha256}`);
+  if (total !== manifest.size || (volumeHash && digest !== manifest.sha256)) {
+    const got = volumeHash ? `${total} bytes hashing to ${digest}` : `${total} bytes`;
+    const want = volumeHash ? `${manifest.size} bytes, ${manifest.sha256}` : `${manifest.size} bytes`;
+    throw new RepositoryIntegrityError('checksum', job, volume, `whole-volume check failed: ${got}, the manifest says ${want}`);
   }
 }

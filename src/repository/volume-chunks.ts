@@ -1,13 +1,12 @@
-// A volume's bytes as hashed content-defined chunks, in order, with the whole volume's
-// SHA-256 at the end, with the CPU work spread over the chunk workers. Guarantees:
+// A volume's bytes as hashed content-defined chunks, in order, with the CPU work spread
+// over the chunk workers. Guarantees:
 // - The same cut points as chunkStream (chunker.ts), for any split of the input: the
 //   workers find the candidate cut points of each block in parallel (the gear hash at a
 //   position depends only on the 32 bytes ending there), and the main thread picks the
 //   cuts from them in order, computing exactly only the 31 positions after each chunk's
 //   minimum size, where the rolling hash has not yet seen 32 bytes.
 // - Chunks come in stream order, each with a promise of its own SHA-256 (computed on a
-//   worker) and an encode() that compresses it on a worker; digest() resolves after every
-//   chunk has gone into the whole-volume hash (on its own worker, in order).
+//   worker) and an encode() that compresses it on a worker.
 // - Memory is bounded: the input is copied once into shared blocks (the workers read them
 //   in place), and at most `maxBlocks` blocks (32 MiB) are held; reading the input waits
 //   until the consumer release()s chunks. A consumer must release every chunk it took
@@ -17,7 +16,6 @@ import { gearTable, highMask, validateChunkerOptions } from './chunker.js';
 import { chunkWorkers, type ScanResult } from './chunk-workers.js';
 import type { CodecName } from './codec.js';
 import type { ChunkRef } from './format.js';
-import { startVolumeHash } from './volume-hash.js';
 
 export interface VolumeChunk {
   /** [hash, size]; the hash is filled in once `hashed` resolves. */
@@ -36,9 +34,7 @@ export interface VolumeChunk {
 export interface VolumeChunks extends AsyncIterable<VolumeChunk> {
   /** Unreleased bytes a consumer may gather into one batch before it hands the batch on. */
   readonly batchBytes: number;
-  /** The whole volume's SHA-256 (hex), once the iteration has ended. */
-  digest(): Promise<string>;
-  /** Ends the hashing; safe to call more than once and after digest(). */
+  /** Frees the blocks and wakes a read waiting for one; safe to call more than once. */
   return(): Promise<void>;
 }
 
@@ -76,7 +72,6 @@ export function volumeChunks(data: AsyncIterable<Uint8Array>, chunking: ChunkerO
 class ChunkPipeline implements VolumeChunks {
   readonly batchBytes = 12 * 1024 * 1024;
   private readonly workers = chunkWorkers();
-  private readonly volume = startVolumeHash();
   private readonly gear = gearTable();
   private readonly maskSmall: number;
   private readonly maskLarge: number;
@@ -165,14 +160,9 @@ class ChunkPipeline implements VolumeChunks {
     }
   }
 
-  digest(): Promise<string> {
-    return this.volume.digest();
-  }
-
   async return(): Promise<void> {
     if (this.ended) return;
     this.ended = true;
-    this.volume.dispose();
     this.blocks = [];
     this.spare.length = 0;
     this.freed?.();
@@ -279,7 +269,7 @@ class ChunkPipeline implements VolumeChunks {
     return more;
   }
 
-  /** Hands out the chunk [start, end): hashed on a worker, appended to the volume hash in order. */
+  /** Hands out the chunk [start, end), hashed on a worker. */
   private chunk(start: number, end: number): VolumeChunk {
     const parts: Uint8Array[] = [];
     for (let at = start; at < end; ) {
@@ -291,8 +281,6 @@ class ChunkPipeline implements VolumeChunks {
     const ref: ChunkRef = ['', end - start];
     const hashed = this.workers.hash(parts).then((h) => (ref[0] = h));
     hashed.catch(() => undefined); // awaited by the consumer; this only keeps an early exit quiet
-    const appended = Promise.all(parts.map((p) => this.volume.append(p)));
-    appended.catch(() => undefined); // a failed append fails digest()
     const entry: Pending = { end, done: false };
     this.pending.push(entry);
     let released = false;
@@ -304,10 +292,12 @@ class ChunkPipeline implements VolumeChunks {
       release: () => {
         if (released) return;
         released = true;
-        void Promise.allSettled([hashed, appended]).then(() => {
+        // The hash worker may still be reading the chunk's bytes.
+        const done = () => {
           entry.done = true;
           this.advance();
-        });
+        };
+        hashed.then(done, done);
       },
     };
   }

@@ -79,7 +79,7 @@ describe('content-defined chunker', () => {
 });
 
 describe('volume chunks on the chunk workers', () => {
-  async function sizesOf(input: AsyncIterable<Uint8Array>, o: ChunkerOptions): Promise<{ sizes: number[]; hashes: string[]; volume: string }> {
+  async function sizesOf(input: AsyncIterable<Uint8Array>, o: ChunkerOptions): Promise<{ sizes: number[]; hashes: string[] }> {
     const chunks = volumeChunks(input, o);
     const sizes: number[] = [];
     const hashes: string[] = [];
@@ -88,22 +88,21 @@ describe('volume chunks on the chunk workers', () => {
       hashes.push(await c.hashed);
       c.release();
     }
-    return { sizes, hashes, volume: await chunks.digest() };
+    await chunks.return();
+    return { sizes, hashes };
   }
 
   for (const [name, o, size] of [
     ['small chunks', options, 5 * 1024 * 1024 + 3],
     ['default chunks', defaultChunkerOptions, 24 * 1024 * 1024 + 5],
   ] as const) {
-    it(`cuts where chunkStream cuts, hashes each chunk and the volume, however the input is split (${name})`, async () => {
+    it(`cuts where chunkStream cuts and hashes each chunk, however the input is split (${name})`, async () => {
       const data = await bytesOf(size, 9);
       const want = await collect(pieces(data, [65536]), o);
-      const whole = createHash('sha256').update(data).digest('hex');
       for (const split of [[data.length], [1 << 20], [1, 7, 4096, 100_000, 3, 3 << 20]]) {
         const got = await sizesOf(pieces(data, split), o);
         expect(got.sizes, `split ${split}`).to.deep.equal(want.map((c) => c.length));
         expect(got.hashes, `split ${split}`).to.deep.equal(want.map(digest));
-        expect(got.volume).to.equal(whole);
       }
     });
   }

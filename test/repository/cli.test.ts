@@ -1,8 +1,10 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
+import { cp } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { FilesystemBlobStore } from '../../src/repository/index.js';
-import { backUp, corruptStoredChunk, removeTempDirs, tempDir, tempRepository } from './helpers.js';
+import type { VolumeShape } from './data.js';
+import { backUp, corruptStoredChunk, expected, removeTempDirs, tempDir, tempRepository } from './helpers.js';
 
 const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
@@ -75,6 +77,26 @@ describe('trellis repo verify|stats|gc', function () {
     expect(gc.expiredBackups).to.deep.equal(['hourly']);
     expect(gc.chunksDeleted).to.equal(up.manifest.chunks.length);
     expect(await repo.listBackups()).to.deep.equal([]);
+  });
+
+  it('prints the SHA-256 of a backed-up volume’s bytes, and upgrades an older repository', async () => {
+    const repo = await tempRepository();
+    const path = (repo.store as FilesystemBlobStore).root;
+    const shape: VolumeShape = { seed: 41, size: 300 * 1024 + 5, kind: 'random' };
+    await backUp(repo, 'monday', 'ns.a', shape);
+    const want = await expected(shape);
+    const sum = await trellis('checksum', 'monday', 'ns.a', '--path', path);
+    expect(sum.code).to.equal(0);
+    expect(sum.stdout).to.equal(`${want.sha256}  monday/ns.a (${want.size} bytes)\n`);
+    expect((await trellis('checksum', 'monday', '--path', path)).code).to.equal(2);
+    expect((await trellis('checksum', 'monday', 'ns.nothing', '--path', path)).code).to.equal(1);
+
+    const old = await tempDir();
+    await cp(fileURLToPath(new URL('./fixtures/repository-v2', import.meta.url)), old, { recursive: true });
+    const upgraded = await trellis('upgrade', '--json', '--path', old);
+    expect(upgraded.code).to.equal(0);
+    expect(JSON.parse(upgraded.stdout)).to.deep.equal({ from: 2, to: 3 });
+    expect((await trellis('upgrade', '--path', old)).stdout).to.equal('already format 3\n');
   });
 
   it('fails clearly without a repository and on bad usage', async () => {

@@ -11,12 +11,15 @@ import {
   repositoryStats,
   verifyRepository,
 } from '../../src/repository/index.js';
+import { chunkListSha256 } from '../../src/repository/format.js';
+import { startVolumeHash, volumeHashesInProgress } from '../../src/repository/volume-hash.js';
 import { sha256Of, volumeBytes, type VolumeShape } from './data.js';
 import { removeTempDirs, tempDir, tempRepository } from './helpers.js';
 
 // The golden repositories under fixtures/ were written by Trellis itself: format 1 by the
 // code before packs (see fixtures/README.md), format 2 by the code that introduced
-// them. Each must restore and verify with today's code, byte for byte.
+// them, format 3 by the code whose manifests checksum their chunk list. Each must restore
+// and verify with today's code, byte for byte.
 const a: VolumeShape = { seed: 1001, size: 96 * 1024 + 17, kind: 'random' };
 const b: VolumeShape = { seed: 1002, size: 320 * 1024, kind: 'structured' };
 const shaA = { sha256: 'b55e90ad9801527ead949c8ade5a604379be3c9e2e0037aad2da77676b490f07', size: 98321 };
@@ -32,11 +35,22 @@ async function golden(name: string): Promise<string> {
 describe('repository format', () => {
   after(removeTempDirs);
 
-  it('writes format 2 (packs), and a new repository says so in its config', async () => {
-    expect(repositoryFormat).to.equal(2);
+  it('writes format 3 (packs; manifests checksum their chunk list), and a new repository says so in its config', async () => {
+    expect(repositoryFormat).to.equal(3);
     const repo = await tempRepository();
-    expect(repo.config.format).to.equal(2);
-    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 2 });
+    expect(repo.config.format).to.equal(3);
+    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 3 });
+    const up = await repo.backupVolume('job', { volume: 'ns.a' }, volumeBytes(a));
+    expect(up.manifest.format).to.equal(3);
+    expect(up.manifest.sha256).to.equal(undefined);
+    expect(up.manifest.chunksSha256).to.equal(chunkListSha256(up.manifest.chunks));
+  });
+
+  it('keeps the chunk-list checksum of the format: a golden manifest still hashes to what it says', async () => {
+    const repo = await openFilesystemRepository(await golden('repository-v3'));
+    const m = await repo.getManifest('monday', 'ns.b');
+    expect(m.chunksSha256).to.equal('a0c2c9c246c6c2a293343ddcf0c3419cfe74edc5f7b76cfaffd5f60e34334e9b');
+    expect(chunkListSha256(m.chunks)).to.equal(m.chunksSha256);
   });
 
   it('the data generator still makes the golden volumes', async () => {
@@ -78,7 +92,7 @@ describe('repository format', () => {
     expect(error?.message).to.match(/upgrade/);
 
     const repo = await old.upgradeFormat();
-    expect(repo.config.format).to.equal(2);
+    expect(repo.config.format).to.equal(repositoryFormat);
     // The same data deduplicates against the format-1 chunks; new data goes into packs.
     expect((await repo.backupVolume('wednesday', { volume: 'ns.a' }, volumeBytes(a))).bytesUploaded).to.equal(0);
     const c: VolumeShape = { seed: 1004, size: 200 * 1024, kind: 'random' };
@@ -87,6 +101,18 @@ describe('repository format', () => {
     expect(await sha256Of(repo.restoreStream('wednesday', 'ns.c'))).to.deep.equal(await sha256Of(volumeBytes(c)));
     expect(await sha256Of(repo.restoreStream('monday', 'ns.a'))).to.deep.equal(shaA);
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+  });
+
+  it('releases the whole-volume hash of a format-2 backup when its read is abandoned', async () => {
+    const repo = await BackupRepository.open(new FilesystemBlobStore(await golden('repository-v2')));
+    const before = volumeHashesInProgress();
+    for await (const _piece of repo.restoreStream('monday', 'ns.b')) {
+      expect(volumeHashesInProgress()).to.equal(before + 1);
+      break;
+    }
+    // The worker answers in order: once a later hash is digested, earlier ones are done.
+    await startVolumeHash().digest();
+    expect(volumeHashesInProgress()).to.equal(0);
   });
 
   it('restores and verifies a format-2 repository written when packs came', async () => {
@@ -105,5 +131,42 @@ describe('repository format', () => {
     const g = await collectGarbage(repo);
     expect(g.chunksDeleted).to.equal(stats.unreferencedChunks);
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+  });
+
+  it('takes no new backup into a format-2 repository until it is upgraded, then writes format-3 manifests beside the old ones', async () => {
+    const old = await openFilesystemRepository(await golden('repository-v2'));
+    let error: Error | undefined;
+    await old.backupVolume('wednesday', { volume: 'ns.a' }, volumeBytes(a)).catch((err: Error) => (error = err));
+    expect(error).to.be.instanceOf(RepositoryFormatError);
+    expect(error?.message).to.match(/format 2.*upgrade/);
+
+    const repo = await old.upgradeFormat();
+    expect(repo.config.format).to.equal(3);
+    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 3 });
+    const again = await repo.backupVolume('wednesday', { volume: 'ns.a' }, volumeBytes(a));
+    expect(again.bytesUploaded).to.equal(0);
+    expect(again.manifest.chunksSha256).to.be.a('string');
+    expect((await repo.getManifest('monday', 'ns.a')).sha256).to.equal(shaA.sha256);
+    expect(await sha256Of(repo.restoreStream('wednesday', 'ns.a'))).to.deep.equal(shaA);
+    expect(await sha256Of(repo.restoreStream('monday', 'ns.a'))).to.deep.equal(shaA);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+  });
+
+  it('restores, verifies and garbage-collects a format-3 repository', async () => {
+    const repo = await openFilesystemRepository(await golden('repository-v3'));
+    expect(repo.config.format).to.equal(3);
+    expect(await sha256Of(repo.restoreStream('monday', 'ns.a'))).to.deep.equal(shaA);
+    expect(await sha256Of(repo.restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
+    expect(await sha256Of(repo.restoreStream('tuesday', 'ns.a'))).to.deep.equal(shaA);
+    expect((await repo.getManifest('tuesday', 'ns.a')).parent).to.equal('monday');
+    const v = await verifyRepository(repo);
+    expect(v.problems).to.deep.equal([]);
+    expect(v.manifests).to.equal(3);
+    const stats = await repositoryStats(repo);
+    expect(stats.unreferencedChunks).to.be.above(0);
+    const g = await collectGarbage(repo);
+    expect(g.chunksDeleted).to.equal(stats.unreferencedChunks);
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+    expect(await sha256Of(repo.restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
   });
 });

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { unlink } from 'node:fs/promises';
-import { RepositoryIntegrityError, verifyRepository, type BackupRepository, type PackIndex } from '../../src/repository/index.js';
+import { RepositoryIntegrityError, verifyRepository, type BackupRepository, type Manifest, type PackIndex } from '../../src/repository/index.js';
 import type { VolumeShape } from './data.js';
 import { backUp, blobPath, corruptStoredChunk, removeTempDirs, storedChunk, tempRepository } from './helpers.js';
 
@@ -75,16 +75,26 @@ describe('repository integrity', function () {
     expect(bytes).to.equal(0);
   });
 
-  it('fails the whole-volume check when the manifest’s checksum does not match its chunks', async () => {
+  it('refuses, before its first byte, a manifest whose chunk list does not match its checksum (altered, reordered or resized)', async () => {
     const repo = await tempRepository();
     await backUp(repo, 'job', 'team.db', { seed: 4, size: 512 * 1024, kind: 'random' });
     const key = 'backups/job/volumes/team.db.json';
-    const m = JSON.parse((await repo.store.get(key)).toString());
-    m.sha256 = '0'.repeat(64);
-    await repo.store.put(key, Buffer.from(JSON.stringify(m)));
-    const { error } = await drain(repo, 'job', 'team.db');
-    expect((error as RepositoryIntegrityError).problem).to.equal('checksum');
-    expect(error!.message).to.include('team.db');
+    const original = (await repo.store.get(key)).toString();
+    const alterations: Record<string, (m: Manifest) => void> = {
+      checksum: (m) => (m.chunksSha256 = '0'.repeat(64)),
+      order: (m) => m.chunks.reverse(),
+      size: (m) => (m.size += 1),
+    };
+    for (const [what, alter] of Object.entries(alterations)) {
+      const m = JSON.parse(original) as Manifest;
+      expect(m.chunks.length, 'chunks to reorder').to.be.above(2);
+      alter(m);
+      await repo.store.put(key, Buffer.from(JSON.stringify(m)));
+      const { bytes, error } = await drain(repo, 'job', 'team.db');
+      expect((error as RepositoryIntegrityError).problem, what).to.equal('checksum');
+      expect(error!.message, what).to.include('team.db').and.include('chunk list');
+      expect(bytes, what).to.equal(0);
+    }
   });
 
   it('reports a complete backup whose index lists a volume that has no manifest', async () => {

@@ -1,7 +1,8 @@
-// `trellis repo verify|stats|gc --path DIR`: operate a backup repository by hand.
+// `trellis repo verify|stats|gc|checksum|upgrade --path DIR`: operate a backup repository by hand.
 // Results go to stdout (text, or JSON with --json); progress of long work goes to stderr,
 // at most once a second, so a pipe of stdout stays clean. Exit codes: 0 fine, 1 the
 // repository has problems (verify) or the command failed, 2 bad usage.
+import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { collectGarbage, openFilesystemRepository, repositoryStats, verifyRepository, type BackupRepository } from '../../repository/index.js';
 
@@ -11,6 +12,10 @@ commands:
   verify   check that every manifest's chunks exist and hash right (exit 1 if not)
   stats    backups, manifests, chunks, logical vs stored bytes, dedup ratio
   gc       delete backups whose ttl has passed, then chunks no manifest references
+  checksum JOB VOLUME   read one backed-up volume (verifying it) and print the SHA-256
+           of its bytes, to compare with sha256sum of a disk
+  upgrade  let a repository of an older format take new backups (older Trellis
+           versions then refuse it)
 
 options:
   --path DIR    the repository (required)
@@ -59,8 +64,16 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(usage);
     return 0;
   }
-  if (!command || !['verify', 'stats', 'gc'].includes(command) || positionals.length > 1 || !values.path) {
-    process.stderr.write(`trellis repo: ${!values.path && command ? '--path is required' : 'expected one of verify, stats, gc'}\n\n${usage}`);
+  const operands = command === 'checksum' ? 2 : 0;
+  if (!command || !['verify', 'stats', 'gc', 'checksum', 'upgrade'].includes(command) || positionals.length !== 1 + operands || !values.path) {
+    const why = !command || !['verify', 'stats', 'gc', 'checksum', 'upgrade'].includes(command)
+      ? 'expected one of verify, stats, gc, checksum, upgrade'
+      : !values.path
+        ? '--path is required'
+        : operands
+          ? `${command} takes JOB and VOLUME`
+          : `${command} takes no operands`;
+    process.stderr.write(`trellis repo: ${why}\n\n${usage}`);
     return 2;
   }
   const print = (json: unknown, text: string): void => {
@@ -100,6 +113,26 @@ export async function run(argv: string[]): Promise<number> {
           '',
         ].join('\n'),
       );
+      return 0;
+    }
+    if (command === 'checksum') {
+      const [job, volume] = positionals.slice(1) as [string, string];
+      const hash = createHash('sha256');
+      let bytes = 0;
+      for await (const piece of repo.restoredChunks(job, volume)) {
+        hash.update(piece);
+        bytes += piece.length;
+        progress(`checksum: ${mib(bytes)} read`);
+      }
+      const sha256 = hash.digest('hex');
+      print({ job, volume, bytes, sha256 }, `${sha256}  ${job}/${volume} (${bytes} bytes)\n`);
+      return 0;
+    }
+    if (command === 'upgrade') {
+      const from = repo.config.format;
+      const upgraded = await repo.upgradeFormat();
+      const to = upgraded.config.format;
+      print({ from, to }, from === to ? `already format ${to}\n` : `upgraded from format ${from} to ${to}\n`);
       return 0;
     }
     const dryRun = values['dry-run'];
