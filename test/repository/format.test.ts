@@ -115,23 +115,26 @@ describe('repository format', () => {
     expect(volumeHashesInProgress()).to.equal(0);
   });
 
-  it('restores and verifies a format-2 repository written when packs came', async () => {
-    const repo = await BackupRepository.open(new FilesystemBlobStore(await golden('repository-v2')));
-    expect(repo.config.format).to.equal(2);
-    expect(await sha256Of(repo.restoreStream('monday', 'ns.a'))).to.deep.equal(shaA);
-    expect(await sha256Of(repo.restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
-    expect(await sha256Of(repo.restoreStream('tuesday', 'ns.a'))).to.deep.equal(shaA);
-    expect((await repo.getManifest('tuesday', 'ns.a')).parent).to.equal('monday');
-    const v = await verifyRepository(repo);
-    expect(v.problems).to.deep.equal([]);
-    expect(v.manifests).to.equal(3);
-    const stats = await repositoryStats(repo);
-    expect(stats.packs).to.be.above(1);
-    expect(stats.unreferencedChunks).to.be.above(0);
-    const g = await collectGarbage(repo);
-    expect(g.chunksDeleted).to.equal(stats.unreferencedChunks);
-    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
-  });
+  for (const format of [2, 3]) {
+    it(`restores, verifies and garbage-collects a format-${format} repository, packs and all`, async () => {
+      const repo = await openFilesystemRepository(await golden(`repository-v${format}`));
+      expect(repo.config.format).to.equal(format);
+      expect(await sha256Of(repo.restoreStream('monday', 'ns.a'))).to.deep.equal(shaA);
+      expect(await sha256Of(repo.restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
+      expect(await sha256Of(repo.restoreStream('tuesday', 'ns.a'))).to.deep.equal(shaA);
+      expect((await repo.getManifest('tuesday', 'ns.a')).parent).to.equal('monday');
+      const v = await verifyRepository(repo);
+      expect(v.problems).to.deep.equal([]);
+      expect(v.manifests).to.equal(3);
+      const stats = await repositoryStats(repo);
+      expect(stats.packs).to.be.above(1);
+      expect(stats.unreferencedChunks).to.be.above(0);
+      const g = await collectGarbage(repo);
+      expect(g.chunksDeleted).to.equal(stats.unreferencedChunks);
+      expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+      expect(await sha256Of(repo.restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
+    });
+  }
 
   it('takes no new backup into a format-2 repository until it is upgraded, then writes format-3 manifests beside the old ones', async () => {
     const old = await openFilesystemRepository(await golden('repository-v2'));
@@ -152,21 +155,4 @@ describe('repository format', () => {
     expect((await verifyRepository(repo)).problems).to.deep.equal([]);
   });
 
-  it('restores, verifies and garbage-collects a format-3 repository', async () => {
-    const repo = await openFilesystemRepository(await golden('repository-v3'));
-    expect(repo.config.format).to.equal(3);
-    expect(await sha256Of(repo.restoreStream('monday', 'ns.a'))).to.deep.equal(shaA);
-    expect(await sha256Of(repo.restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
-    expect(await sha256Of(repo.restoreStream('tuesday', 'ns.a'))).to.deep.equal(shaA);
-    expect((await repo.getManifest('tuesday', 'ns.a')).parent).to.equal('monday');
-    const v = await verifyRepository(repo);
-    expect(v.problems).to.deep.equal([]);
-    expect(v.manifests).to.equal(3);
-    const stats = await repositoryStats(repo);
-    expect(stats.unreferencedChunks).to.be.above(0);
-    const g = await collectGarbage(repo);
-    expect(g.chunksDeleted).to.equal(stats.unreferencedChunks);
-    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
-    expect(await sha256Of(repo.restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
-  });
 });
