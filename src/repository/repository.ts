@@ -33,7 +33,7 @@ import {
   type RepositoryConfig,
   type VolumeSource,
 } from './format.js';
-import { readChunk, restoredChunks, restoreStream, type ChunkReadResult, type ReadContext, type RestoreOptions } from './restore.js';
+import { readChunk, restoredChunks, restoreInto, restoreStream, type ChunkReadResult, type ReadContext, type RestoreOptions } from './restore.js';
 import * as uploads from './uploads.js';
 
 export interface RepositoryOptions {
@@ -197,6 +197,14 @@ export class BackupRepository implements ReadContext {
   /** A backed-up volume's bytes, verified as they stream (the repository's side of a RestoreJob). */
   restoreStream(job: string, volume: string, options: RestoreOptions = {}): Readable {
     return restoreStream(this, job, volume, options);
+  }
+
+  /**
+   * The same bytes as restoreStream, handed to `write` chunk by chunk without a copy: a
+   * chunk's memory is reused once its write settles. Resolves with the bytes written.
+   */
+  restoreInto(job: string, volume: string, write: (chunk: Buffer) => Promise<unknown>, options: RestoreOptions = {}): Promise<number> {
+    return restoreInto(this, job, volume, write, options);
   }
 
   /** The same bytes as restoreStream, as verified chunks. */

@@ -32,6 +32,14 @@ export interface RestoreOptions {
   readAheadBytes?: number;
 }
 
+interface ChunkOptions extends RestoreOptions {
+  /**
+   * Yield views of the read buffers instead of copies: each is valid only until the
+   * generator is resumed (restoreInto's contract).
+   */
+  lend?: boolean;
+}
+
 function corruptChunk(actual: string): ChunkReadResult & { ok: false } {
   return { ok: false, problem: 'corrupt', detail: `is corrupt: its content hashes to ${actual}` };
 }
@@ -177,7 +185,27 @@ function* extentsOf(manifest: Manifest, index: ChunkIndex, maxBytes: number): Ge
   if (current) yield current;
 }
 
-export async function* restoredChunks(repo: ReadContext, job: string, volume: string, options: RestoreOptions = {}): AsyncGenerator<Buffer> {
+/**
+ * Restores a volume by handing each verified chunk to `write` in order. The chunk is a view
+ * of memory that is reused once the promise `write` returned settles, so nothing is copied:
+ * the fastest way to put a backup on a disk or into a file. Resolves with the bytes written.
+ */
+export async function restoreInto(
+  repo: ReadContext,
+  job: string,
+  volume: string,
+  write: (chunk: Buffer) => Promise<unknown>,
+  options: RestoreOptions = {},
+): Promise<number> {
+  let bytes = 0;
+  for await (const chunk of restoredChunks(repo, job, volume, { ...options, lend: true })) {
+    await write(chunk);
+    bytes += chunk.length;
+  }
+  return bytes;
+}
+
+export async function* restoredChunks(repo: ReadContext, job: string, volume: string, options: ChunkOptions = {}): AsyncGenerator<Buffer> {
   const manifest = await getManifest(repo, job, volume);
   checkChunkList(job, volume, manifest);
   const index = await repo.chunkIndex(true);
@@ -281,8 +309,11 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
         // In order, on the volume hash's own worker (shared memory: no copy).
         if (volumeHash) appended.push(volumeHash.append(r.data));
         total += r.data.length;
-        // A copy out of a reused buffer; a chunk read on its own is the consumer's already.
-        yield buffers.length > 0 ? Buffer.from(r.data) : Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength);
+        // A copy out of a reused buffer (unless lent: the extent's buffers are reused only
+        // after the consumer has resumed past its last chunk); a chunk read on its own is the
+        // consumer's already.
+        const view = Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength);
+        yield buffers.length > 0 && !options.lend ? Buffer.from(view) : view;
       }
       // The extent's buffers go back once the volume hash has read them.
       void Promise.allSettled(appended).then(() => spare.push(...buffers.map((b) => new Uint8Array(b.buffer))));

@@ -1,9 +1,11 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { cp } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { cp, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FilesystemBlobStore } from '../../src/repository/index.js';
-import type { VolumeShape } from './data.js';
+import { sha256Of, type VolumeShape } from './data.js';
 import { backUp, corruptStoredChunk, expected, removeTempDirs, tempDir, tempRepository } from './helpers.js';
 
 const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -79,7 +81,7 @@ describe('trellis repo verify|stats|gc', function () {
     expect(await repo.listBackups()).to.deep.equal([]);
   });
 
-  it('prints the SHA-256 of a backed-up volume’s bytes, and upgrades an older repository', async () => {
+  it('prints the SHA-256 of a backed-up volume’s bytes, restores it into a file, and upgrades an older repository', async () => {
     const repo = await tempRepository();
     const path = (repo.store as FilesystemBlobStore).root;
     const shape: VolumeShape = { seed: 41, size: 300 * 1024 + 5, kind: 'random' };
@@ -90,6 +92,14 @@ describe('trellis repo verify|stats|gc', function () {
     expect(sum.stdout).to.equal(`${want.sha256}  monday/ns.a (${want.size} bytes)\n`);
     expect((await trellis('checksum', 'monday', '--path', path)).code).to.equal(2);
     expect((await trellis('checksum', 'monday', 'ns.nothing', '--path', path)).code).to.equal(1);
+
+    const to = join(await tempDir(), 'ns.a.img');
+    await writeFile(to, 'old contents, longer than nothing');
+    const restored = await trellis('restore', 'monday', 'ns.a', '--to', to, '--json', '--path', path);
+    expect(restored.code).to.equal(0);
+    expect(JSON.parse(restored.stdout)).to.deep.equal({ job: 'monday', volume: 'ns.a', to, bytes: want.size });
+    expect(await sha256Of(createReadStream(to))).to.deep.equal(want);
+    expect((await trellis('restore', 'monday', 'ns.a', '--path', path)).stderr).to.include('--to FILE');
 
     const old = await tempDir();
     await cp(fileURLToPath(new URL('./fixtures/repository-v2', import.meta.url)), old, { recursive: true });

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { BackupRepository, defaultChunkerOptions, FilesystemBlobStore, repositoryStats } from '../../src/repository/index.js';
@@ -80,6 +81,24 @@ describe('repository round trip', function () {
     expect(again.alreadyComplete).to.equal(true);
     expect(again.bytesRead).to.equal(0);
     expect(again.manifest.chunksSha256).to.equal(first.manifest.chunksSha256);
+  });
+
+  it('restoreInto hands out every chunk uncopied, and reuses its memory only after the write settles', async () => {
+    const repo = await tempRepository({ chunking: defaultChunkerOptions });
+    const shape: VolumeShape = { seed: 77, size: 40 * 1024 * 1024 + 3, kind: 'random' };
+    await backUp(repo, 'job', 'ns.big', shape);
+    const hash = createHash('sha256');
+    let writes = 0;
+    // A slow writer: the read-ahead fills other buffers meanwhile, and reusing this one
+    // before its write settles would change the bytes read here.
+    const bytes = await repo.restoreInto('job', 'ns.big', async (chunk) => {
+      await new Promise((r) => setTimeout(r, 2));
+      hash.update(chunk);
+      writes++;
+    });
+    expect(bytes).to.equal(shape.size);
+    expect(writes).to.be.above(20);
+    expect({ sha256: hash.digest('hex'), size: bytes }).to.deep.equal(await expected(shape));
   });
 
   it('fails an upload whose source fails with the source’s error, and writes no manifest', async () => {

@@ -1,8 +1,9 @@
-// `trellis repo verify|stats|gc|checksum|upgrade --path DIR`: operate a backup repository by hand.
+// `trellis repo verify|stats|gc|checksum|restore|upgrade --path DIR`: operate a backup repository by hand.
 // Results go to stdout (text, or JSON with --json); progress of long work goes to stderr,
 // at most once a second, so a pipe of stdout stays clean. Exit codes: 0 fine, 1 the
 // repository has problems (verify) or the command failed, 2 bad usage.
 import { createHash } from 'node:crypto';
+import { open, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { collectGarbage, openFilesystemRepository, repositoryStats, verifyRepository, type BackupRepository } from '../../repository/index.js';
 
@@ -14,6 +15,8 @@ commands:
   gc       delete backups whose ttl has passed, then chunks no manifest references
   checksum JOB VOLUME   read one backed-up volume (verifying it) and print the SHA-256
            of its bytes, to compare with sha256sum of a disk
+  restore JOB VOLUME --to FILE   write one backed-up volume, verified, into FILE
+           (created or replaced; a block device is written in place), then fsync it
   upgrade  let a repository of an older format take new backups (older Trellis
            versions then refuse it)
 
@@ -21,6 +24,7 @@ options:
   --path DIR    the repository (required)
   --json        print the result as JSON
   --dry-run     gc: report what would be deleted, delete nothing
+  --to FILE     restore: where the volume's bytes go
   --quiet       no progress on stderr
 `;
 
@@ -50,6 +54,7 @@ export async function run(argv: string[]): Promise<number> {
         path: { type: 'string' },
         json: { type: 'boolean', default: false },
         'dry-run': { type: 'boolean', default: false },
+        to: { type: 'string' },
         quiet: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -64,16 +69,21 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(usage);
     return 0;
   }
-  const operands = command === 'checksum' ? 2 : 0;
-  if (!command || !['verify', 'stats', 'gc', 'checksum', 'upgrade'].includes(command) || positionals.length !== 1 + operands || !values.path) {
-    const why = !command || !['verify', 'stats', 'gc', 'checksum', 'upgrade'].includes(command)
-      ? 'expected one of verify, stats, gc, checksum, upgrade'
-      : !values.path
-        ? '--path is required'
-        : operands
+  const commands = ['verify', 'stats', 'gc', 'checksum', 'restore', 'upgrade'];
+  const operands = command === 'checksum' || command === 'restore' ? 2 : 0;
+  const why = !command || !commands.includes(command)
+    ? `expected one of ${commands.join(', ')}`
+    : !values.path
+      ? '--path is required'
+      : positionals.length !== 1 + operands
+        ? operands
           ? `${command} takes JOB and VOLUME`
-          : `${command} takes no operands`;
-    process.stderr.write(`trellis repo: ${why}\n\n${usage}`);
+          : `${command} takes no operands`
+        : command === 'restore' && !values.to
+          ? 'restore needs --to FILE'
+          : undefined;
+  if (why !== undefined || values.path === undefined) {
+    process.stderr.write(`trellis repo: ${why ?? '--path is required'}\n\n${usage}`);
     return 2;
   }
   const print = (json: unknown, text: string): void => {
@@ -126,6 +136,29 @@ export async function run(argv: string[]): Promise<number> {
       }
       const sha256 = hash.digest('hex');
       print({ job, volume, bytes, sha256 }, `${sha256}  ${job}/${volume} (${bytes} bytes)\n`);
+      return 0;
+    }
+    if (command === 'restore') {
+      const [job, volume] = positionals.slice(1) as [string, string];
+      const to = values.to!;
+      // A block device is written in place; anything else is created or replaced.
+      const device = await stat(to).then(
+        (s) => s.isBlockDevice(),
+        () => false,
+      );
+      const file = await open(to, device ? 'r+' : 'w');
+      let bytes = 0;
+      try {
+        bytes = await repo.restoreInto(job, volume, async (chunk) => {
+          for (let done = 0; done < chunk.length; ) done += (await file.write(chunk, done, chunk.length - done)).bytesWritten;
+          bytes += chunk.length;
+          progress(`restore: ${mib(bytes)} written`);
+        });
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      print({ job, volume, to, bytes }, `restored ${job}/${volume} to ${to} (${bytes} bytes, verified)\n`);
       return 0;
     }
     if (command === 'upgrade') {
