@@ -3,7 +3,7 @@
 // (what is stored, and what deduplication and compression save).
 import { ChunkIndex } from './chunk-index.js';
 import type { IntegrityProblem } from './errors.js';
-import { checksumOf, keys, manifestKeyParts, type Manifest } from './format.js';
+import { checksumOf, chunkListSha256, keys, manifestKeyParts, type Manifest } from './format.js';
 import type { BackupRepository } from './repository.js';
 
 export interface VerifyProblem {
@@ -48,6 +48,9 @@ export async function verifyRepository(repo: BackupRepository, options: VerifyOp
     const sum = manifest.chunks.reduce((n, [, size]) => n + size, 0);
     if (sum !== manifest.size) {
       result.problems.push({ job, volume, problem: 'manifest', message: `${key}: chunk sizes add up to ${sum} bytes, the manifest says ${manifest.size}` });
+    }
+    if (manifest.chunksSha256 !== undefined && chunkListSha256(manifest.chunks) !== manifest.chunksSha256) {
+      result.problems.push({ job, volume, problem: 'manifest', message: `${key}: its chunk list hashes to ${chunkListSha256(manifest.chunks)}, the manifest says ${manifest.chunksSha256}` });
     }
 
     const todo = manifest.chunks.map(([hash, size], index) => ({ hash, size, index })).filter((c) => !checked.has(c.hash));

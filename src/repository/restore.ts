@@ -1,9 +1,9 @@
 // Verified reads. Guarantees:
 // - restoreStream emits a volume's bytes in order, and no byte of a chunk before that
-//   chunk's hash has been checked; a manifest's chunk list is checked against its
-//   chunksSha256 before the first byte (format 3), or the whole-volume SHA-256 of an older
-//   manifest is checked at the end, with the size. A fault is a RepositoryIntegrityError naming the volume and the chunk, never
-//   silently wrong data.
+//   chunk's hash has been checked. A manifest's chunk list is checked against its
+//   chunksSha256 before the first byte (format 3); an older manifest's whole-volume SHA-256
+//   is checked at the end, as is the size. A fault is a RepositoryIntegrityError naming the
+//   volume and the chunk, never silently wrong data.
 // - Reads run ahead of the consumer (up to `readAheadBytes`, default 32 MiB, across pack
 //   boundaries); chunks stored next to each other in a pack are read with one ranged read.
 // - A chunk whose pack went since the index was loaded (a repack by GC) is looked up again
@@ -91,10 +91,6 @@ export async function readChunk(repo: ReadContext, hash: string, size: number): 
   return actual === hash ? r : corruptChunk(actual);
 }
 
-/**
- * Streams a backed-up volume in order. Every chunk is verified before its bytes are
- * emitted; the stream fails with a RepositoryIntegrityError on the first fault.
- */
 /** Throws unless the manifest's chunk list is the one its chunksSha256 names and adds up to its size (format 3). */
 function checkChunkList(job: string, volume: string, manifest: Manifest): void {
   if (manifest.chunksSha256 === undefined) {
@@ -113,9 +109,12 @@ function checkChunkList(job: string, volume: string, manifest: Manifest): void {
   }
 }
 
+/**
+ * Streams a backed-up volume in order. Every chunk is verified before its bytes are
+ * emitted; the stream fails with a RepositoryIntegrityError on the first fault.
+ */
 export function restoreStream(repo: ReadContext, job: string, volume: string, options: RestoreOptions = {}): Readable {
   const chunks = restoredChunks(repo, job, volume, options);
-  let failure: Error | undefined;
   let drained: NodeJS.Timeout | undefined;
   return new Readable({
     // Read ahead of the consumer: with the default 16 KiB mark each 1 MiB chunk would wait
@@ -125,7 +124,7 @@ export function restoreStream(repo: ReadContext, job: string, volume: string, op
       chunks.next().then(
         (r) => this.push(r.done ? null : r.value),
         (err: unknown) => {
-          failure = err instanceof Error ? err : new Error(String(err));
+          const failure = err instanceof Error ? err : new Error(String(err));
           // The bytes read ahead were verified: the consumer gets them all before the error.
           const fail = () => {
             if (this.readableLength > 0 && !this.destroyed) return;

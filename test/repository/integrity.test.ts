@@ -75,7 +75,7 @@ describe('repository integrity', function () {
     expect(bytes).to.equal(0);
   });
 
-  it('refuses, before its first byte, a manifest whose chunk list does not match its checksum (altered, reordered or resized)', async () => {
+  it('refuses, before its first byte, a manifest whose chunk list does not match its checksum (altered, reordered or resized), and verify names it', async () => {
     const repo = await tempRepository();
     await backUp(repo, 'job', 'team.db', { seed: 4, size: 512 * 1024, kind: 'random' });
     const key = 'backups/job/volumes/team.db.json';
@@ -94,6 +94,9 @@ describe('repository integrity', function () {
       expect((error as RepositoryIntegrityError).problem, what).to.equal('checksum');
       expect(error!.message, what).to.include('team.db').and.include('chunk list');
       expect(bytes, what).to.equal(0);
+      const v = await verifyRepository(repo);
+      expect(v.problems.map((p) => p.problem), what).to.deep.equal(['manifest']);
+      expect(v.problems[0]!.message, what).to.include(key);
     }
   });
 
