@@ -218,8 +218,8 @@ class Upload {
     private readonly options: BackupVolumeOptions,
   ) {
     this.intentBatch = options.intentBatch ?? 16;
-    // Two packs written while the next fills: a pack's fsync then overlaps the filling of
-    // two more, not one (16 MiB more memory with the default packs).
+    // Two packs committed while the next fills: a pack's fsync overlaps the filling of two
+    // more (on a filesystem no pack is held in memory; elsewhere each is a buffer).
     this.writer = new PackWriter(
       repo,
       repo.config.packing ?? defaultPacking,

@@ -16,6 +16,10 @@
 // - move is atomic where the medium allows (a filesystem rename); elsewhere copy-then-delete.
 // - has, get and stat may already see a blob whose put has not resolved (another writer's):
 //   syncBlobs makes such blobs durable before anything that relies on them is written.
+// - createWriter (optional) writes a blob piece by piece, as putIfAbsent would write it
+//   whole: nothing is visible under the key until commit() resolves true, and commit()
+//   never replaces. A pack goes this way, chunk by chunk, so it is never held in memory
+//   whole (an object store can map it onto a multipart upload).
 
 import { RepositoryInputError } from './errors.js';
 
@@ -24,11 +28,23 @@ export interface BlobStat {
   modifiedAt: Date;
 }
 
+/** A blob being written piece by piece (see BlobStore.createWriter). */
+export interface BlobWriter {
+  /** Appends the pieces, one after another; the caller may reuse their memory once this resolves. */
+  write(pieces: Uint8Array[]): Promise<void>;
+  /** putIfAbsent of everything written: atomic and durable; false (and nothing written) when the key exists. */
+  commit(): Promise<boolean>;
+  /** Drops what was written; safe after a failed write or commit. */
+  abort(): Promise<void>;
+}
+
 export interface BlobStore {
   /** A human-readable location for messages, e.g. the filesystem path. */
   readonly location: string;
   /** Writes `data` under `key` unless a blob is already there. True when it wrote. */
   putIfAbsent(key: string, data: Buffer): Promise<boolean>;
+  /** Starts a blob written piece by piece (optional: putIfAbsent of a whole buffer works everywhere). */
+  createWriter?(key: string): Promise<BlobWriter>;
   /** Writes or replaces `key`. */
   put(key: string, data: Buffer): Promise<void>;
   /** The blob's bytes; throws BlobNotFoundError when absent. */

@@ -1,17 +1,18 @@
 // A BlobStore on a local or network filesystem (an NFS export or a PVC mount).
 // Guarantees, on top of the BlobStore contract:
 // - A write goes to a temporary file in the blob's own folder, is fsynced, then linked
-//   (putIfAbsent: link fails if the name exists, so it never replaces) or renamed (put)
-//   into place, and the folder is fsynced: after a crash a blob is whole or absent.
+//   (putIfAbsent and a writer's commit: link fails if the name exists, so it never
+//   replaces) or renamed (put) into place, and the folder is fsynced: after a crash a blob
+//   is whole or absent. A writer appends to its temporary file as pieces come.
 // - A blob another writer linked into place is visible before that writer fsyncs its
 //   folder (and stays unsynced if the writer is killed then): syncBlobs fsyncs the folders
 //   of the blobs named, so a power loss cannot take a blob something new relies on.
 // - Temporary files start with '.tmp-' and are never listed; removeStaleTemporaries
 //   sweeps the ones a killed writer left behind.
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { BlobNotFoundError, checkKey, type BlobStat, type BlobStore } from './blob-store.js';
+import { BlobNotFoundError, checkKey, type BlobStat, type BlobStore, type BlobWriter } from './blob-store.js';
 
 const tempPrefix = '.tmp-';
 
@@ -35,7 +36,52 @@ export class FilesystemBlobStore implements BlobStore {
 
   async putIfAbsent(key: string, data: Buffer): Promise<boolean> {
     const path = this.pathOf(key);
-    const tmp = await this.writeTemporary(path, data);
+    return this.linkIntoPlace(await this.writeTemporary(path, data), path);
+  }
+
+  async createWriter(key: string): Promise<BlobWriter> {
+    const path = this.pathOf(key);
+    const { tmp, handle } = await this.openTemporary(path);
+    let size = 0;
+    let closed = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      await handle.close();
+    };
+    return {
+      write: async (pieces) => {
+        // One writev for all the pieces (a chunk's codec byte and its bytes); what the
+        // kernel did not take goes after it.
+        let at = size;
+        let skip = (await handle.writev(pieces, at)).bytesWritten;
+        for (const piece of pieces) {
+          if (skip < piece.length) await writeAll(handle, piece.subarray(skip), at + skip);
+          skip = Math.max(0, skip - piece.length);
+          at += piece.length;
+        }
+        size = at;
+      },
+      commit: async () => {
+        try {
+          await handle.sync();
+          await close();
+        } catch (err) {
+          await close().catch(() => undefined);
+          await unlink(tmp).catch(() => undefined);
+          throw err;
+        }
+        return this.linkIntoPlace(tmp, path);
+      },
+      abort: async () => {
+        await close().catch(() => undefined);
+        await unlink(tmp).catch(() => undefined);
+      },
+    };
+  }
+
+  /** Links a durable temporary file into place unless `path` exists, then removes it; true when it linked. */
+  private async linkIntoPlace(tmp: string, path: string): Promise<boolean> {
     let wrote = true;
     try {
       await link(tmp, path);
@@ -173,24 +219,26 @@ export class FilesystemBlobStore implements BlobStore {
     for (const known of this.knownDirs) if (known === dir || known.startsWith(dir + sep)) this.knownDirs.delete(known);
   }
 
-  private async writeTemporary(path: string, data: Buffer): Promise<string> {
+  /** A new temporary file in `path`'s folder, open for writing. */
+  private async openTemporary(path: string): Promise<{ tmp: string; handle: FileHandle }> {
     const dir = dirname(path);
     await this.ensureDir(dir);
     const tmp = join(dir, `${tempPrefix}${randomBytes(8).toString('hex')}`);
-    let handle;
     try {
-      handle = await open(tmp, 'wx');
+      return { tmp, handle: await open(tmp, 'wx') };
     } catch (err) {
       // Another store pruned the folder since this one cached it: make it again, once.
       if (!isErrno(err, 'ENOENT')) throw err;
       this.knownDirs.delete(dir);
       await this.ensureDir(dir);
-      handle = await open(tmp, 'wx');
+      return { tmp, handle: await open(tmp, 'wx') };
     }
+  }
+
+  private async writeTemporary(path: string, data: Buffer): Promise<string> {
+    const { tmp, handle } = await this.openTemporary(path);
     try {
-      // One write call for the whole blob: FileHandle.writeFile goes 512 KiB at a time, each a
-      // round trip through libuv's thread pool, which a 16 MiB pack then waits for 32 times.
-      for (let done = 0; done < data.length; ) done += (await handle.write(data, done, data.length - done)).bytesWritten;
+      await writeAll(handle, data, 0);
       await handle.sync();
     } catch (err) {
       await handle.close();
@@ -214,6 +262,14 @@ export class FilesystemBlobStore implements BlobStore {
     }
     this.knownDirs.add(dir);
   }
+}
+
+/**
+ * Writes all of `data` at `position` with as few calls as the kernel allows: FileHandle's
+ * writeFile goes 512 KiB at a time, each a round trip through libuv's thread pool.
+ */
+async function writeAll(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < data.length; ) done += (await handle.write(data, done, data.length - done, position + done)).bytesWritten;
 }
 
 async function fsyncDir(dir: string): Promise<void> {

@@ -4,7 +4,7 @@ import { FilesystemBlobStore } from './filesystem-blob-store.js';
 import { BackupRepository, type CreateOptions, type RepositoryOptions } from './repository.js';
 
 export type { BackupVolumeOptions, UploadProgress, UploadResult } from './backup.js';
-export { BlobNotFoundError, type BlobStat, type BlobStore } from './blob-store.js';
+export { BlobNotFoundError, type BlobStat, type BlobStore, type BlobWriter } from './blob-store.js';
 export type { BackupSummary } from './catalog.js';
 export { chunkStream, defaultChunkerOptions, type ChunkerOptions } from './chunker.js';
 export { defaultCodec, type CodecName } from './codec.js';

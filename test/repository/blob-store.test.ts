@@ -71,6 +71,27 @@ for (const [name, makeStore] of stores) {
 describe('filesystem blob store', () => {
   after(removeTempDirs);
 
+  it('writes a blob piece by piece: nothing visible before commit, never replacing, nothing left after an abort', async () => {
+    const store = new FilesystemBlobStore(await tempDir());
+    const writer = await store.createWriter('packs/ab/one');
+    await writer.write([Buffer.from('hel'), Buffer.from('lo, ')]);
+    await writer.write([new Uint8Array(Buffer.from('world'))]);
+    expect(await store.has('packs/ab/one')).to.equal(false);
+    expect(await listAll(store, '')).to.deep.equal([]);
+    expect(await writer.commit()).to.equal(true);
+    expect((await store.get('packs/ab/one')).toString()).to.equal('hello, world');
+
+    const second = await store.createWriter('packs/ab/one');
+    await second.write([Buffer.from('other')]);
+    expect(await second.commit()).to.equal(false);
+    expect((await store.get('packs/ab/one')).toString()).to.equal('hello, world');
+
+    const dropped = await store.createWriter('packs/ab/two');
+    await dropped.write([Buffer.from('partial')]);
+    await dropped.abort();
+    expect(await readdir(join(store.root, 'packs', 'ab'))).to.deep.equal(['one']);
+  });
+
   it('never lists its temporary files, and removes only those older than the cut-off', async () => {
     const dir = await tempDir();
     const store = new FilesystemBlobStore(dir);

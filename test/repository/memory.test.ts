@@ -7,7 +7,7 @@ const fixture = fileURLToPath(new URL('./fixtures/sparse-backup.ts', import.meta
 
 // The bounds are on the peak RSS of the whole child process: Node, tsx and the four worker
 // threads take about 126 MiB before any data flows; the repository's own buffers are
-// bounded at 80 MiB (32 MiB of blocks; three 16 MiB packs: one filling, two being written);
+// bounded at 32 MiB of blocks (packs go to their files chunk by chunk, never held whole);
 // the rest is the allocator's and the source's slack. Measured on two loaded cores:
 // 200-237 MiB (sparse) and 260-325 MiB (unique data).
 const rssBound = 256 * 1024 * 1024;

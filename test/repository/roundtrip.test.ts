@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { BackupRepository, defaultChunkerOptions, FilesystemBlobStore, repositoryStats } from '../../src/repository/index.js';
+import { BackupRepository, defaultChunkerOptions, FilesystemBlobStore, repositoryStats, type BlobWriter } from '../../src/repository/index.js';
 import { chunkListSha256 } from '../../src/repository/format.js';
 import { blockSize, sha256Of, volumeBytes, type VolumeShape } from './data.js';
 import { backUp, expected, removeTempDirs, smallChunks, smallPacks, tempDir, tempRepository } from './helpers.js';
@@ -128,11 +128,16 @@ describe('repository round trip', function () {
     );
     const attempted: string[] = [];
     class FailingDisk extends FilesystemBlobStore {
-      override async putIfAbsent(key: string, data: Buffer): Promise<boolean> {
-        if (!key.startsWith('packs/')) return super.putIfAbsent(key, data);
-        attempted.push(key);
-        await new Promise((r) => setTimeout(r, 50)); // several pack writes are in flight at once
-        throw new Error(`EIO writing ${key}`);
+      override async createWriter(key: string): Promise<BlobWriter> {
+        const writer = await super.createWriter(key);
+        return {
+          ...writer,
+          commit: async () => {
+            attempted.push(key);
+            await new Promise((r) => setTimeout(r, 50)); // several pack commits are in flight at once
+            throw new Error(`EIO writing ${key}`);
+          },
+        };
       }
     }
     const repo = await BackupRepository.create(new FailingDisk(await tempDir()), { chunking: smallChunks, packing: smallPacks }, { logger });
