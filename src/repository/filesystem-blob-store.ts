@@ -41,42 +41,14 @@ export class FilesystemBlobStore implements BlobStore {
 
   async createWriter(key: string): Promise<BlobWriter> {
     const path = this.pathOf(key);
-    const { tmp, handle } = await this.openTemporary(path);
-    let size = 0;
-    let closed = false;
-    const close = async () => {
-      if (closed) return;
-      closed = true;
-      await handle.close();
-    };
+    const file = await this.openTemporary(path);
     return {
-      write: async (pieces) => {
-        // One writev for all the pieces (a chunk's codec byte and its bytes); what the
-        // kernel did not take goes after it.
-        let at = size;
-        let skip = (await handle.writev(pieces, at)).bytesWritten;
-        for (const piece of pieces) {
-          if (skip < piece.length) await writeAll(handle, piece.subarray(skip), at + skip);
-          skip = Math.max(0, skip - piece.length);
-          at += piece.length;
-        }
-        size = at;
-      },
+      write: (pieces) => file.append(pieces),
       commit: async () => {
-        try {
-          await handle.sync();
-          await close();
-        } catch (err) {
-          await close().catch(() => undefined);
-          await unlink(tmp).catch(() => undefined);
-          throw err;
-        }
-        return this.linkIntoPlace(tmp, path);
+        await file.finish();
+        return this.linkIntoPlace(file.path, path);
       },
-      abort: async () => {
-        await close().catch(() => undefined);
-        await unlink(tmp).catch(() => undefined);
-      },
+      abort: () => file.discard(),
     };
   }
 
@@ -220,33 +192,32 @@ export class FilesystemBlobStore implements BlobStore {
   }
 
   /** A new temporary file in `path`'s folder, open for writing. */
-  private async openTemporary(path: string): Promise<{ tmp: string; handle: FileHandle }> {
+  private async openTemporary(path: string): Promise<TemporaryFile> {
     const dir = dirname(path);
     await this.ensureDir(dir);
     const tmp = join(dir, `${tempPrefix}${randomBytes(8).toString('hex')}`);
     try {
-      return { tmp, handle: await open(tmp, 'wx') };
+      return new TemporaryFile(tmp, await open(tmp, 'wx'));
     } catch (err) {
       // Another store pruned the folder since this one cached it: make it again, once.
       if (!isErrno(err, 'ENOENT')) throw err;
       this.knownDirs.delete(dir);
       await this.ensureDir(dir);
-      return { tmp, handle: await open(tmp, 'wx') };
+      return new TemporaryFile(tmp, await open(tmp, 'wx'));
     }
   }
 
+  /** `data` in a durable temporary file beside `path`; its path. */
   private async writeTemporary(path: string, data: Buffer): Promise<string> {
-    const { tmp, handle } = await this.openTemporary(path);
+    const file = await this.openTemporary(path);
     try {
-      await writeAll(handle, data, 0);
-      await handle.sync();
+      await file.append([data]);
     } catch (err) {
-      await handle.close();
-      await unlink(tmp).catch(() => undefined);
+      await file.discard();
       throw err;
     }
-    await handle.close();
-    return tmp;
+    await file.finish();
+    return file.path;
   }
 
   private async ensureDir(dir: string): Promise<void> {
@@ -264,12 +235,54 @@ export class FilesystemBlobStore implements BlobStore {
   }
 }
 
-/**
- * Writes all of `data` at `position` with as few calls as the kernel allows: FileHandle's
- * writeFile goes 512 KiB at a time, each a round trip through libuv's thread pool.
- */
-async function writeAll(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {
-  for (let done = 0; done < data.length; ) done += (await handle.write(data, done, data.length - done, position + done)).bytesWritten;
+/** A temporary file being written, before it is linked or renamed into place. */
+class TemporaryFile {
+  private written = 0;
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    private readonly handle: FileHandle,
+  ) {}
+
+  /**
+   * Appends the pieces with one writev (a pack's chunk: its codec byte and its bytes); what
+   * the kernel did not take goes after it. FileHandle's writeFile would go 512 KiB at a
+   * time, each a round trip through libuv's thread pool.
+   */
+  async append(pieces: Uint8Array[]): Promise<void> {
+    let at = this.written;
+    let skip = (await this.handle.writev(pieces, at)).bytesWritten;
+    for (const piece of pieces) {
+      for (let done = skip; done < piece.length; ) done += (await this.handle.write(piece, done, piece.length - done, at + done)).bytesWritten;
+      skip = Math.max(0, skip - piece.length);
+      at += piece.length;
+    }
+    this.written = at;
+  }
+
+  /** Makes the file durable and closes it; on a failure removes it. */
+  async finish(): Promise<void> {
+    try {
+      await this.handle.sync();
+      await this.close();
+    } catch (err) {
+      await this.discard();
+      throw err;
+    }
+  }
+
+  /** Closes and removes the file; safe to call more than once. */
+  async discard(): Promise<void> {
+    await this.close().catch(() => undefined);
+    await unlink(this.path).catch(() => undefined);
+  }
+
+  private async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.handle.close();
+  }
 }
 
 async function fsyncDir(dir: string): Promise<void> {

@@ -1,8 +1,8 @@
-// SHA-256 of a whole volume (and, with update(), of each of its chunks), computed on one
-// shared worker thread: a volume's hash is one sequential pass, so it runs beside the
-// chunk workers (chunk-workers.ts) rather than on the main thread.
-// Guarantees: updates are hashed in the order they were given; each update resolves to
-// its own chunk's hash; digest() resolves after every earlier update; the worker never
+// SHA-256 of a whole volume, computed on one shared worker thread: a volume's hash is one
+// sequential pass, so it runs beside the chunk workers (chunk-workers.ts) rather than on
+// the main thread. Only manifests from before format 3 need it (restore.ts).
+// Guarantees: appends are hashed in the order they were given; digest() resolves after
+// every earlier append; the worker never
 // keeps the process alive while no hash is in progress; if no worker can start, hashing
 // happens inline with the same results.
 import { createHash } from 'node:crypto';
@@ -17,7 +17,7 @@ parentPort.on('message', (m) => {
   if (!hash) sessions.set(m.id, (hash = createHash('sha256')));
   if (m.data) {
     hash.update(m.data);
-    parentPort.postMessage({ id: m.id, value: m.only ? '' : createHash('sha256').update(m.data).digest('hex') });
+    parentPort.postMessage({ id: m.id, value: '' });
   } else {
     sessions.delete(m.id);
     parentPort.postMessage({ id: m.id, value: hash.digest('hex'), last: true });
@@ -61,10 +61,8 @@ function sharedWorker(): Worker {
 }
 
 export interface VolumeHash {
-  /** Adds `data` to the volume's hash; resolves to the SHA-256 (hex) of `data` alone. */
-  update(data: Buffer): Promise<string>;
   /**
-   * Adds `data` to the volume's hash only; resolves once it is hashed. Bytes in a
+   * Adds `data` to the volume's hash; resolves once it is hashed. Bytes in a
    * SharedArrayBuffer reach the worker without a copy.
    */
   append(data: Uint8Array): Promise<void>;
@@ -84,21 +82,17 @@ class WorkerVolumeHash implements VolumeHash {
     worker.ref();
   }
 
-  private request(message: { id: number; data?: Uint8Array; only?: boolean }): Promise<string> {
+  private request(message: { id: number; data?: Uint8Array }): Promise<string> {
     return new Promise((resolve, reject) => {
       if (!sessions.has(this.id)) return reject(new Error('hash worker stopped'));
       this.waiters.push({ resolve, reject });
-      // The worker gets a copy: the caller still compresses and stores `data`.
+      // Not transferred: the caller keeps `data` (shared memory reaches the worker as is).
       this.worker.postMessage(message);
     });
   }
 
-  update(data: Buffer): Promise<string> {
-    return this.request({ id: this.id, data });
-  }
-
   async append(data: Uint8Array): Promise<void> {
-    await this.request({ id: this.id, data, only: true });
+    await this.request({ id: this.id, data });
   }
 
   digest(): Promise<string> {
@@ -113,10 +107,6 @@ class WorkerVolumeHash implements VolumeHash {
 
 class InlineVolumeHash implements VolumeHash {
   private readonly hash = createHash('sha256');
-  async update(data: Buffer): Promise<string> {
-    this.hash.update(data);
-    return createHash('sha256').update(data).digest('hex');
-  }
   async append(data: Uint8Array): Promise<void> {
     this.hash.update(data);
   }

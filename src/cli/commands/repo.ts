@@ -129,11 +129,12 @@ export async function run(argv: string[]): Promise<number> {
       const [job, volume] = positionals.slice(1) as [string, string];
       const hash = createHash('sha256');
       let bytes = 0;
-      for await (const piece of repo.restoredChunks(job, volume)) {
-        hash.update(piece);
-        bytes += piece.length;
+      // Hashed where it was read: no copy of each chunk.
+      await repo.restoreInto(job, volume, async (chunk) => {
+        hash.update(chunk);
+        bytes += chunk.length;
         progress(`checksum: ${mib(bytes)} read`);
-      }
+      });
       const sha256 = hash.digest('hex');
       print({ job, volume, bytes, sha256 }, `${sha256}  ${job}/${volume} (${bytes} bytes)\n`);
       return 0;
