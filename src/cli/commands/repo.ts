@@ -44,6 +44,18 @@ function progressPrinter(quiet: boolean): (text: string) => void {
   };
 }
 
+const commands = ['verify', 'stats', 'gc', 'checksum', 'restore', 'upgrade'];
+
+/** What is wrong with the command line, if anything. */
+function usageProblem(command: string | undefined, operands: number, path: string | undefined, to: string | undefined): string | undefined {
+  if (!command || !commands.includes(command)) return `expected one of ${commands.join(', ')}`;
+  if (!path) return '--path is required';
+  const wanted = command === 'checksum' || command === 'restore' ? 2 : 0;
+  if (operands !== wanted) return wanted ? `${command} takes JOB and VOLUME` : `${command} takes no operands`;
+  if (command === 'restore' && !to) return 'restore needs --to FILE';
+  return undefined;
+}
+
 export async function run(argv: string[]): Promise<number> {
   let parsed;
   try {
@@ -69,19 +81,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(usage);
     return 0;
   }
-  const commands = ['verify', 'stats', 'gc', 'checksum', 'restore', 'upgrade'];
-  const operands = command === 'checksum' || command === 'restore' ? 2 : 0;
-  const why = !command || !commands.includes(command)
-    ? `expected one of ${commands.join(', ')}`
-    : !values.path
-      ? '--path is required'
-      : positionals.length !== 1 + operands
-        ? operands
-          ? `${command} takes JOB and VOLUME`
-          : `${command} takes no operands`
-        : command === 'restore' && !values.to
-          ? 'restore needs --to FILE'
-          : undefined;
+  const why = usageProblem(command, positionals.length - 1, values.path, values.to);
   if (why !== undefined || values.path === undefined) {
     process.stderr.write(`trellis repo: ${why ?? '--path is required'}\n\n${usage}`);
     return 2;
