@@ -14,7 +14,7 @@
 //   watch recovers).
 import { makeInformer, type KubeConfig, type KubernetesObject, type ListPromise } from '@kubernetes/client-node';
 import type { Logger } from '../log.js';
-import { realClock, type Clock, type TimerHandle } from '../core/clock.js';
+import { ExponentialBackoff, realClock, type Clock, type TimerHandle } from '../core/index.js';
 import type { KubeApi } from './api.js';
 import type { RuntimeMetrics } from './metrics.js';
 import type { Store, StoredObject } from './store.js';
@@ -55,7 +55,8 @@ export class Watcher<T extends StoredObject> {
   // Bumped at every (re)start: callbacks of an older informer see a different number and do nothing.
   private generation = 0;
   private informer?: { stop(): Promise<void> };
-  private failures = 0;
+  /** Restarts since the last successful list (one key: this watch). */
+  private readonly backoff: ExponentialBackoff;
   private restartTimer?: TimerHandle;
   private watchdog?: TimerHandle;
   private stopped = true;
@@ -67,6 +68,7 @@ export class Watcher<T extends StoredObject> {
     this.options = options;
     this.clock = options.clock ?? realClock;
     this.silenceMs = options.silenceMs ?? 120_000;
+    this.backoff = new ExponentialBackoff({ baseMs: options.initialBackoffMs ?? 500, capMs: options.maxBackoffMs ?? 30_000 });
   }
 
   get kind(): string {
@@ -123,7 +125,7 @@ export class Watcher<T extends StoredObject> {
       const items = result.items.map((item) => ({ apiVersion, kind, ...item }));
       store.replace(items, namespace);
       this.touch();
-      this.failures = 0;
+      this.backoff.forget('watch');
       if (!this.syncedOnce) {
         this.syncedOnce = true;
         this.options.metrics?.informerSynced.set({ kind }, 1);
@@ -158,9 +160,7 @@ export class Watcher<T extends StoredObject> {
     this.generation++;
     void old?.stop();
     this.options.metrics?.informerRestarts.inc({ kind: this.options.kind });
-    const delay = Math.min(this.options.maxBackoffMs ?? 30_000, (this.options.initialBackoffMs ?? 500) * 2 ** this.failures);
-    this.failures++;
-    const jittered = delay * (0.8 + Math.random() * 0.4);
+    const jittered = this.backoff.when('watch') * (0.8 + Math.random() * 0.4);
     this.options.logger?.warn({ kind: this.options.kind, path: this.options.path, retryInMs: Math.round(jittered) }, `watch stopped, restarting: ${describe(reason)}`);
     if (this.restartTimer !== undefined) this.clock.clearTimeout(this.restartTimer);
     this.restartTimer = this.clock.setTimeout(() => {
