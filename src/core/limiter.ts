@@ -210,14 +210,15 @@ export class BackendLimiter {
         const counted = state.executing >= this.concurrency(state);
         // Resolves with the operation already counted as running (finishExecuting does that).
         if (counted) await enqueue(state.executeWaiters, signal);
+        // The start reserved with the slot happens now, ahead of waiters, unless the rate was
+        // lowered since and the window has no room left: then it waits like any other.
+        const hadReservation = reserved;
         if (reserved) {
-          // The start reserved with the slot happens now.
           reserved = false;
           state.reserved--;
-          state.starts.push(this.clock.now());
-          this.pump(state);
-        } else if (state.limits.opsPerSecond !== Infinity) {
-          if (this.rateDelay(state) > 0 || waitingCount(state) > 0) {
+        }
+        if (state.limits.opsPerSecond !== Infinity) {
+          if (this.rateDelay(state) > 0 || (!hadReservation && waitingCount(state) > 0)) {
             try {
               await this.wait(state, false, signal);
             } catch (error) {
@@ -226,6 +227,8 @@ export class BackendLimiter {
             }
           } else {
             this.take(state, false);
+            // A reservation turned into a start can free a window that was all reserved.
+            if (hadReservation) this.pump(state);
           }
         }
         return this.execute(state, operation, fn, signal, counted);

@@ -214,6 +214,25 @@ describe('core/limiter', () => {
     expect(limiter.inFlight('a')).to.equal(0);
   });
 
+  it('a rate lowered under slots holding reserved starts holds for them: their first operations wait for the window', async () => {
+    const clock = new FakeClock();
+    const limiter = new BackendLimiter({ clock, defaults: { maxConcurrent: 10, opsPerSecond: 4 } });
+    // Two slots reserve their starts at 4/s; two operations start meanwhile.
+    const held = [await limiter.acquire('a'), await limiter.acquire('a')];
+    const starts: number[] = [];
+    await limiter.run('a', 'op', async () => void starts.push(clock.now()));
+    await limiter.run('a', 'op', async () => void starts.push(clock.now()));
+    // Lowered to 2/s, the window is full: the reservations made at 4/s must not start now.
+    limiter.configure('a', { opsPerSecond: 2 });
+    const reserved = held.map((slot) => slot.run('op', async () => void starts.push(clock.now())));
+    await clock.advanceAndSettle(999);
+    expect(starts).to.deep.equal([0, 0]);
+    await clock.advanceAndSettle(1);
+    await Promise.all(reserved);
+    expect(starts).to.deep.equal([0, 0, 1000, 1000]);
+    for (const slot of held) slot.release();
+  });
+
   it('the operations after the first in a held slot wait for the rate window', async () => {
     const clock = new FakeClock();
     const limiter = new BackendLimiter({ clock, defaults: { maxConcurrent: 10, opsPerSecond: 2 } });
