@@ -51,19 +51,7 @@ export function runTask(d: TaskDeps, t: Task): unknown {
     for (const part of t.parts) hash.update(part);
     return hash.digest('hex');
   }
-  if (t.op === 'encode') {
-    if (t.codec === 'none') return undefined;
-    let data = t.parts[0] ?? new Uint8Array(0);
-    if (t.parts.length > 1) {
-      data = new Uint8Array(t.parts.reduce((n, p) => n + p.length, 0));
-      let at = 0;
-      for (const part of t.parts) {
-        data.set(part, at);
-        at += part.length;
-      }
-    }
-    return d.encode(d.zlib, t.codec, data);
-  }
+  if (t.op === 'encode') return d.encode(d.zlib, t.codec, t.parts);
   if (t.op === 'decode') return d.decode(d.zlib, t.stored);
   // decodeExtent: chunks stored one after another; raw ones stay where they are (in
   // `bytes`), the others are decoded into `out`, one after another.

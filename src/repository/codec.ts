@@ -17,29 +17,48 @@ export function isCodecName(name: string): name is CodecName {
 }
 
 /**
- * The stored form of a chunk that compresses: one codec byte (1 zstd, 2 gzip), then the
- * payload, in a buffer of its own (so it can be transferred between threads); undefined
- * when the chunk is to be stored raw (codec byte 0, then the chunk itself).
+ * The stored form of a chunk (given as parts to concatenate) that compresses: one codec
+ * byte (1 zstd, 2 gzip), then the payload, in a buffer of its own (so it can be
+ * transferred between threads); undefined when the chunk is to be stored raw (codec byte
+ * 0, then the chunk itself).
  *
  * Self-contained on purpose: the chunk workers run it from its source text, so it uses
  * nothing but its arguments (no imports, no module constants, no inner functions).
  */
-export function encodeStoredSync(z: typeof zlib, codec: CodecName, data: Uint8Array): Uint8Array | undefined {
+export function encodeStoredSync(z: typeof zlib, codec: CodecName, parts: Uint8Array[]): Uint8Array | undefined {
   if (codec === 'none') return undefined;
+  let size = 0;
+  for (const part of parts) size += part.length;
   // Already-compressed or encrypted data is common in volumes: a sample whose bytes are
   // near-uniformly distributed (order-0 entropy > 7.9 bits/byte) spares compressing the
-  // whole chunk only to throw the result away.
+  // whole chunk only to throw the result away. The sample is read from the parts where
+  // they are: joining them first would copy every incompressible chunk for nothing.
   const sampleSize = 64 * 1024;
-  if (data.length >= 4 * sampleSize) {
+  if (size >= 4 * sampleSize) {
     const counts = new Uint32Array(256);
-    for (let i = 0; i < sampleSize; i++) counts[data[i]!]!++;
+    let left = sampleSize;
+    for (const part of parts) {
+      const n = Math.min(left, part.length);
+      for (let i = 0; i < n; i++) counts[part[i]!]!++;
+      left -= n;
+      if (left === 0) break;
+    }
     let bits = 0;
     for (let i = 0; i < 256; i++) if (counts[i]! > 0) bits -= counts[i]! * Math.log2(counts[i]! / sampleSize);
     if (bits / sampleSize > 7.9) return undefined;
   }
+  let data = parts[0] ?? new Uint8Array(0);
+  if (parts.length > 1) {
+    data = new Uint8Array(size);
+    let at = 0;
+    for (const part of parts) {
+      data.set(part, at);
+      at += part.length;
+    }
+  }
   // Level 3 is zstd's default: well past gzip's ratio at several times its speed.
   const payload = codec === 'zstd' ? z.zstdCompressSync(data, { params: { [z.constants.ZSTD_c_compressionLevel]: 3 } }) : z.gzipSync(data, { level: 6 });
-  if (payload.length >= data.length) return undefined;
+  if (payload.length >= size) return undefined;
   const out = new Uint8Array(1 + payload.length);
   out[0] = codec === 'zstd' ? 1 : 2;
   out.set(payload, 1);

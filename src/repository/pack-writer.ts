@@ -24,6 +24,8 @@ interface OpenPack {
 
 export class PackWriter {
   private current?: Promise<OpenPack>;
+  /** The next pack, opened while this one fills: opening may wait for a folder to be made durable. */
+  private spare?: Promise<OpenPack>;
   /** The last add() in line: adds append one after another. */
   private tail: Promise<void> = Promise.resolve();
   /** Packs being committed; never more than maxWriting. */
@@ -65,9 +67,8 @@ export class PackWriter {
   /** Waits for writes in flight; a pack being filled is dropped, not committed (after a failure elsewhere). */
   async settle(): Promise<void> {
     await this.tail;
-    const open = this.current;
-    this.current = undefined;
-    if (open) await open.then((pack) => pack.writer.abort()).catch(() => undefined);
+    for (const open of [this.current, this.spare]) if (open) await open.then((pack) => pack.writer.abort()).catch(() => undefined);
+    this.current = this.spare = undefined;
     while (this.writing.size > 0) await Promise.race(this.writing);
   }
 
@@ -96,7 +97,15 @@ export class PackWriter {
     if (pack.used >= this.packing.targetSize || pack.entries.length >= this.packing.maxChunks) this.seal();
   }
 
-  private async open(): Promise<OpenPack> {
+  /** The spare pack (a new one if there is none), opening the next spare meanwhile. */
+  private open(): Promise<OpenPack> {
+    const pack = this.spare ?? this.openNew();
+    this.spare = this.openNew();
+    this.spare.catch(() => undefined); // met when it is used, or dropped by settle()
+    return pack;
+  }
+
+  private async openNew(): Promise<OpenPack> {
     const id = randomBytes(16).toString('hex');
     const key = keys.pack(id);
     const writer = (await this.repo.store.createWriter?.(key)) ?? bufferedWriter(this.repo.store, key, this.capacity);

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { chunkWorkers } from '../../src/repository/chunk-workers.js';
 import { decodeChunk, encodeChunk, type CodecName } from '../../src/repository/codec.js';
 import { BackupRepository } from '../../src/repository/index.js';
 import { sha256Of, volumeBytes, type VolumeShape } from './data.js';
@@ -26,6 +27,21 @@ describe('chunk codecs', () => {
       expect(await decodeChunk(raw)).to.deep.equal(noise);
     });
   }
+
+  it('encodes a chunk given in parts as its joined bytes, and samples them for entropy in place', async () => {
+    const text = await bytesOf({ seed: 4, size: 512 * 1024, kind: 'structured' });
+    const parts = [text.subarray(0, 1000), text.subarray(1000, 300_000), text.subarray(300_000)];
+    const packed = Buffer.concat(await chunkWorkers().encode('zstd', parts));
+    expect(packed[0]).to.equal(1);
+    expect(await decodeChunk(packed)).to.deep.equal(text);
+    // Random bytes in parts (the first shorter than the 64 KiB sample) are stored raw: the
+    // codec byte 0, then the parts themselves, uncopied.
+    const noise = await bytesOf({ seed: 5, size: 512 * 1024, kind: 'random' });
+    const noisy = [noise.subarray(0, 10), noise.subarray(10)];
+    const raw = await chunkWorkers().encode('zstd', noisy);
+    expect(raw[0]).to.deep.equal(Uint8Array.of(0));
+    expect(raw.slice(1)).to.deep.equal(noisy);
+  });
 
   it('rejects an unknown codec byte', async () => {
     let error: Error | undefined;
