@@ -218,8 +218,10 @@ class Upload {
     private readonly options: BackupVolumeOptions,
   ) {
     this.intentBatch = options.intentBatch ?? 16;
-    // Two packs committed while the next fills: a pack's fsync overlaps the filling of two
-    // more (on a filesystem no pack is held in memory; elsewhere each is a buffer).
+    // Packs committed while the next fills, so a pack's fsyncs (its own, its folder's, its
+    // index's) overlap the filling of the next: four where no pack is held in memory (a
+    // store with createWriter, e.g. a filesystem), else two (each is a buffer). With two on a
+    // filesystem, appends waited for a commit slot a quarter of the time.
     this.writer = new PackWriter(
       repo,
       repo.config.packing ?? defaultPacking,
@@ -228,7 +230,7 @@ class Upload {
         result.packs++;
         this.done(record.entries.length);
       },
-      2,
+      repo.store.createWriter ? 4 : 2,
     );
   }
 

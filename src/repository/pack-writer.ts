@@ -97,8 +97,12 @@ export class PackWriter {
     if (pack.used >= this.packing.targetSize || pack.entries.length >= this.packing.maxChunks) this.seal();
   }
 
-  /** The spare pack (a new one if there is none), opening the next spare meanwhile. */
+  /**
+   * The spare pack (a new one if there is none), opening the next spare meanwhile; a store
+   * without createWriter opens at once (a buffer), and a spare would only hold memory.
+   */
   private open(): Promise<OpenPack> {
+    if (!this.repo.store.createWriter) return this.openNew();
     const pack = this.spare ?? this.openNew();
     this.spare = this.openNew();
     this.spare.catch(() => undefined); // met when it is used, or dropped by settle()

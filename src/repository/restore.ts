@@ -5,7 +5,8 @@
 //   is checked at the end, as is the size. A fault is a RepositoryIntegrityError naming the
 //   volume and the chunk, never silently wrong data.
 // - Reads run ahead of the consumer (up to `readAheadBytes`, default 32 MiB, across pack
-//   boundaries); chunks stored next to each other in a pack are read with one ranged read.
+//   boundaries, at most three reads at once); chunks stored next to each other in a pack are
+//   read with one ranged read, and the first read is one chunk, so the first byte goes out early.
 // - A chunk whose pack went since the index was loaded (a repack by GC) is looked up again
 //   once before it counts as missing.
 import { Readable } from 'node:stream';
@@ -161,15 +162,20 @@ interface Extent {
   sizes: number;
 }
 
-/** Groups the manifest's chunks into extents of at most `maxBytes` each. */
-function* extentsOf(manifest: Manifest, index: ChunkIndex, maxBytes: number): Generator<Extent> {
+/**
+ * Groups the manifest's chunks into extents of at most `maxBytes` each (a chunk alone may be
+ * more). The first extents are smaller, doubling from `firstBytes`: the first byte reaches
+ * the consumer after one chunk's read, not after a whole extent's.
+ */
+function* extentsOf(manifest: Manifest, index: ChunkIndex, firstBytes: number, maxBytes: number): Generator<Extent> {
   let current: Extent | undefined;
+  let limit = Math.min(firstBytes, maxBytes);
   for (const [i, [hash]] of manifest.chunks.entries()) {
     const location = index.lookup(hash);
     if (current?.location && location?.kind === 'pack') {
       const end = current.location.offset + current.location.length;
       const decoded = current.sizes + manifest.chunks[i]![1];
-      if (location.pack === current.location.pack && location.offset === end && current.location.length + location.length <= maxBytes && decoded <= maxBytes) {
+      if (location.pack === current.location.pack && location.offset === end && current.location.length + location.length <= limit && decoded <= limit) {
         current.sizes = decoded;
         current.location = { ...current.location, length: current.location.length + location.length };
         current.lengths.push(location.length);
@@ -177,7 +183,10 @@ function* extentsOf(manifest: Manifest, index: ChunkIndex, maxBytes: number): Ge
         continue;
       }
     }
-    if (current) yield current;
+    if (current) {
+      yield current;
+      limit = Math.min(2 * limit, maxBytes);
+    }
     const size = manifest.chunks[i]![1];
     current = location?.kind === 'pack' ? { first: i, count: 1, location: { ...location }, lengths: [location.length], sizes: size } : { first: i, count: 1, lengths: [], sizes: size };
   }
@@ -209,6 +218,7 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
   checkChunkList(job, volume, manifest);
   const index = await repo.chunkIndex(true);
   const readAhead = Math.max(1, options.readAheadBytes ?? 32 * 1024 * 1024);
+  const maxReading = 3;
   const offsets: number[] = [];
   let offset = 0;
   for (const [, size] of manifest.chunks) {
@@ -268,12 +278,16 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
     }
     return { results, buffers: [] };
   };
-  const extents = extentsOf(manifest, index, extentMax);
+  const extents = extentsOf(manifest, index, 1024 * 1024, extentMax);
   const pending: { extent: Extent; bytes: number; loading: Promise<{ results: Loaded[]; buffers: Uint8Array[] }> }[] = [];
   let inFlight = 0;
+  // Reads being made: a few at once keep the disk and the workers busy, and more would only
+  // queue ahead of the one the consumer waits for (the first byte waited for 32 MiB of reads).
+  let reading = 0;
   let exhausted = false;
+  let finished = false;
   const fill = (): void => {
-    while (!exhausted && (pending.length === 0 || inFlight < readAhead)) {
+    while (!exhausted && !finished && (pending.length === 0 || (inFlight < readAhead && reading < maxReading))) {
       const next = extents.next();
       if (next.done) {
         exhausted = true;
@@ -281,7 +295,11 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
       }
       const extent = next.value;
       const bytes = extent.location?.length ?? manifest.chunks[extent.first]![1];
-      const loading = load(extent);
+      reading++;
+      const loading = load(extent).finally(() => {
+        reading--;
+        fill();
+      });
       loading.catch(() => undefined); // awaited below; this only stops an early exit leaving it unhandled
       pending.push({ extent, bytes, loading });
       inFlight += bytes;
@@ -319,6 +337,7 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
     }
     digest = await volumeHash?.digest();
   } finally {
+    finished = true; // an early return starts no more reads
     volumeHash?.dispose();
   }
   if (total !== manifest.size || (volumeHash && digest !== manifest.sha256)) {

@@ -101,6 +101,35 @@ describe('repository round trip', function () {
     expect({ sha256: hash.digest('hex'), size: bytes }).to.deep.equal(await expected(shape));
   });
 
+  it('restores the first chunk after reading it alone, and keeps at most three reads going', async () => {
+    const repo = await tempRepository({ chunking: defaultChunkerOptions });
+    const shape: VolumeShape = { seed: 78, size: 48 * 1024 * 1024, kind: 'random' };
+    await backUp(repo, 'job', 'ns.big', shape);
+    const reads: number[] = [];
+    let reading = 0;
+    let mostReading = 0;
+    class CountingDisk extends FilesystemBlobStore {
+      override async getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
+        reads.push(length);
+        mostReading = Math.max(mostReading, ++reading);
+        try {
+          await new Promise((r) => setTimeout(r, 2)); // a slow disk: reads pile up unless held back
+          return await super.getRange(key, offset, length, into);
+        } finally {
+          reading--;
+        }
+      }
+    }
+    const counted = await BackupRepository.open(new CountingDisk((repo.store as FilesystemBlobStore).root));
+    const hash = createHash('sha256');
+    const bytes = await counted.restoreInto('job', 'ns.big', async (chunk) => void hash.update(chunk));
+    expect({ sha256: hash.digest('hex'), size: bytes }).to.deep.equal(await expected(shape));
+    const manifest = await counted.getManifest('job', 'ns.big');
+    expect(reads[0]).to.equal(manifest.chunks[0]![1] + 1); // the first chunk alone (its codec byte 0, then its bytes)
+    expect(Math.max(...reads)).to.be.above(4 * 1024 * 1024); // later reads span several chunks
+    expect(mostReading).to.equal(3);
+  });
+
   it('fails an upload whose source fails with the source’s error, and writes no manifest', async () => {
     const repo = await tempRepository();
     const shape: VolumeShape = { seed: 6, size: 1024 * 1024, kind: 'random' };
