@@ -35,6 +35,7 @@ import {
 } from './format.js';
 import { readChunk, restoredChunks, restoreInto, restoreStream, type ChunkReadResult, type ReadContext, type RestoreOptions } from './restore.js';
 import * as uploads from './uploads.js';
+import { FileTarget, type FileTargetOptions } from './file-target.js';
 
 export interface RepositoryOptions {
   /** An upload whose lease was not renewed for this long is considered dead (default 15 min). */
@@ -205,6 +206,26 @@ export class BackupRepository implements ReadContext {
    */
   restoreInto(job: string, volume: string, write: (chunk: Buffer) => Promise<unknown>, options: RestoreOptions = {}): Promise<number> {
     return restoreInto(this, job, volume, write, options);
+  }
+
+  /**
+   * Restores a volume into a file or block device (written in place), flushing as it writes
+   * (see FileTarget); resolves with the bytes written once they are all durable. On a
+   * failure the target holds the verified bytes before it and the error is thrown.
+   */
+  async restoreToFile(job: string, volume: string, path: string, options: RestoreOptions & FileTargetOptions & { onProgress?: (bytes: number) => void } = {}): Promise<number> {
+    const target = await FileTarget.open(path, options);
+    try {
+      await restoreInto(this, job, volume, async (chunk) => {
+        await target.write(chunk);
+        options.onProgress?.(target.bytesWritten);
+      }, options);
+    } catch (err) {
+      await target.abort();
+      throw err;
+    }
+    await target.finish();
+    return target.bytesWritten;
   }
 
   /** The same bytes as restoreStream, as verified chunks. */

@@ -3,7 +3,6 @@
 // at most once a second, so a pipe of stdout stays clean. Exit codes: 0 fine, 1 the
 // repository has problems (verify) or the command failed, 2 bad usage.
 import { createHash } from 'node:crypto';
-import { open, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { collectGarbage, openFilesystemRepository, repositoryStats, verifyRepository, type BackupRepository } from '../../repository/index.js';
 
@@ -143,22 +142,7 @@ export async function run(argv: string[]): Promise<number> {
       const [job, volume] = positionals.slice(1) as [string, string];
       const to = values.to!;
       // A block device is written in place; anything else is created or replaced.
-      const device = await stat(to).then(
-        (s) => s.isBlockDevice(),
-        () => false,
-      );
-      const file = await open(to, device ? 'r+' : 'w');
-      let bytes = 0;
-      try {
-        bytes = await repo.restoreInto(job, volume, async (chunk) => {
-          for (let done = 0; done < chunk.length; ) done += (await file.write(chunk, done, chunk.length - done)).bytesWritten;
-          bytes += chunk.length;
-          progress(`restore: ${mib(bytes)} written`);
-        });
-        await file.sync();
-      } finally {
-        await file.close();
-      }
+      const bytes = await repo.restoreToFile(job, volume, to, { onProgress: (written) => progress(`restore: ${mib(written)} written`) });
       print({ job, volume, to, bytes }, `restored ${job}/${volume} to ${to} (${bytes} bytes, verified)\n`);
       return 0;
     }
