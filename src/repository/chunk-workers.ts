@@ -14,7 +14,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { gearTable } from './chunker.js';
-import { decodeStoredSync, encodeStoredSync, type CodecName } from './codec.js';
+import { decodeStoredSync, encodeStoredSync, looksIncompressible, type CodecName } from './codec.js';
 import { makeGearScanner, type GearScanner, type ScanResult } from './gear-scan.js';
 import { gearScanWasm } from './gear-scan-wasm.js';
 
@@ -24,6 +24,7 @@ interface TaskDeps {
   createHash: typeof createHash;
   zlib: typeof zlib;
   scan: GearScanner;
+  incompressible: typeof looksIncompressible;
   encode: typeof encodeStoredSync;
   decode: typeof decodeStoredSync;
 }
@@ -34,6 +35,7 @@ export type DecodedChunk = { in: 'bytes' | 'out'; offset: number; length: number
 type Task =
   | { op: 'scan'; block: Uint8Array; lead: Uint8Array; maskSmall: number; maskLarge: number }
   | { op: 'hash'; parts: Uint8Array[] }
+  | { op: 'hashAndSample'; parts: Uint8Array[] }
   | { op: 'encode'; codec: CodecName; parts: Uint8Array[] }
   | { op: 'decode'; stored: Uint8Array }
   | { op: 'decodeExtent'; bytes: Uint8Array; lengths: number[]; sizes: number[]; out: Uint8Array };
@@ -51,7 +53,14 @@ export function runTask(d: TaskDeps, t: Task): unknown {
     for (const part of t.parts) hash.update(part);
     return hash.digest('hex');
   }
-  if (t.op === 'encode') return d.encode(d.zlib, t.codec, t.parts);
+  // A fresh chunk's hash, and whether compressing it is worth a try (so an incompressible
+  // chunk needs no second task to be stored).
+  if (t.op === 'hashAndSample') {
+    const hash = d.createHash('sha256');
+    for (const part of t.parts) hash.update(part);
+    return { hash: hash.digest('hex'), incompressible: d.incompressible(t.parts) };
+  }
+  if (t.op === 'encode') return d.encode(d.zlib, t.codec, t.parts, d.incompressible);
   if (t.op === 'decode') return d.decode(d.zlib, t.stored);
   // decodeExtent: chunks stored one after another; raw ones stay where they are (in
   // `bytes`), the others are decoded into `out`, one after another.
@@ -102,6 +111,7 @@ const deps = {
   createHash,
   zlib,
   scan: (${makeGearScanner.toString()})(workerData.wasm, new Int32Array(workerData.gear)),
+  incompressible: (${looksIncompressible.toString()}),
   encode: (${encodeStoredSync.toString()}),
   decode: (${decodeStoredSync.toString()}),
 };
@@ -204,7 +214,7 @@ export class ChunkWorkers {
 
   private run<T>(task: Task): Promise<T> {
     if (this.slots.length === 0) {
-      this.inlineDeps ??= { createHash, zlib, scan: makeGearScanner(gearScanWasm, gearTable()), encode: encodeStoredSync, decode: decodeStoredSync };
+      this.inlineDeps ??= { createHash, zlib, scan: makeGearScanner(gearScanWasm, gearTable()), incompressible: looksIncompressible, encode: encodeStoredSync, decode: decodeStoredSync };
       const deps = this.inlineDeps;
       return Promise.resolve().then(() => runTask(deps, task) as T);
     }
@@ -226,6 +236,11 @@ export class ChunkWorkers {
   /** SHA-256 (hex) of the parts, one after another. */
   hash(parts: Uint8Array[]): Promise<string> {
     return this.run({ op: 'hash', parts: parts.map(sendable) });
+  }
+
+  /** SHA-256 (hex) of the parts, and whether a sample of them looks incompressible (see codec.ts). */
+  hashAndSample(parts: Uint8Array[]): Promise<{ hash: string; incompressible: boolean }> {
+    return this.run({ op: 'hashAndSample', parts: parts.map(sendable) });
   }
 
   /**

@@ -17,36 +17,44 @@ export function isCodecName(name: string): name is CodecName {
 }
 
 /**
- * The stored form of a chunk (given as parts to concatenate) that compresses: one codec
- * byte (1 zstd, 2 gzip), then the payload, in a buffer of its own (so it can be
- * transferred between threads); undefined when the chunk is to be stored raw (codec byte
- * 0, then the chunk itself).
+ * True when a chunk (given as parts to concatenate) is not worth compressing: already
+ * compressed or encrypted data is common in volumes, and a sample whose bytes are
+ * near-uniformly distributed (order-0 entropy > 7.9 bits/byte) spares compressing the whole
+ * chunk only to throw the result away. The sample is read from the parts where they are.
  *
  * Self-contained on purpose: the chunk workers run it from its source text, so it uses
  * nothing but its arguments (no imports, no module constants, no inner functions).
  */
-export function encodeStoredSync(z: typeof zlib, codec: CodecName, parts: Uint8Array[]): Uint8Array | undefined {
-  if (codec === 'none') return undefined;
+export function looksIncompressible(parts: Uint8Array[]): boolean {
   let size = 0;
   for (const part of parts) size += part.length;
-  // Already-compressed or encrypted data is common in volumes: a sample whose bytes are
-  // near-uniformly distributed (order-0 entropy > 7.9 bits/byte) spares compressing the
-  // whole chunk only to throw the result away. The sample is read from the parts where
-  // they are: joining them first would copy every incompressible chunk for nothing.
   const sampleSize = 64 * 1024;
-  if (size >= 4 * sampleSize) {
-    const counts = new Uint32Array(256);
-    let left = sampleSize;
-    for (const part of parts) {
-      const n = Math.min(left, part.length);
-      for (let i = 0; i < n; i++) counts[part[i]!]!++;
-      left -= n;
-      if (left === 0) break;
-    }
-    let bits = 0;
-    for (let i = 0; i < 256; i++) if (counts[i]! > 0) bits -= counts[i]! * Math.log2(counts[i]! / sampleSize);
-    if (bits / sampleSize > 7.9) return undefined;
+  if (size < 4 * sampleSize) return false;
+  const counts = new Uint32Array(256);
+  let left = sampleSize;
+  for (const part of parts) {
+    const n = Math.min(left, part.length);
+    for (let i = 0; i < n; i++) counts[part[i]!]!++;
+    left -= n;
+    if (left === 0) break;
   }
+  let bits = 0;
+  for (let i = 0; i < 256; i++) if (counts[i]! > 0) bits -= counts[i]! * Math.log2(counts[i]! / sampleSize);
+  return bits / sampleSize > 7.9;
+}
+
+/**
+ * The stored form of a chunk (given as parts to concatenate) that compresses: one codec
+ * byte (1 zstd, 2 gzip), then the payload, in a buffer of its own (so it can be
+ * transferred between threads); undefined when the chunk is to be stored raw (codec byte
+ * 0, then the chunk itself): with codec none, when `incompressible` says so, or when the
+ * payload would not be smaller. Self-contained like looksIncompressible, which the caller
+ * passes in.
+ */
+export function encodeStoredSync(z: typeof zlib, codec: CodecName, parts: Uint8Array[], incompressible: (parts: Uint8Array[]) => boolean): Uint8Array | undefined {
+  if (codec === 'none' || incompressible(parts)) return undefined;
+  let size = 0;
+  for (const part of parts) size += part.length;
   let data = parts[0] ?? new Uint8Array(0);
   if (parts.length > 1) {
     data = new Uint8Array(size);

@@ -279,7 +279,8 @@ class ChunkPipeline implements VolumeChunks {
       at = to;
     }
     const ref: ChunkRef = ['', end - start];
-    const hashed = this.workers.hash(parts).then((h) => (ref[0] = h));
+    const sampled = this.workers.hashAndSample(parts);
+    const hashed = sampled.then(({ hash }) => (ref[0] = hash));
     hashed.catch(() => undefined); // awaited by the consumer; this only keeps an early exit quiet
     const entry: Pending = { end, done: false };
     this.pending.push(entry);
@@ -288,7 +289,8 @@ class ChunkPipeline implements VolumeChunks {
       ref,
       size: end - start,
       hashed,
-      encode: (codec) => this.workers.encode(codec, parts),
+      // Stored raw without a second trip to a worker when the hash task found it incompressible.
+      encode: async (codec) => (codec === 'none' || (await sampled).incompressible ? [Uint8Array.of(0), ...parts] : this.workers.encode(codec, parts)),
       release: () => {
         if (released) return;
         released = true;

@@ -43,6 +43,31 @@ describe('chunk codecs', () => {
     expect(raw.slice(1)).to.deep.equal(noisy);
   });
 
+  it('stores incompressible chunks raw without a second task (the hash task samples them), and compresses the rest', async () => {
+    const workers = chunkWorkers();
+    const encode = workers.encode.bind(workers);
+    let encodes = 0;
+    workers.encode = (codec, parts) => {
+      encodes++;
+      return encode(codec, parts);
+    };
+    try {
+      const repo = await tempRepository({ chunking: { minSize: 64 * 1024, avgSize: 256 * 1024, maxSize: 1024 * 1024 }, codec: 'zstd' });
+      const noise = await backUp(repo, 'a', 'ns.noise', { seed: 6, size: 4 * 1024 * 1024, kind: 'random' });
+      expect(noise.chunksUploaded).to.be.above(4);
+      expect(noise.storedBytesUploaded).to.equal(noise.bytesUploaded + noise.chunksUploaded); // a codec byte each
+      // Only a chunk too small to sample (under 256 KiB) goes to a worker to be tried.
+      expect(encodes).to.equal(noise.manifest.chunks.filter(([, size]) => size < 256 * 1024).length);
+      expect(encodes).to.be.below(noise.chunksUploaded / 2);
+      encodes = 0;
+      const text = await backUp(repo, 'a', 'ns.text', { seed: 7, size: 4 * 1024 * 1024, kind: 'structured' });
+      expect(encodes).to.equal(text.chunksUploaded);
+      expect(text.storedBytesUploaded).to.be.below(text.bytesUploaded / 2);
+    } finally {
+      workers.encode = encode;
+    }
+  });
+
   it('rejects an unknown codec byte', async () => {
     let error: Error | undefined;
     await decodeChunk(Buffer.from([9, 1, 2, 3])).catch((e: Error) => (error = e));
