@@ -1,11 +1,20 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { BackupRepository, defaultChunkerOptions, FilesystemBlobStore, repositoryStats, type BlobWriter } from '../../src/repository/index.js';
 import { chunkListSha256 } from '../../src/repository/format.js';
 import { blockSize, sha256Of, volumeBytes, type VolumeShape } from './data.js';
 import { backUp, expected, removeTempDirs, smallChunks, smallPacks, tempDir, tempRepository } from './helpers.js';
+
+/** Bytes of every file under `dir`. */
+async function diskUsage(dir: string): Promise<number> {
+  let bytes = 0;
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) if (entry.isFile()) bytes += (await stat(join(entry.parentPath, entry.name))).size;
+  return bytes;
+}
 
 describe('repository round trip', function () {
   this.timeout(120_000);
@@ -60,6 +69,7 @@ describe('repository round trip', function () {
     const size = 16 * 1024 * 1024;
     const base: VolumeShape = { seed: 5, size, kind: 'random' };
     await backUp(repo, 'before', 'ns.db', base);
+    const before = await diskUsage((repo.store as FilesystemBlobStore).root);
     // 256 KiB changed in the middle of 16 MiB.
     const changed: VolumeShape = { ...base, changed: { fromBlock: 120, toBlock: 124, seed: 99 } };
     const second = await backUp(repo, 'after', 'ns.db', changed);
@@ -67,6 +77,10 @@ describe('repository round trip', function () {
     // The region itself plus at most a couple of neighbouring chunks (max 64 KiB each).
     expect(second.bytesUploaded).to.be.at.least(region);
     expect(second.bytesUploaded).to.be.at.most(region + 4 * 64 * 1024);
+    // Everything the second backup added to the disk (its packs, their indexes, the
+    // manifest and the backup's records) is under 1 MB: packs keep chunk-level dedup.
+    const added = (await diskUsage((repo.store as FilesystemBlobStore).root)) - before;
+    expect(added).to.be.below(1e6);
     expect(await sha256Of(repo.restoreStream('after', 'ns.db'))).to.deep.equal(await expected(changed));
     expect(await sha256Of(repo.restoreStream('before', 'ns.db'))).to.deep.equal(await expected(base));
   });
