@@ -58,7 +58,7 @@ async function timed<T>(work: () => Promise<T>): Promise<{ seconds: number; cpu:
   return { seconds: Number(process.hrtime.bigint() - start) / 1e9, cpu: (cpu.user + cpu.system) / 1e6, value };
 }
 
-/** The plain copy: read as the backup reads (fileBytes: one reused 1 MiB buffer), each piece written, then fsync. */
+/** The plain copy: read as the backup reads (fileBytes: one reused 4 MiB buffer), each piece written, then fsync. */
 async function copyFile(from: string, to: string): Promise<void> {
   const file = await open(to, 'w');
   try {

@@ -8,7 +8,7 @@
 import { open } from 'node:fs/promises';
 
 export interface FileBytesOptions {
-  /** Bytes per read (default 1 MiB). */
+  /** Bytes per read (default 4 MiB: fewer reads, each a round trip through the thread pool). */
   bufferSize?: number;
   /** The first byte to read (default 0). */
   start?: number;
@@ -17,7 +17,7 @@ export interface FileBytesOptions {
 }
 
 export async function* fileBytes(path: string, options: FileBytesOptions = {}): AsyncGenerator<Uint8Array, void, undefined> {
-  const { bufferSize = 1024 * 1024, start = 0, length = Number.POSITIVE_INFINITY } = options;
+  const { bufferSize = 4 * 1024 * 1024, start = 0, length = Number.POSITIVE_INFINITY } = options;
   const file = await open(path, 'r');
   try {
     const buffer = Buffer.allocUnsafeSlow(bufferSize);
