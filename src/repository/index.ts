@@ -18,7 +18,7 @@ export {
   type IntegrityProblem,
 } from './errors.js';
 export { FilesystemBlobStore } from './filesystem-blob-store.js';
-export { fileBytes, type FileBytesOptions } from './file-source.js';
+export { fileBytes, FileBytes, type FileBytesOptions, type VolumeReader } from './file-source.js';
 export { FileTarget, type FileTargetOptions } from './file-target.js';
 export { defaultPacking, repositoryFormat, type BackupIndex, type JobRecord, type Manifest, type PackIndex, type PackingOptions, type VolumeSource } from './format.js';
 export { collectGarbage, type GcOptions, type GcResult } from './gc.js';

@@ -7,14 +7,16 @@
 //   minimum size, where the rolling hash has not yet seen 32 bytes.
 // - Chunks come in stream order, each with a promise of its own SHA-256 (computed on a
 //   worker) and an encode() that compresses it on a worker.
-// - Memory is bounded: the input is copied once into shared blocks (the workers read them
-//   in place), and at most `maxBlocks` blocks (32 MiB) are held; reading the input waits
-//   until the consumer release()s chunks. A consumer must release every chunk it took
+// - Memory is bounded: the input is copied once into shared blocks (a VolumeReader, such
+//   as fileBytes, reads straight into them; the workers read them in place), and at most
+//   `maxBlocks` blocks (32 MiB) are held; reading the input waits until the consumer
+//   release()s chunks. A consumer must release every chunk it took
 //   and may hold at most `batchBytes` of unreleased chunks per batch, two batches at once.
 import type { ChunkerOptions } from './chunker.js';
 import { gearTable, highMask, validateChunkerOptions } from './chunker.js';
 import { chunkWorkers, type ScanResult } from './chunk-workers.js';
 import type { CodecName } from './codec.js';
+import { isVolumeReader, type VolumeReader } from './file-source.js';
 import type { ChunkRef } from './format.js';
 
 export interface VolumeChunk {
@@ -90,6 +92,7 @@ class ChunkPipeline implements VolumeChunks {
   private doneOffset = 0;
   private freed?: () => void;
   private ended = false;
+  private source?: AsyncIterator<Uint8Array>;
 
   constructor(
     private readonly data: AsyncIterable<Uint8Array>,
@@ -104,7 +107,7 @@ class ChunkPipeline implements VolumeChunks {
 
   async *[Symbol.asyncIterator](): AsyncGenerator<VolumeChunk> {
     let cut = 0;
-    const source = this.data[Symbol.asyncIterator]();
+    const source = (this.source = isVolumeReader(this.data) ? this.readInPlace(this.data) : this.data[Symbol.asyncIterator]());
     let next = source.next();
     for (;;) {
       // While the source produces the next piece, the block it stopped in is scanned as far
@@ -130,7 +133,8 @@ class ChunkPipeline implements VolumeChunks {
       for (let at = 0; at < bytes.length; ) {
         const block = await this.writableBlock();
         const n = Math.min(blockSize - block.filled, bytes.length - at);
-        block.bytes.set(bytes.subarray(at, at + n), block.filled);
+        const inPlace = bytes.buffer === block.bytes.buffer && bytes.byteOffset + at === block.bytes.byteOffset + block.filled;
+        if (!inPlace) block.bytes.set(bytes.subarray(at, at + n), block.filled);
         block.filled += n;
         this.total += n;
         at += n;
@@ -138,7 +142,7 @@ class ChunkPipeline implements VolumeChunks {
           this.tail = block.bytes.slice(blockSize - lead);
           this.scanUpTo(block); // at once: the workers scan blocks in parallel while more is read
         }
-        // The piece is copied: the source may have the next one read meanwhile.
+        // The piece is copied (or was read in place): the source may read the next meanwhile.
         if (at === bytes.length) next = source.next();
         // Cuts wait for scans only once `readAhead` blocks are filled beyond the last cut:
         // until then the next blocks are read and handed to the workers meanwhile.
@@ -163,9 +167,31 @@ class ChunkPipeline implements VolumeChunks {
   async return(): Promise<void> {
     if (this.ended) return;
     this.ended = true;
+    // The source is told to stop (a file is closed), but not waited for: a stalled source
+    // must not hold up the end of a failed upload.
+    this.source?.return?.().catch(() => undefined);
     this.blocks = [];
     this.spare.length = 0;
     this.freed?.();
+  }
+
+  /**
+   * A reader's bytes as pieces read straight into the block being filled (the piece is
+   * where the copy would put it, so there is no copy).
+   */
+  private readInPlace(reader: VolumeReader): AsyncIterator<Uint8Array> {
+    return {
+      next: async () => {
+        const block = await this.writableBlock();
+        const target = block.bytes.subarray(block.filled);
+        const n = await reader.readInto(target);
+        return n === 0 ? { done: true, value: undefined } : { done: false, value: target.subarray(0, n) };
+      },
+      return: async () => {
+        await reader.close();
+        return { done: true, value: undefined };
+      },
+    };
   }
 
   /** The block being filled, or a new one (waiting while maxBlocks are held). */

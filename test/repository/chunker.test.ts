@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { chunkStream, defaultChunkerOptions, type ChunkerOptions } from '../../src/repository/chunker.js';
+import type { VolumeReader } from '../../src/repository/file-source.js';
 import { volumeChunks } from '../../src/repository/volume-chunks.js';
 import { volumeBytes } from './data.js';
 
@@ -78,6 +79,24 @@ describe('content-defined chunker', () => {
   });
 });
 
+/** `data` as a VolumeReader whose reads stop short at the sizes given in turn (and at the target's end). */
+function reader(data: Buffer, sizes: number[]): AsyncIterable<Uint8Array> & VolumeReader {
+  let pos = 0;
+  let i = 0;
+  return {
+    readInto: async (target) => {
+      const n = Math.min(target.length, sizes[i++ % sizes.length]!, data.length - pos);
+      target.set(data.subarray(pos, pos + n));
+      pos += n;
+      return n;
+    },
+    close: async () => undefined,
+    [Symbol.asyncIterator]: () => {
+      throw new Error('a reader is read in place, not iterated');
+    },
+  };
+}
+
 describe('volume chunks on the chunk workers', () => {
   async function sizesOf(input: AsyncIterable<Uint8Array>, o: ChunkerOptions): Promise<{ sizes: number[]; hashes: string[] }> {
     const chunks = volumeChunks(input, o);
@@ -103,6 +122,10 @@ describe('volume chunks on the chunk workers', () => {
         const got = await sizesOf(pieces(data, split), o);
         expect(got.sizes, `split ${split}`).to.deep.equal(want.map((c) => c.length));
         expect(got.hashes, `split ${split}`).to.deep.equal(want.map(digest));
+        // The same input as a VolumeReader, read straight into the blocks in short reads.
+        const read = await sizesOf(reader(data, split), o);
+        expect(read.sizes, `reader ${split}`).to.deep.equal(want.map((c) => c.length));
+        expect(read.hashes, `reader ${split}`).to.deep.equal(want.map(digest));
       }
     });
   }

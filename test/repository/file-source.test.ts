@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { readdir, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileBytes } from '../../src/repository/index.js';
+import { BackupRepository, fileBytes, FilesystemBlobStore, type BlobWriter } from '../../src/repository/index.js';
 import { sha256Of, volumeBytes } from './data.js';
 import { blobPath, removeTempDirs, tempDir, tempRepository } from './helpers.js';
 
@@ -40,6 +40,40 @@ describe('file bytes (a file or block device as a volume source)', () => {
       expect(await openFiles(path)).to.equal(1);
       break;
     }
+    expect(await openFiles(path)).to.equal(0);
+  });
+
+  it('is read straight into the backup’s blocks, and closed at the end and when the upload fails', async () => {
+    const path = join(await tempDir(), 'disk.img');
+    const size = 5 * 1024 * 1024 + 3;
+    const parts: Uint8Array[] = [];
+    for await (const p of volumeBytes({ seed: 12, size, kind: 'random' })) parts.push(Buffer.from(p));
+    await writeFile(path, Buffer.concat(parts));
+    const source = fileBytes(path);
+    const iterated = { count: 0 };
+    const original = source[Symbol.asyncIterator].bind(source);
+    source[Symbol.asyncIterator] = () => {
+      iterated.count++;
+      return original();
+    };
+    const repo = await tempRepository();
+    await repo.backupVolume('job', { volume: 'ns.v' }, source);
+    expect(iterated.count).to.equal(0); // read in place, not through its own buffer
+    expect(await sha256Of(repo.restoreStream('job', 'ns.v'))).to.deep.equal(await sha256Of(volumeBytes({ seed: 12, size, kind: 'random' })));
+    expect(await openFiles(path)).to.equal(0);
+
+    class FullDisk extends FilesystemBlobStore {
+      override async createWriter(key: string): Promise<BlobWriter> {
+        const writer = await super.createWriter(key);
+        return { ...writer, write: async () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })) };
+      }
+    }
+    const empty = await tempRepository(); // nothing stored yet: every chunk goes to a pack
+    const full = await BackupRepository.open(new FullDisk((empty.store as FilesystemBlobStore).root));
+    let error: Error | undefined;
+    await full.backupVolume('job', { volume: 'ns.w' }, fileBytes(path)).catch((e: Error) => (error = e));
+    expect(error?.message).to.match(/ENOSPC/);
+    for (let i = 0; i < 50 && (await openFiles(path)) > 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(await openFiles(path)).to.equal(0);
   });
 
