@@ -9,6 +9,8 @@
 //   comes and no pack is held in memory; any other store gets each pack as one buffer of
 //   targetSize (or one chunk, if larger), at most 1 + maxWriting of them at a time.
 // - At most `maxWriting` packs are being committed while the next fills (add() waits).
+//   With createWriter, the next pack is opened while one fills (an unused one is aborted by
+//   settle()), so no add() waits for a pack to be opened.
 // - Every failed pack write is logged; flush() fails with the first failure.
 import { randomBytes } from 'node:crypto';
 import type { BlobStore, BlobWriter } from './blob-store.js';
