@@ -141,14 +141,22 @@ for (const size of sizes) {
         execFileSync('sync');
         return timed(work);
       };
-      const copy = await step(() => copyFile(source, join(work, 'copy.img')));
-      const backup = await step(() => repo.backupVolume('first', { volume: 'bench.volume' }, fileBytes(source)));
-      const restore = await step(() => restoreTo(repo, 'first', join(work, 'restored.img')));
+      // Which side goes first alternates between runs, so neither always meets the disk and
+      // the page cache as the other left them.
+      const copyFirst = run % 2 === 0;
+      const copyStep = () => step(() => copyFile(source, join(work, 'copy.img')));
+      const backupStep = () => step(() => repo.backupVolume('first', { volume: 'bench.volume' }, fileBytes(source)));
+      const copy = copyFirst ? await copyStep() : undefined;
+      const backup = await backupStep();
+      const copied = copy ?? (await copyStep());
+      const restoreStep = () => step(() => restoreTo(repo, 'first', join(work, 'restored.img')));
+      const restore = copyFirst ? await restoreStep() : undefined;
       const copyBack = await step(() => copyFile(join(work, 'copy.img'), join(work, 'copy-back.img')));
       const copyFlush = await step(() => copyFlushing(join(work, 'copy.img'), join(work, 'copy-flushing.img')));
+      const restored = restore ?? (await restoreStep());
       const second = await step(() => repo.backupVolume('second', { volume: 'bench.volume' }, fileBytes(source)));
       const verifyRead = await step(() => pipeline(repo.restoreStream('second', 'bench.volume'), new Writable({ write: (_c, _e, done) => done() })));
-      runs.push({ copy, backup, restore, copyBack, copyFlushing: copyFlush, second, verifyRead });
+      runs.push({ copy: copied, backup, restore: restored, copyBack, copyFlushing: copyFlush, second, verifyRead });
       last = { repo, first: backup.value, second: second.value };
     }
     const middle = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
