@@ -210,6 +210,8 @@ class Upload {
   private readonly foundPresent = new Set<string>();
   private chunksDone = 0;
   private readonly intentBatch: number;
+  /** Settles when the last batch handed over is done packing (see store()). */
+  private packTurn: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly repo: RepositoryContext,
@@ -295,14 +297,20 @@ class Upload {
 
   /** Declares a batch, then stores what the repository does not hold; releases the batch's chunks. */
   private async store(batch: VolumeChunk[]): Promise<void> {
+    // The turn is taken before the first await, so turns follow the order batches come in.
+    const turn = this.packTurn;
+    let done!: () => void;
+    this.packTurn = new Promise<void>((resolve) => (done = resolve));
     try {
-      await this.storeBatch(batch);
+      await this.storeBatch(batch, turn);
     } finally {
+      done();
       for (const chunk of batch) chunk.release();
     }
   }
 
-  private async storeBatch(batch: VolumeChunk[]): Promise<void> {
+  /** Stores a batch; its new chunks go to the packs once `turn` (the batch before it is done packing) comes. */
+  private async storeBatch(batch: VolumeChunk[], turn: Promise<void>): Promise<void> {
     if (this.foundPresent.size >= 4096) await this.syncFoundPresent(); // bounds the set's memory
     const hashes = await Promise.all(batch.map((c) => c.hashed));
     await this.lease.keep();
@@ -338,9 +346,12 @@ class Upload {
       fresh.push({ hash, chunk });
     }
     // Encoded in parallel on the workers, packed in order; each chunk's memory is released
-    // once the pack writer has copied it.
+    // once the pack writer has copied it. Batches pack one after another, so a volume's new
+    // chunks lie in its packs in the volume's order, and a restore reads runs of them with
+    // one read (with two batches adding at once, they interleaved).
     const encoded = fresh.map(({ chunk }) => chunk.encode(this.repo.config.codec));
     for (const p of encoded) p.catch(() => undefined); // awaited in turn below
+    await turn;
     for (const [i, { hash, chunk }] of fresh.entries()) {
       const stored = await encoded[i]!;
       await this.writer.add(hash, chunk.size, stored);

@@ -1,5 +1,6 @@
 // A file or block device to restore a volume into. Guarantees:
-// - Bytes are written in order, each write whole (a short write is continued).
+// - Bytes are written in order, each write whole (a short write is continued); a run of
+//   chunks goes down with one writev.
 // - Write-behind: every `flushBytes` written (default 32 MiB), a datasync starts in the
 //   background, one at a time, so the disk writes while the restore goes on and the last
 //   fsync has little left to do; dirty pages stay bounded too (in a pod they count against
@@ -8,6 +9,7 @@
 //   that failed fails the next write or finish(), never silently.
 // - A block device is written in place; a file is created or replaced.
 import { open, stat, type FileHandle } from 'node:fs/promises';
+import { writeAllAt } from './write-all.js';
 
 export interface FileTargetOptions {
   /** Bytes between background syncs (default 32 MiB; 0: only the final fsync). */
@@ -37,11 +39,12 @@ export class FileTarget {
     return this.written;
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
+  /** Writes the bytes, or the pieces one after another (one writev), after what was written. */
+  async write(bytes: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.failure) throw this.failure;
-    for (let done = 0; done < chunk.length; ) done += (await this.file.write(chunk, done, chunk.length - done, this.written + done)).bytesWritten;
-    this.written += chunk.length;
-    this.sinceFlush += chunk.length;
+    const from = this.written;
+    this.written = await writeAllAt(this.file, bytes instanceof Uint8Array ? [bytes] : bytes, from);
+    this.sinceFlush += this.written - from;
     if (this.flushBytes > 0 && this.sinceFlush >= this.flushBytes && !this.flushing) {
       this.sinceFlush = 0;
       this.flushing = this.file.datasync().then(

@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { BlobNotFoundError, checkKey, type BlobStat, type BlobStore, type BlobWriter } from './blob-store.js';
+import { writeAllAt } from './write-all.js';
 
 const tempPrefix = '.tmp-';
 
@@ -251,14 +252,7 @@ class TemporaryFile {
    * time, each a round trip through libuv's thread pool.
    */
   async append(pieces: Uint8Array[]): Promise<void> {
-    let at = this.written;
-    let skip = (await this.handle.writev(pieces, at)).bytesWritten;
-    for (const piece of pieces) {
-      for (let done = skip; done < piece.length; ) done += (await this.handle.write(piece, done, piece.length - done, at + done)).bytesWritten;
-      skip = Math.max(0, skip - piece.length);
-      at += piece.length;
-    }
-    this.written = at;
+    this.written = await writeAllAt(this.handle, pieces, this.written);
   }
 
   /** Makes the file durable and closes it; on a failure removes it. */

@@ -1,13 +1,14 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { BackupRepository, defaultChunkerOptions, FilesystemBlobStore, repositoryStats, type BlobWriter } from '../../src/repository/index.js';
+import { BackupRepository, defaultChunkerOptions, FilesystemBlobStore, FileTarget, RepositoryIntegrityError, repositoryStats, type BlobWriter } from '../../src/repository/index.js';
 import { chunkListSha256 } from '../../src/repository/format.js';
 import { blockSize, sha256Of, volumeBytes, type VolumeShape } from './data.js';
-import { backUp, expected, removeTempDirs, smallChunks, smallPacks, tempDir, tempRepository } from './helpers.js';
+import { backUp, corruptStoredChunk, expected, removeTempDirs, smallChunks, smallPacks, tempDir, tempRepository } from './helpers.js';
 
 /** Bytes of every file under `dir`. */
 async function diskUsage(dir: string): Promise<number> {
@@ -142,6 +143,60 @@ describe('repository round trip', function () {
     expect(reads[0]).to.equal(manifest.chunks[0]![1] + 1); // the first chunk alone (its codec byte 0, then its bytes)
     expect(Math.max(...reads)).to.be.above(4 * 1024 * 1024); // later reads span several chunks
     expect(mostReading).to.equal(3);
+  });
+
+  it('lays a volume’s new chunks out in its packs in the volume’s order, though batches are stored two at a time', async () => {
+    const repo = await tempRepository({ chunking: smallChunks });
+    const shape: VolumeShape = { seed: 80, size: 6 * 1024 * 1024, kind: 'random' };
+    // Batches of two chunks: many batches in flight one after another, each racing the next.
+    const up = await repo.backupVolume('job', { volume: 'ns.v' }, volumeBytes(shape), { intentBatch: 2 });
+    const index = await repo.chunkIndex(true);
+    let breaks = 0;
+    let previous: { pack: string; end: number } | undefined;
+    for (const [hash] of up.manifest.chunks) {
+      const location = index.lookup(hash);
+      if (location?.kind !== 'pack') throw new Error(`chunk ${hash} is not in a pack`);
+      const follows = previous?.pack === location.pack ? location.offset === previous.end : location.offset === 0;
+      if (!follows) breaks++;
+      previous = { pack: location.pack, end: location.offset + location.length };
+    }
+    expect(up.manifest.chunks.length).to.be.above(300);
+    expect(breaks).to.equal(0);
+  });
+
+  it('restoreToFile writes a run of chunks per write, and on a bad chunk leaves exactly the verified bytes before it', async () => {
+    const repo = await tempRepository({ chunking: defaultChunkerOptions });
+    const shape: VolumeShape = { seed: 79, size: 24 * 1024 * 1024 + 9, kind: 'random' };
+    const up = await backUp(repo, 'job', 'ns.big', shape);
+    const to = join(await tempDir(), 'restored.img');
+    const write = FileTarget.prototype.write;
+    let writes = 0;
+    FileTarget.prototype.write = function (this: FileTarget, bytes) {
+      writes++;
+      return write.call(this, bytes);
+    };
+    try {
+      expect(await repo.restoreToFile('job', 'ns.big', to)).to.equal(shape.size);
+    } finally {
+      FileTarget.prototype.write = write;
+    }
+    expect(await sha256Of(createReadStream(to))).to.deep.equal(await expected(shape));
+    expect(writes).to.be.below(up.manifest.chunks.length / 2);
+
+    // A bad chunk in the middle: everything before it is on the disk, nothing after.
+    const bad = Math.floor(up.manifest.chunks.length / 2);
+    await corruptStoredChunk(repo, up.manifest.chunks[bad]![0]);
+    let error: Error | undefined;
+    await repo.restoreToFile('job', 'ns.big', to).catch((e: Error) => (error = e));
+    expect(error).to.be.instanceOf(RepositoryIntegrityError);
+    const before = up.manifest.chunks.slice(0, bad).reduce((n, [, size]) => n + size, 0);
+    const want = createHash('sha256');
+    let at = 0;
+    for await (const piece of volumeBytes(shape)) {
+      want.update(piece.subarray(0, Math.max(0, Math.min(piece.length, before - at))));
+      at += piece.length;
+    }
+    expect(await sha256Of(createReadStream(to))).to.deep.equal({ sha256: want.digest('hex'), size: before });
   });
 
   it('fails an upload whose source fails with the source’s error, and writes no manifest', async () => {
