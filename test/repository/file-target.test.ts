@@ -16,30 +16,39 @@ describe('file target (a file or block device to restore into)', () => {
   afterEach(() => restores.splice(0).forEach((restore) => restore()));
   after(removeTempDirs);
 
-  async function patchDatasync(replacement: (original: () => Promise<void>) => Promise<void>): Promise<void> {
+  /** Replaces FileHandle's datasync (the background syncs) until the test ends. */
+  async function patchDatasync(replacement: () => Promise<void>): Promise<void> {
     const proto = await fileHandlePrototype();
     const original = proto.datasync;
-    proto.datasync = function (this: FileHandle) {
-      return replacement(() => original.call(this));
-    };
+    proto.datasync = replacement;
     restores.push(() => (proto.datasync = original));
   }
 
-  it('replaces a file with the bytes written, syncing in the background every flushBytes', async () => {
+  it('replaces a file with the bytes written, syncing in the background every flushBytes, one sync at a time', async () => {
     const path = join(await tempDir(), 'restored.img');
     await writeFile(path, Buffer.alloc(100_000, 9)); // longer than what comes: replaced, not overwritten
-    let syncs = 0;
-    await patchDatasync((original) => {
-      syncs++;
-      return original();
-    });
+    // Each background sync waits until the test lets it finish (and then does nothing more:
+    // the final fsync of finish() is the real one).
+    const held: (() => void)[] = [];
+    await patchDatasync(() => new Promise<void>((resolve) => held.push(resolve)));
     const target = await FileTarget.open(path, { flushBytes: 10_000 });
     const pieces = Array.from({ length: 8 }, (_, i) => Buffer.alloc(5_000, i));
-    for (const piece of pieces) await target.write(piece);
+    await target.write(pieces[0]!);
+    expect(held).to.have.length(0);
+    await target.write(pieces[1]!); // 10,000 bytes: a sync starts
+    expect(held).to.have.length(1);
+    for (const piece of pieces.slice(2, 5)) await target.write(piece);
+    expect(held).to.have.length(1); // the first is still running: no second one beside it
+    held[0]!();
+    await new Promise((r) => setImmediate(r));
+    await target.write(pieces[5]!); // 20,000 bytes since the first began: the next starts
+    expect(held).to.have.length(2);
+    held[1]!();
+    for (const piece of pieces.slice(6)) await target.write([piece.subarray(0, 1_000), piece.subarray(1_000)]);
+    for (const release of held) release();
     await target.finish();
     expect(await readFile(path)).to.deep.equal(Buffer.concat(pieces));
     expect(target.bytesWritten).to.equal(40_000);
-    expect(syncs).to.be.within(2, 4); // every 10,000 bytes, one at a time
   });
 
   it('fails the next write when a background sync failed, and never finishes as if durable', async () => {
