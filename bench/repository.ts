@@ -58,29 +58,20 @@ async function timed<T>(work: () => Promise<T>): Promise<{ seconds: number; cpu:
   return { seconds: Number(process.hrtime.bigint() - start) / 1e9, cpu: (cpu.user + cpu.system) / 1e6, value };
 }
 
-/** The plain copy: read as the backup reads (fileBytes: one reused 4 MiB buffer), each piece written, then fsync. */
-async function copyFile(from: string, to: string): Promise<void> {
-  const file = await open(to, 'w');
-  try {
-    for await (const piece of fileBytes(from)) {
-      for (let done = 0; done < piece.length; ) done += (await file.write(piece, done, piece.length - done)).bytesWritten;
-    }
-    await file.sync();
-  } finally {
-    await file.close();
-  }
+/**
+ * A copy, read as the backup reads (fileBytes: one reused 4 MiB buffer) and written as the
+ * restore writes (FileTarget): plain, with one fsync at the end as cp and sync do, or with
+ * the restore's write-behind.
+ */
+async function copyFile(from: string, to: string, writeBehind = false): Promise<void> {
+  const target = await FileTarget.open(to, writeBehind ? {} : { flushBytes: 0 });
+  for await (const piece of fileBytes(from)) await target.write(piece);
+  await target.finish();
 }
 
 /** As `trellis repo restore` does it: each verified chunk written from where it was read (no copy), flushing as it goes. */
 async function restoreTo(repo: BackupRepository, job: string, to: string): Promise<void> {
   await repo.restoreToFile(job, 'bench.volume', to);
-}
-
-/** The plain copy with the restore's write-behind (FileTarget): what the restore's writing alone can reach. */
-async function copyFlushing(from: string, to: string): Promise<void> {
-  const target = await FileTarget.open(to);
-  for await (const piece of fileBytes(from)) await target.write(piece);
-  await target.finish();
 }
 
 const mbps = (bytes: number, seconds: number) => bytes / 1e6 / seconds;
@@ -137,9 +128,9 @@ for (const size of sizes) {
       // clock was timed as part of the copy), and each step starts on a flushed disk: on this
       // disk (mounted with discard) a removal's trim otherwise lands in the next step's fsync.
       for (const file of ['copy.img', 'restored.img', 'copy-back.img', 'copy-flushing.img']) await rm(join(work, file), { force: true });
-      const step = <T>(work: () => Promise<T>) => {
+      const step = <T>(measured: () => Promise<T>) => {
         execFileSync('sync');
-        return timed(work);
+        return timed(measured);
       };
       // Which side goes first alternates between runs, so neither always meets the disk and
       // the page cache as the other left them.
@@ -152,7 +143,8 @@ for (const size of sizes) {
       const restoreStep = () => step(() => restoreTo(repo, 'first', join(work, 'restored.img')));
       const restore = copyFirst ? await restoreStep() : undefined;
       const copyBack = await step(() => copyFile(join(work, 'copy.img'), join(work, 'copy-back.img')));
-      const copyFlush = await step(() => copyFlushing(join(work, 'copy.img'), join(work, 'copy-flushing.img')));
+      // The copy with write-behind: what the restore's writing alone can reach.
+      const copyFlush = await step(() => copyFile(join(work, 'copy.img'), join(work, 'copy-flushing.img'), true));
       const restored = restore ?? (await restoreStep());
       const second = await step(() => repo.backupVolume('second', { volume: 'bench.volume' }, fileBytes(source)));
       const verifyRead = await step(() => pipeline(repo.restoreStream('second', 'bench.volume'), new Writable({ write: (_c, _e, done) => done() })));
