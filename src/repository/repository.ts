@@ -211,8 +211,8 @@ export class BackupRepository implements ReadContext {
   /**
    * Restores a volume into a file or block device (written in place), a run of chunks per
    * write, flushing as it writes (see FileTarget); resolves with the bytes written once they
-   * are all durable. On a
-   * failure the target holds the verified bytes before it and the error is thrown.
+   * are all durable. On a failure the target holds the verified bytes before it and the
+   * error is thrown.
    */
   async restoreToFile(job: string, volume: string, path: string, options: RestoreOptions & FileTargetOptions & { onProgress?: (bytes: number) => void } = {}): Promise<number> {
     const target = await FileTarget.open(path, options);

@@ -10,8 +10,8 @@
 // - Memory is bounded: the input is copied once into shared blocks (a VolumeReader, such
 //   as fileBytes, reads straight into them; the workers read them in place), and at most
 //   `maxBlocks` blocks (32 MiB) are held; reading the input waits until the consumer
-//   release()s chunks. A consumer must release every chunk it took
-//   and may hold at most `batchBytes` of unreleased chunks per batch, two batches at once.
+//   release()s chunks. A consumer must release every chunk it took and may hold at most
+//   `batchBytes` of unreleased chunks per batch, two batches at once.
 import type { ChunkerOptions } from './chunker.js';
 import { gearTable, highMask, validateChunkerOptions } from './chunker.js';
 import { chunkWorkers, type ScanResult } from './chunk-workers.js';

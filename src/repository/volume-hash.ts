@@ -2,9 +2,8 @@
 // sequential pass, so it runs beside the chunk workers (chunk-workers.ts) rather than on
 // the main thread. Only manifests from before format 3 need it (restore.ts).
 // Guarantees: appends are hashed in the order they were given; digest() resolves after
-// every earlier append; the worker never
-// keeps the process alive while no hash is in progress; if no worker can start, hashing
-// happens inline with the same results.
+// every earlier append; the worker never keeps the process alive while no hash is in
+// progress; if no worker can start, hashing happens inline with the same results.
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 

@@ -141,7 +141,6 @@ export async function run(argv: string[]): Promise<number> {
     if (command === 'restore') {
       const [job, volume] = positionals.slice(1) as [string, string];
       const to = values.to!;
-      // A block device is written in place; anything else is created or replaced.
       const bytes = await repo.restoreToFile(job, volume, to, { onProgress: (written) => progress(`restore: ${mib(written)} written`) });
       print({ job, volume, to, bytes }, `restored ${job}/${volume} to ${to} (${bytes} bytes, verified)\n`);
       return 0;
