@@ -8,6 +8,7 @@
 // - The file is opened at the first read and closed at the end, when iteration stops
 //   early, or on close().
 import { open, type FileHandle } from 'node:fs/promises';
+import { RepositoryInputError } from './errors.js';
 
 export interface FileBytesOptions {
   /** Bytes per read when iterated (default 4 MiB: a read is a round trip through the thread pool, so fewer is cheaper). */
@@ -38,7 +39,15 @@ export class FileBytes implements AsyncIterable<Uint8Array>, VolumeReader {
   constructor(
     readonly path: string,
     private readonly options: FileBytesOptions = {},
-  ) {}
+  ) {
+    // A buffer of 0 bytes would read as an empty volume: say so instead.
+    const { bufferSize = 1, start = 0, length = 0 } = options;
+    if (!(Number.isSafeInteger(bufferSize) && bufferSize > 0)) throw new RepositoryInputError(`fileBytes bufferSize must be a positive whole number of bytes: ${bufferSize}`);
+    if (!(Number.isSafeInteger(start) && start >= 0)) throw new RepositoryInputError(`fileBytes start must be a whole number of bytes, 0 or more: ${start}`);
+    if (!((Number.isSafeInteger(length) && length >= 0) || length === Number.POSITIVE_INFINITY)) {
+      throw new RepositoryInputError(`fileBytes length must be a whole number of bytes, 0 or more: ${length}`);
+    }
+  }
 
   async readInto(target: Uint8Array): Promise<number> {
     const { start = 0, length = Number.POSITIVE_INFINITY } = this.options;

@@ -9,6 +9,7 @@
 //   that failed fails the next write or finish(), never silently.
 // - A block device is written in place; a file is created or replaced.
 import { open, stat, type FileHandle } from 'node:fs/promises';
+import { RepositoryInputError } from './errors.js';
 import { writeAllAt } from './write-all.js';
 
 export interface FileTargetOptions {
@@ -28,11 +29,13 @@ export class FileTarget {
   ) {}
 
   static async open(path: string, options: FileTargetOptions = {}): Promise<FileTarget> {
+    const { flushBytes = 32 * 1024 * 1024 } = options;
+    if (!(Number.isSafeInteger(flushBytes) && flushBytes >= 0)) throw new RepositoryInputError(`FileTarget flushBytes must be a whole number of bytes, 0 or more: ${flushBytes}`);
     const device = await stat(path).then(
       (s) => s.isBlockDevice(),
       () => false,
     );
-    return new FileTarget(await open(path, device ? 'r+' : 'w'), options.flushBytes ?? 32 * 1024 * 1024);
+    return new FileTarget(await open(path, device ? 'r+' : 'w'), flushBytes);
   }
 
   get bytesWritten(): number {

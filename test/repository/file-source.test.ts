@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { readdir, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BackupRepository, fileBytes, FilesystemBlobStore, type BlobWriter } from '../../src/repository/index.js';
+import { BackupRepository, fileBytes, FilesystemBlobStore, RepositoryInputError, type BlobWriter } from '../../src/repository/index.js';
 import { sha256Of, volumeBytes } from './data.js';
 import { blobPath, removeTempDirs, tempDir, tempRepository } from './helpers.js';
 
@@ -30,6 +30,18 @@ describe('file bytes (a file or block device as a volume source)', () => {
     const range: Buffer[] = [];
     for await (const piece of fileBytes(path, { bufferSize: 4096, start: 100, length: 5000 })) range.push(Buffer.from(piece));
     expect(Buffer.concat(range)).to.deep.equal(data.subarray(100, 5100));
+  });
+
+  it('refuses a buffer, start or length that is not a whole number of bytes, naming it', () => {
+    for (const [options, name] of [
+      [{ bufferSize: 0 }, 'bufferSize'],
+      [{ bufferSize: 1.5 }, 'bufferSize'],
+      [{ start: -1 }, 'start'],
+      [{ length: -4096 }, 'length'],
+      [{ length: Number.NaN }, 'length'],
+    ] as const) {
+      expect(() => fileBytes('/dev/null', options), name).to.throw(RepositoryInputError, new RegExp(`fileBytes ${name} must be`));
+    }
   });
 
   it('closes the file when the reader stops early', async () => {

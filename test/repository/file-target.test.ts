@@ -1,7 +1,7 @@
 import { expect } from 'chai';
-import { open, readFile, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FileTarget } from '../../src/repository/index.js';
+import { FileTarget, RepositoryInputError } from '../../src/repository/index.js';
 import { removeTempDirs, tempDir } from './helpers.js';
 
 /** FileHandle's prototype, whose datasync the tests watch or fail. */
@@ -49,6 +49,17 @@ describe('file target (a file or block device to restore into)', () => {
     await target.finish();
     expect(await readFile(path)).to.deep.equal(Buffer.concat(pieces));
     expect(target.bytesWritten).to.equal(40_000);
+  });
+
+  it('refuses a flushBytes that is not a whole number of bytes, and creates nothing', async () => {
+    const dir = await tempDir();
+    for (const flushBytes of [-1, 0.5, Number.NaN]) {
+      let error: Error | undefined;
+      await FileTarget.open(join(dir, 'restored.img'), { flushBytes }).catch((e: Error) => (error = e));
+      expect(error, String(flushBytes)).to.be.instanceOf(RepositoryInputError);
+      expect(error?.message).to.match(/FileTarget flushBytes must be a whole number of bytes/);
+    }
+    expect(await readdir(dir)).to.deep.equal([]);
   });
 
   it('fails the next write when a background sync failed, and never finishes as if durable', async () => {
