@@ -18,7 +18,7 @@ import { ChunkIndex, blobKeys, presenceKey, type ChunkLocation } from './chunk-i
 import { tryRecord, type RepositoryContext } from './context.js';
 import { beginBackup, readManifest } from './catalog.js';
 import { RepositoryFormatError, UploadConflictError } from './errors.js';
-import { checkName, checksumOf, chunkListSha256, defaultPacking, encodeRecord, keys, repositoryFormat, type ChunkRef, type Manifest, type VolumeSource } from './format.js';
+import { checkName, checksumOf, chunkHashOfConfig, chunkListSha256, defaultPacking, encodeRecord, keys, repositoryFormat, type ChunkRef, type Manifest, type VolumeSource } from './format.js';
 import { PackWriter } from './pack-writer.js';
 import { LostLeaseError } from './errors.js';
 import { removeIntents, removeUpload, UploadLease } from './uploads.js';
@@ -243,7 +243,7 @@ class Upload {
   /** Reads the source to its end, storing what is new; a failure is left in `failure`. */
   async run(data: AsyncIterable<Uint8Array>): Promise<void> {
     this.index = await ChunkIndex.load(this.repo.store);
-    const chunks = volumeChunks(data, this.repo.config.chunking);
+    const chunks = volumeChunks(data, this.repo.config.chunking, chunkHashOfConfig(this.repo.config));
     let batch: VolumeChunk[] = [];
     let batchBytes = 0;
     // Batches being stored (declared, looked up, packed) while the next one is chunked.

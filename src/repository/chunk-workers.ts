@@ -1,5 +1,5 @@
 // The CPU work of the data path, on worker threads (as many as the machine has cores):
-// scanning for content-defined cut points, SHA-256 of chunks, compression and
+// scanning for content-defined cut points, chunk hashes (chunk-hash.ts), compression and
 // decompression. Guarantees:
 // - Each task runs on one worker and resolves with its result or rejects with its error;
 //   a worker that dies fails only its own tasks, and later tasks go to the others (or run
@@ -9,10 +9,10 @@
 // - Idle workers never keep the process alive.
 // The task code is one self-contained function (runTask) whose source the workers
 // evaluate, as volume-hash.ts does: under tsx a worker cannot load a .ts module by path.
-import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
+import { blake3Missing, blake3ModulePath, chunkHasher, type ChunkHasher, type ChunkHashName } from './chunk-hash.js';
 import { gearTable } from './chunker.js';
 import { decodeStoredSync, encodeStoredSync, looksIncompressible, type CodecName } from './codec.js';
 import { makeGearScanner, type GearScanner, type ScanResult } from './gear-scan.js';
@@ -21,7 +21,7 @@ import { gearScanWasm } from './gear-scan-wasm.js';
 export type { ScanResult } from './gear-scan.js';
 
 interface TaskDeps {
-  createHash: typeof createHash;
+  hasher: (name: ChunkHashName) => ChunkHasher;
   zlib: typeof zlib;
   scan: GearScanner;
   incompressible: typeof looksIncompressible;
@@ -34,11 +34,11 @@ export type DecodedChunk = { in: 'bytes' | 'out'; offset: number; length: number
 
 type Task =
   | { op: 'scan'; block: Uint8Array; lead: Uint8Array; maskSmall: number; maskLarge: number }
-  | { op: 'hash'; parts: Uint8Array[] }
-  | { op: 'hashAndSample'; parts: Uint8Array[] }
+  | { op: 'hash'; hash: ChunkHashName; parts: Uint8Array[] }
+  | { op: 'hashAndSample'; hash: ChunkHashName; parts: Uint8Array[] }
   | { op: 'encode'; codec: CodecName; parts: Uint8Array[] }
   | { op: 'decode'; stored: Uint8Array }
-  | { op: 'decodeExtent'; bytes: Uint8Array; lengths: number[]; sizes: number[]; out: Uint8Array };
+  | { op: 'decodeExtent'; hash: ChunkHashName; bytes: Uint8Array; lengths: number[]; sizes: number[]; out: Uint8Array };
 
 /**
  * Runs one task. Self-contained (the workers run it from its source text): it uses only
@@ -49,14 +49,14 @@ export function runTask(d: TaskDeps, t: Task): unknown {
   // last 31 bytes) makes positions near the block's start exact too.
   if (t.op === 'scan') return d.scan(t.block, t.lead, t.maskSmall, t.maskLarge);
   if (t.op === 'hash') {
-    const hash = d.createHash('sha256');
+    const hash = d.hasher(t.hash);
     for (const part of t.parts) hash.update(part);
     return hash.digest('hex');
   }
   // A fresh chunk's hash, and whether compressing it is worth a try (so an incompressible
   // chunk needs no second task to be stored).
   if (t.op === 'hashAndSample') {
-    const hash = d.createHash('sha256');
+    const hash = d.hasher(t.hash);
     for (const part of t.parts) hash.update(part);
     return { hash: hash.digest('hex'), incompressible: d.incompressible(t.parts) };
   }
@@ -81,7 +81,9 @@ export function runTask(d: TaskDeps, t: Task): unknown {
       decoded.push({ error: `has ${data.length} bytes, the manifest says ${t.sizes[i]}` });
       continue;
     }
-    const hash = d.createHash('sha256').update(data).digest('hex');
+    const hasher = d.hasher(t.hash);
+    hasher.update(data);
+    const hash = hasher.digest('hex');
     if (data.buffer === t.bytes.buffer) {
       decoded.push({ in: 'bytes', offset: data.byteOffset - t.bytes.byteOffset, length: data.length, hash });
       continue;
@@ -107,8 +109,19 @@ try {
 } catch {
   // Not Linux: the same priority as the rest.
 }
+// BLAKE3 from the path the parent found it at; without it, a BLAKE3 task fails saying why.
+let blake3;
+try {
+  if (workerData.blake3) blake3 = require(workerData.blake3);
+} catch {
+  // As if absent.
+}
 const deps = {
-  createHash,
+  hasher: (name) => {
+    if (name === 'sha256') return createHash('sha256');
+    if (!blake3) throw new Error(workerData.blake3Missing);
+    return new blake3.Blake3Hasher();
+  },
   zlib,
   scan: (${makeGearScanner.toString()})(workerData.wasm, new Int32Array(workerData.gear)),
   incompressible: (${looksIncompressible.toString()}),
@@ -183,7 +196,7 @@ export class ChunkWorkers {
     // memory, and the process's, low.
     const worker = new Worker(workerSource(), {
       eval: true,
-      workerData: { gear: gearTable(), wasm: gearScanWasm, nice: workerNice },
+      workerData: { gear: gearTable(), wasm: gearScanWasm, nice: workerNice, blake3: blake3ModulePath(), blake3Missing },
       // Plain JavaScript: none of the parent's loaders (tsx under tests) is needed.
       execArgv: [],
       resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
@@ -214,7 +227,7 @@ export class ChunkWorkers {
 
   private run<T>(task: Task): Promise<T> {
     if (this.slots.length === 0) {
-      this.inlineDeps ??= { createHash, zlib, scan: makeGearScanner(gearScanWasm, gearTable()), incompressible: looksIncompressible, encode: encodeStoredSync, decode: decodeStoredSync };
+      this.inlineDeps ??= { hasher: chunkHasher, zlib, scan: makeGearScanner(gearScanWasm, gearTable()), incompressible: looksIncompressible, encode: encodeStoredSync, decode: decodeStoredSync };
       const deps = this.inlineDeps;
       return Promise.resolve().then(() => runTask(deps, task) as T);
     }
@@ -233,14 +246,14 @@ export class ChunkWorkers {
     return this.run({ op: 'scan', block: sendable(block), lead, maskSmall, maskLarge });
   }
 
-  /** SHA-256 (hex) of the parts, one after another. */
-  hash(parts: Uint8Array[]): Promise<string> {
-    return this.run({ op: 'hash', parts: parts.map(sendable) });
+  /** The chunk hash `hash` (hex) of the parts, one after another. */
+  hash(hash: ChunkHashName, parts: Uint8Array[]): Promise<string> {
+    return this.run({ op: 'hash', hash, parts: parts.map(sendable) });
   }
 
-  /** SHA-256 (hex) of the parts, and whether a sample of them looks incompressible (see codec.ts). */
-  hashAndSample(parts: Uint8Array[]): Promise<{ hash: string; incompressible: boolean }> {
-    return this.run({ op: 'hashAndSample', parts: parts.map(sendable) });
+  /** The chunk hash `hash` (hex) of the parts, and whether a sample of them looks incompressible (see codec.ts). */
+  hashAndSample(hash: ChunkHashName, parts: Uint8Array[]): Promise<{ hash: string; incompressible: boolean }> {
+    return this.run({ op: 'hashAndSample', hash, parts: parts.map(sendable) });
   }
 
   /**
@@ -259,11 +272,11 @@ export class ChunkWorkers {
 
   /**
    * Chunks stored one after another (`lengths`), decoded, size-checked against `sizes` and
-   * hashed; raw chunks stay in `bytes`, the others are decoded into `out` (shared memory,
-   * large enough for the sum of `sizes`).
+   * hashed with `hash`; raw chunks stay in `bytes`, the others are decoded into `out` (shared
+   * memory, large enough for the sum of `sizes`).
    */
-  decodeExtent(bytes: Uint8Array, lengths: number[], sizes: number[], out: Uint8Array): Promise<DecodedChunk[]> {
-    return this.run({ op: 'decodeExtent', bytes: sendable(bytes), lengths, sizes, out });
+  decodeExtent(hash: ChunkHashName, bytes: Uint8Array, lengths: number[], sizes: number[], out: Uint8Array): Promise<DecodedChunk[]> {
+    return this.run({ op: 'decodeExtent', hash, bytes: sendable(bytes), lengths, sizes, out });
   }
 }
 

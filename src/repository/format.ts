@@ -1,8 +1,9 @@
 // The repository's on-storage layout and record shapes. Everything a future reader of a
 // repository needs to know is here; changing a shape means bumping `repositoryFormat`.
 //
-// Format 3 (written by this code):
-//   config.json                               RepositoryConfig: format 3, chunking, codec, packing
+// Format 4 (written by this code):
+//   config.json                               RepositoryConfig: format 4, chunk hash, chunking,
+//                                             codec, packing
 //   packs/<p0p1>/<pack>                       a pack: stored chunks one after another, each a
 //                                             codec byte + payload (see codec.ts); written whole
 //   index/<p0p1>/<pack>.json                  PackIndex: where each chunk of the pack lies; written
@@ -16,13 +17,18 @@
 //   uploads/<job>/<volume>/intent-<a>-<s>.json  IntentRecord: chunks the upload is about to rely on
 //   trash/<gc-run>/<key>                      blobs a running garbage collection is deleting
 //
+// A chunk is named by its hash (64 hex digits): the config's `chunkHash` (chunk-hash.ts),
+// BLAKE3 in new repositories; SHA-256 in formats 1-3, which have no `chunkHash`, and in a
+// repository upgraded from them (its new chunks must deduplicate against its old ones).
+//
 // A manifest checks its volume with `chunksSha256`, the SHA-256 of its chunk list (see
 // chunkListSha256): each chunk's bytes are checked against their hash as they are read,
 // and the list's hash checks the manifest itself, so a backup or restore hashes each byte
 // once. The SHA-256 of a volume's raw bytes, to compare with `sha256sum` of a disk, is
 // computed on demand by reading the backup (`trellis repo checksum`).
 //
-// Format 2 differs only in the manifest: `sha256` is the SHA-256 of the volume's bytes,
+// Format 3 differs only in the config: it names no chunk hash, as chunks are SHA-256.
+// Format 2 differs from 3 only in the manifest: `sha256` is the SHA-256 of the volume's bytes,
 // which a backup and a restore computed in a second pass beside the chunk hashes.
 // Format 1 (one file per chunk) also differs in where chunks live:
 //   chunks/<h0h1>/<sha256>                    one chunk: codec byte + payload
@@ -31,14 +37,15 @@
 // (BackupRepository.upgradeFormat), so that older Trellis versions, which would misread
 // the new manifests (or miss chunks in packs), refuse it instead.
 import { createHash } from 'node:crypto';
+import { checkChunkHash, type ChunkHashName } from './chunk-hash.js';
 import type { ChunkerOptions } from './chunker.js';
 import type { CodecName } from './codec.js';
 import { RepositoryFormatError, RepositoryInputError } from './errors.js';
 
 /** The format this code writes. */
-export const repositoryFormat = 3;
+export const repositoryFormat = 4;
 /** The formats this code reads (and verifies and garbage-collects). */
-export const readableFormats: readonly number[] = [1, 2, 3];
+export const readableFormats: readonly number[] = [1, 2, 3, 4];
 
 export interface PackingOptions {
   /** A pack is closed once it holds this many stored bytes (default 16 MiB: one object-store PUT). */
@@ -50,8 +57,13 @@ export interface PackingOptions {
 export const defaultPacking: PackingOptions = { targetSize: 16 * 1024 * 1024, maxChunks: 4096 };
 
 export interface RepositoryConfig {
-  /** The format version: 1 (a file per chunk), 2 (packs) or 3 (packs; manifests checksum their chunk list). */
+  /**
+   * The format version: 1 (a file per chunk), 2 (packs), 3 (packs; manifests checksum their
+   * chunk list) or 4 (the config names the chunk hash).
+   */
   format: number;
+  /** Format 4: the hash that names chunks (formats 1-3: sha256). */
+  chunkHash?: ChunkHashName;
   chunking: ChunkerOptions;
   codec: CodecName;
   /** Format 2: how uploads group chunks into packs. */
@@ -68,7 +80,7 @@ export interface VolumeSource {
   snapshot?: string;
 }
 
-/** One chunk reference: [sha256 hex, uncompressed size]. Tuples keep big manifests small. */
+/** One chunk reference: [chunk hash hex, uncompressed size]. Tuples keep big manifests small. */
 export type ChunkRef = [string, number];
 
 export interface Manifest extends VolumeSource {
@@ -90,7 +102,7 @@ export interface Manifest extends VolumeSource {
   chunks: ChunkRef[];
 }
 
-/** Where one chunk lies in its pack: [sha256, offset, stored length, uncompressed size]. */
+/** Where one chunk lies in its pack: [chunk hash, offset, stored length, uncompressed size]. */
 export type PackEntry = [string, number, number, number];
 
 export interface PackIndex {
@@ -146,6 +158,13 @@ export function checkConfig(config: RepositoryConfig, location: string): void {
   if (!readableFormats.includes(config.format)) {
     throw new RepositoryFormatError(`repository at ${location} has format ${config.format}; this Trellis reads formats ${readableFormats.join(', ')}`);
   }
+  if (config.format >= 4 && config.chunkHash === undefined) throw new RepositoryFormatError(`repository at ${location} has format ${config.format} but names no chunkHash`);
+  checkChunkHash(chunkHashOfConfig(config), location);
+}
+
+/** The hash that names a repository's chunks. */
+export function chunkHashOfConfig(config: RepositoryConfig): ChunkHashName {
+  return config.chunkHash ?? 'sha256';
 }
 
 export const keys = {
@@ -175,7 +194,7 @@ export const keys = {
   trashed: (run: string, key: string) => `trash/${run}/${key}`,
 };
 
-const sha256Hex = /^[0-9a-f]{64}$/;
+const chunkHashHex = /^[0-9a-f]{64}$/;
 const packId = /^[0-9a-f]{32}$/;
 
 /** The hash of a loose chunk key (`chunks/ab/<hash>`), or undefined for anything else. */
@@ -183,7 +202,7 @@ export function chunkHashOf(key: string): string | undefined {
   const parts = key.split('/');
   if (parts.length !== 3 || parts[0] !== 'chunks') return undefined;
   const hash = parts[2]!;
-  return sha256Hex.test(hash) && parts[1] === hash.slice(0, 2) ? hash : undefined;
+  return chunkHashHex.test(hash) && parts[1] === hash.slice(0, 2) ? hash : undefined;
 }
 
 /** The pack id of a pack key (`packs/ab/<id>`) or pack index key (`index/ab/<id>.json`). */
@@ -218,8 +237,8 @@ export function checksumOf(m: { chunksSha256?: string; sha256?: string }): strin
   return m.sha256 !== undefined ? `sha256:${m.sha256}` : 'none';
 }
 
-export function isSha256(hash: string): boolean {
-  return sha256Hex.test(hash);
+export function isChunkHash(hash: string): boolean {
+  return chunkHashHex.test(hash);
 }
 
 /** Splits `backups/<job>/volumes/<volume>.json` into job and volume. */

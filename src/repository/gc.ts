@@ -28,7 +28,7 @@ import { componentLogger } from '../log.js';
 import { manifestKeys, readManifest } from './catalog.js';
 import { ChunkIndex, readStored } from './chunk-index.js';
 import type { RepositoryContext } from './context.js';
-import { chunkHashOf, defaultPacking, isSha256, keys, packIdOf, type PackEntry } from './format.js';
+import { chunkHashOf, defaultPacking, isChunkHash, keys, packIdOf, type PackEntry } from './format.js';
 import { PackWriter } from './pack-writer.js';
 import { leasedChunks, listUploads, removeUpload } from './uploads.js';
 
@@ -259,7 +259,7 @@ async function restoreTrash(repo: RepositoryContext): Promise<number> {
   for await (const trashed of repo.store.list(keys.trash)) {
     const rest = trashed.split('/').slice(2).join('/');
     // A format-1 run kept a chunk as trash/<run>/<sha256>.
-    const key = isSha256(rest) ? keys.chunk(rest) : rest;
+    const key = isChunkHash(rest) ? keys.chunk(rest) : rest;
     if (chunkHashOf(key) || packIdOf(key)) found.push({ trashed, key });
   }
   const order = (key: string) => (key.startsWith(`${keys.packIndexFolder}/`) ? 1 : 0);

@@ -3,7 +3,8 @@
 // (what is stored, and what deduplication and compression save).
 import { ChunkIndex } from './chunk-index.js';
 import type { IntegrityProblem } from './errors.js';
-import { checksumOf, chunkListSha256, keys, manifestKeyParts, type Manifest } from './format.js';
+import type { ChunkHashName } from './chunk-hash.js';
+import { checksumOf, chunkHashOfConfig, chunkListSha256, keys, manifestKeyParts, type Manifest } from './format.js';
 import type { BackupRepository } from './repository.js';
 
 export interface VerifyProblem {
@@ -99,6 +100,9 @@ export async function verifyRepository(repo: BackupRepository, options: VerifyOp
 }
 
 export interface RepositoryStats {
+  format: number;
+  /** The hash that names chunks (chunk-hash.ts). */
+  chunkHash: ChunkHashName;
   backups: number;
   completeBackups: number;
   manifests: number;
@@ -154,6 +158,8 @@ export async function repositoryStats(repo: BackupRepository, onProgress?: (chun
   const uniqueBytes = [...referenced.values()].reduce((n, s) => n + s, 0);
   const referencedStoredBytes = [...referencedStored.values()].reduce((n, s) => n + s, 0);
   return {
+    format: repo.config.format,
+    chunkHash: chunkHashOfConfig(repo.config),
     backups: backups.length,
     completeBackups: backups.filter((b) => b.complete).length,
     manifests,

@@ -15,6 +15,7 @@ import { componentLogger, type Logger } from '../log.js';
 import { backupVolume, type BackupVolumeOptions, type UploadResult } from './backup.js';
 import { BlobNotFoundError, type BlobStore } from './blob-store.js';
 import * as catalog from './catalog.js';
+import { checkChunkHash, defaultChunkHash, type ChunkHashName } from './chunk-hash.js';
 import { ChunkIndex } from './chunk-index.js';
 import { defaultChunkerOptions, validateChunkerOptions, type ChunkerOptions } from './chunker.js';
 import { defaultCodec, isCodecName, type CodecName } from './codec.js';
@@ -53,6 +54,8 @@ export interface RepositoryOptions {
 }
 
 export interface CreateOptions {
+  /** The hash that names chunks (default BLAKE3 where it loads, else SHA-256; see chunk-hash.ts). */
+  chunkHash?: ChunkHashName;
   chunking?: ChunkerOptions;
   codec?: CodecName;
   /** How uploads group chunks into packs (default 16 MiB or 4096 chunks). */
@@ -93,7 +96,9 @@ export class BackupRepository implements ReadContext {
     validateChunkerOptions(chunking);
     const packing = create.packing ?? defaultPacking;
     checkPacking(packing);
-    const config: RepositoryConfig = { format: repositoryFormat, chunking, codec: create.codec ?? defaultCodec, packing, createdAt: new Date().toISOString() };
+    const chunkHash = create.chunkHash ?? defaultChunkHash();
+    checkChunkHash(chunkHash, store.location);
+    const config: RepositoryConfig = { format: repositoryFormat, chunkHash, chunking, codec: create.codec ?? defaultCodec, packing, createdAt: new Date().toISOString() };
     // putIfAbsent: two processes creating one repository agree on the first config.
     await store.putIfAbsent(keys.config, encodeRecord(config));
     return BackupRepository.open(store, options);
@@ -119,11 +124,12 @@ export class BackupRepository implements ReadContext {
    * Lets an older repository take new backups: its config says the current format from then
    * on, so an older Trellis refuses it rather than miss chunks in packs (format 1) or misread
    * a manifest that checksums its chunk list (formats 1 and 2). Existing chunks and
-   * manifests stay as they are and are read as before. Returns the repository opened anew.
+   * manifests stay as they are and are read as before; chunks stay named by SHA-256, so new
+   * backups deduplicate against the old. Returns the repository opened anew.
    */
   async upgradeFormat(options: RepositoryOptions = {}): Promise<BackupRepository> {
     if (this.config.format >= repositoryFormat) return this;
-    const config: RepositoryConfig = { ...this.config, format: repositoryFormat, packing: this.config.packing ?? defaultPacking };
+    const config: RepositoryConfig = { ...this.config, format: repositoryFormat, chunkHash: this.config.chunkHash ?? 'sha256', packing: this.config.packing ?? defaultPacking };
     await this.store.put(keys.config, encodeRecord(config));
     this.log.info({ location: this.store.location, from: this.config.format, to: repositoryFormat }, 'repository format upgraded');
     return BackupRepository.open(this.store, options);

@@ -17,7 +17,7 @@ import { decodeChunk } from './codec.js';
 import { getManifest } from './catalog.js';
 import type { RepositoryContext } from './context.js';
 import { RepositoryIntegrityError, type IntegrityProblem } from './errors.js';
-import { chunkListSha256, keys, type Manifest } from './format.js';
+import { chunkHashOfConfig, chunkListSha256, keys, type Manifest } from './format.js';
 import { startVolumeHash } from './volume-hash.js';
 
 export type ChunkReadResult = { ok: true; data: Buffer; key?: string } | { ok: false; problem: IntegrityProblem; detail: string; key?: string };
@@ -88,7 +88,7 @@ async function decodeChecked(stored: Buffer, size: number, key: string): Promise
 export async function readChunk(repo: ReadContext, hash: string, size: number): Promise<ChunkReadResult> {
   const r = await fetchChunk(repo, hash, size);
   if (!r.ok) return r;
-  const actual = await chunkWorkers().hash([r.data]);
+  const actual = await chunkWorkers().hash(chunkHashOfConfig(repo.config), [r.data]);
   return actual === hash ? r : corruptChunk(actual);
 }
 
@@ -267,7 +267,7 @@ export async function* restoredRuns(repo: ReadContext, job: string, volume: stri
         let compressed = 0;
         for (let j = 0, at = 0; j < extent.count; at += extent.lengths[j]!, j++) if (bytes[at] !== 0) compressed += sizes[j]!;
         const output = acquire(compressed);
-        const decoded = await chunkWorkers().decodeExtent(bytes, extent.lengths, sizes, output);
+        const decoded = await chunkWorkers().decodeExtent(chunkHashOfConfig(repo.config), bytes, extent.lengths, sizes, output);
         let at = extent.location.offset;
         const results = decoded.map((d, j): Loaded => {
           const key = describeLocation({ ...extent.location!, offset: at });
@@ -284,7 +284,7 @@ export async function* restoredRuns(repo: ReadContext, job: string, volume: stri
     for (let j = 0; j < extent.count; j++) {
       const [hash, size] = manifest.chunks[extent.first + j]!;
       const r = await fetchChunk(repo, hash, size);
-      results.push(r.ok ? { ...r, hash: await chunkWorkers().hash([r.data]) } : r);
+      results.push(r.ok ? { ...r, hash: await chunkWorkers().hash(chunkHashOfConfig(repo.config), [r.data]) } : r);
     }
     return { results, buffers: [] };
   };

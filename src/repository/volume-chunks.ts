@@ -5,13 +5,14 @@
 //   position depends only on the 32 bytes ending there), and the main thread picks the
 //   cuts from them in order, computing exactly only the 31 positions after each chunk's
 //   minimum size, where the rolling hash has not yet seen 32 bytes.
-// - Chunks come in stream order, each with a promise of its own SHA-256 (computed on a
+// - Chunks come in stream order, each with a promise of its own hash (computed on a
 //   worker) and an encode() that compresses it on a worker.
 // - Memory is bounded: the input is copied once into shared blocks (a VolumeReader, such
 //   as fileBytes, reads straight into them; the workers read them in place), and at most
 //   `maxBlocks` blocks (32 MiB) are held; reading the input waits until the consumer
 //   release()s chunks. A consumer must release every chunk it took and may hold at most
 //   `batchBytes` of unreleased chunks per batch, two batches at once.
+import type { ChunkHashName } from './chunk-hash.js';
 import type { ChunkerOptions } from './chunker.js';
 import { gearTable, highMask, validateChunkerOptions } from './chunker.js';
 import { chunkWorkers, type ScanResult } from './chunk-workers.js';
@@ -67,8 +68,9 @@ interface Pending {
   done: boolean;
 }
 
-export function volumeChunks(data: AsyncIterable<Uint8Array>, chunking: ChunkerOptions): VolumeChunks {
-  return new ChunkPipeline(data, chunking);
+/** `data` as chunks cut by `chunking` and named by `hash`. */
+export function volumeChunks(data: AsyncIterable<Uint8Array>, chunking: ChunkerOptions, hash: ChunkHashName): VolumeChunks {
+  return new ChunkPipeline(data, chunking, hash);
 }
 
 class ChunkPipeline implements VolumeChunks {
@@ -97,6 +99,7 @@ class ChunkPipeline implements VolumeChunks {
   constructor(
     private readonly data: AsyncIterable<Uint8Array>,
     private readonly chunking: ChunkerOptions,
+    private readonly hash: ChunkHashName,
   ) {
     validateChunkerOptions(chunking);
     const bits = Math.log2(chunking.avgSize);
@@ -305,7 +308,7 @@ class ChunkPipeline implements VolumeChunks {
       at = to;
     }
     const ref: ChunkRef = ['', end - start];
-    const sampled = this.workers.hashAndSample(parts);
+    const sampled = this.workers.hashAndSample(this.hash, parts);
     const hashed = sampled.then(({ hash }) => (ref[0] = hash));
     hashed.catch(() => undefined); // awaited by the consumer; this only keeps an early exit quiet
     const entry: Pending = { end, done: false };

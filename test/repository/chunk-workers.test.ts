@@ -19,7 +19,7 @@ describe('chunk workers', () => {
     const before = getPriority();
     const workers = chunkWorkers();
     // One task per worker at least, so each has started and set its priority.
-    await Promise.all(Array.from({ length: 2 * workers.size }, () => workers.hash([Buffer.alloc(1024)])));
+    await Promise.all(Array.from({ length: 2 * workers.size }, () => workers.hash('sha256', [Buffer.alloc(1024)])));
     const nices = await threadNices();
     expect(nices.get(process.pid)).to.equal(before);
     expect([...nices.values()].filter((n) => n === workerNice).length).to.be.at.least(workers.size);

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
+import { chunkHasher, type ChunkHashName } from '../../src/repository/chunk-hash.js';
 import { chunkStream, defaultChunkerOptions, type ChunkerOptions } from '../../src/repository/chunker.js';
 import type { VolumeReader } from '../../src/repository/file-source.js';
 import { volumeChunks } from '../../src/repository/volume-chunks.js';
@@ -98,8 +99,8 @@ function reader(data: Buffer, sizes: number[]): AsyncIterable<Uint8Array> & Volu
 }
 
 describe('volume chunks on the chunk workers', () => {
-  async function sizesOf(input: AsyncIterable<Uint8Array>, o: ChunkerOptions): Promise<{ sizes: number[]; hashes: string[] }> {
-    const chunks = volumeChunks(input, o);
+  async function sizesOf(input: AsyncIterable<Uint8Array>, o: ChunkerOptions, hash: ChunkHashName): Promise<{ sizes: number[]; hashes: string[] }> {
+    const chunks = volumeChunks(input, o, hash);
     const sizes: number[] = [];
     const hashes: string[] = [];
     for await (const c of chunks) {
@@ -118,15 +119,23 @@ describe('volume chunks on the chunk workers', () => {
     it(`cuts where chunkStream cuts and hashes each chunk, however the input is split (${name})`, async () => {
       const data = await bytesOf(size, 9);
       const want = await collect(pieces(data, [65536]), o);
+      const blake3 = (b: Buffer) => {
+        const h = chunkHasher('blake3');
+        h.update(b);
+        return h.digest('hex');
+      };
       for (const split of [[data.length], [1 << 20], [1, 7, 4096, 100_000, 3, 3 << 20]]) {
-        const got = await sizesOf(pieces(data, split), o);
+        const got = await sizesOf(pieces(data, split), o, 'blake3');
         expect(got.sizes, `split ${split}`).to.deep.equal(want.map((c) => c.length));
-        expect(got.hashes, `split ${split}`).to.deep.equal(want.map(digest));
+        expect(got.hashes, `split ${split}`).to.deep.equal(want.map(blake3));
         // The same input as a VolumeReader, read straight into the blocks in short reads.
-        const read = await sizesOf(reader(data, split), o);
+        const read = await sizesOf(reader(data, split), o, 'blake3');
         expect(read.sizes, `reader ${split}`).to.deep.equal(want.map((c) => c.length));
-        expect(read.hashes, `reader ${split}`).to.deep.equal(want.map(digest));
+        expect(read.hashes, `reader ${split}`).to.deep.equal(want.map(blake3));
       }
+      // Repositories of formats 1-3 name chunks by SHA-256.
+      const sha = await sizesOf(pieces(data, [1, 7, 4096, 100_000, 3, 3 << 20]), o, 'sha256');
+      expect(sha.hashes).to.deep.equal(want.map(digest));
     });
   }
 });

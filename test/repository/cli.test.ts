@@ -39,6 +39,8 @@ describe('trellis repo verify|stats|gc', function () {
     const stats = await trellis('stats', '--path', path, '--json');
     expect(stats.code).to.equal(0);
     expect(JSON.parse(stats.stdout)).to.include({
+      format: 4,
+      chunkHash: 'blake3',
       backups: 1,
       completeBackups: 1,
       manifests: 1,
@@ -105,8 +107,8 @@ describe('trellis repo verify|stats|gc', function () {
     await cp(fileURLToPath(new URL('./fixtures/repository-v2', import.meta.url)), old, { recursive: true });
     const upgraded = await trellis('upgrade', '--json', '--path', old);
     expect(upgraded.code).to.equal(0);
-    expect(JSON.parse(upgraded.stdout)).to.deep.equal({ from: 2, to: 3 });
-    expect((await trellis('upgrade', '--path', old)).stdout).to.equal('already format 3\n');
+    expect(JSON.parse(upgraded.stdout)).to.deep.equal({ from: 2, to: 4 });
+    expect((await trellis('upgrade', '--path', old)).stdout).to.equal('already format 4\n');
   });
 
   it('fails clearly without a repository and on bad usage', async () => {

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { createHash } from 'node:crypto';
 import { cp } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import {
@@ -11,19 +12,35 @@ import {
   repositoryStats,
   verifyRepository,
 } from '../../src/repository/index.js';
+import { chunkHasher } from '../../src/repository/chunk-hash.js';
 import { chunkListSha256 } from '../../src/repository/format.js';
 import { startVolumeHash, volumeHashesInProgress } from '../../src/repository/volume-hash.js';
 import { sha256Of, volumeBytes, type VolumeShape } from './data.js';
-import { removeTempDirs, tempDir, tempRepository } from './helpers.js';
+import { removeTempDirs, smallChunks, smallPacks, tempDir, tempRepository } from './helpers.js';
 
 // The golden repositories under fixtures/ were written by Trellis itself: format 1 by the
 // code before packs (see fixtures/README.md), format 2 by the code that introduced
-// them, format 3 by the code whose manifests checksum their chunk list. Each must restore
-// and verify with today's code, byte for byte.
+// them, format 3 by the code whose manifests checksum their chunk list, format 4 by the code
+// that names chunks by BLAKE3. Each must restore and verify with today's code, byte for byte.
 const a: VolumeShape = { seed: 1001, size: 96 * 1024 + 17, kind: 'random' };
 const b: VolumeShape = { seed: 1002, size: 320 * 1024, kind: 'structured' };
 const shaA = { sha256: 'b55e90ad9801527ead949c8ade5a604379be3c9e2e0037aad2da77676b490f07', size: 98321 };
 const shaB = { sha256: '02c6ab21e3b2806ae3b1901c54434829f4a0050f8b403540e717ca06550edc7c', size: 327680 };
+
+function blake3Of(bytes: Uint8Array): string {
+  const h = chunkHasher('blake3');
+  h.update(bytes);
+  return h.digest('hex');
+}
+
+async function expectRejection(promise: Promise<unknown>, message: RegExp): Promise<void> {
+  const error = await promise.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  expect(error).to.be.instanceOf(RepositoryFormatError);
+  expect((error as Error).message).to.match(message);
+}
 
 /** A writable copy of a golden repository. */
 async function golden(name: string): Promise<string> {
@@ -35,15 +52,43 @@ async function golden(name: string): Promise<string> {
 describe('repository format', () => {
   after(removeTempDirs);
 
-  it('writes format 3 (packs; manifests checksum their chunk list), and a new repository says so in its config', async () => {
-    expect(repositoryFormat).to.equal(3);
+  it('writes format 4 (chunks named by BLAKE3; manifests checksum their chunk list), and a new repository says so in its config', async () => {
+    expect(repositoryFormat).to.equal(4);
     const repo = await tempRepository();
-    expect(repo.config.format).to.equal(3);
-    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 3 });
+    expect(repo.config.format).to.equal(4);
+    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 4, chunkHash: 'blake3' });
     const up = await repo.backupVolume('job', { volume: 'ns.a' }, volumeBytes(a));
-    expect(up.manifest.format).to.equal(3);
+    expect(up.manifest.format).to.equal(4);
     expect(up.manifest.sha256).to.equal(undefined);
     expect(up.manifest.chunksSha256).to.equal(chunkListSha256(up.manifest.chunks));
+    // Each chunk is named by the BLAKE3 of its bytes.
+    const names: string[] = [];
+    for await (const chunk of repo.restoredChunks('job', 'ns.a')) names.push(blake3Of(chunk));
+    expect(names).to.deep.equal(up.manifest.chunks.map(([hash]) => hash));
+  });
+
+  it('names chunks by SHA-256 in a new repository when asked to, and refuses a config naming a hash it does not know', async () => {
+    const repo = await tempRepository({ chunkHash: 'sha256', chunking: smallChunks, packing: smallPacks });
+    expect(repo.config).to.include({ format: 4, chunkHash: 'sha256' });
+    const up = await repo.backupVolume('job', { volume: 'ns.a' }, volumeBytes(a));
+    const names: string[] = [];
+    for await (const chunk of repo.restoredChunks('job', 'ns.a')) names.push(createHash('sha256').update(chunk).digest('hex'));
+    expect(names).to.deep.equal(up.manifest.chunks.map(([hash]) => hash));
+
+    const config = JSON.parse((await repo.store.get('config.json')).toString()) as Record<string, unknown>;
+    await repo.store.put('config.json', Buffer.from(JSON.stringify({ ...config, chunkHash: 'md5' })));
+    await expectRejection(BackupRepository.open(repo.store), /names unknown chunk hash md5/);
+    await repo.store.put('config.json', Buffer.from(JSON.stringify({ ...config, chunkHash: undefined })));
+    await expectRejection(BackupRepository.open(repo.store), /format 4 but names no chunkHash/);
+  });
+
+  it('upgrades a format-3 repository keeping SHA-256 chunk names: a new backup of the same data stores nothing', async () => {
+    const repo = await (await openFilesystemRepository(await golden('repository-v3'))).upgradeFormat();
+    expect(repo.config).to.include({ format: 4, chunkHash: 'sha256' });
+    const again = await repo.backupVolume('wednesday', { volume: 'ns.b' }, volumeBytes(b));
+    expect(again.bytesUploaded).to.equal(0);
+    expect(again.manifest.chunks).to.deep.equal((await repo.getManifest('monday', 'ns.b')).chunks);
+    expect(await sha256Of(repo.restoreStream('wednesday', 'ns.b'))).to.deep.equal(shaB);
   });
 
   it('keeps the chunk-list checksum of the format: a golden manifest still hashes to what it says', async () => {
@@ -119,7 +164,7 @@ describe('repository format', () => {
     expect(volumeHashesInProgress()).to.equal(0);
   });
 
-  for (const format of [2, 3]) {
+  for (const format of [2, 3, 4]) {
     it(`restores, verifies and garbage-collects a format-${format} repository, packs and all`, async () => {
       const repo = await openFilesystemRepository(await golden(`repository-v${format}`));
       expect(repo.config.format).to.equal(format);
@@ -140,7 +185,7 @@ describe('repository format', () => {
     });
   }
 
-  it('takes no new backup into a format-2 repository until it is upgraded, then writes format-3 manifests beside the old ones', async () => {
+  it('takes no new backup into a format-2 repository until it is upgraded, then writes format-4 manifests beside the old ones, still naming chunks by SHA-256', async () => {
     const old = await openFilesystemRepository(await golden('repository-v2'));
     let error: Error | undefined;
     await old.backupVolume('wednesday', { volume: 'ns.a' }, volumeBytes(a)).catch((err: Error) => (error = err));
@@ -148,8 +193,9 @@ describe('repository format', () => {
     expect(error?.message).to.match(/format 2.*upgrade/);
 
     const repo = await old.upgradeFormat();
-    expect(repo.config.format).to.equal(3);
-    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 3 });
+    expect(repo.config.format).to.equal(4);
+    // SHA-256 names the old chunks, so it names the new ones: the same data deduplicates.
+    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 4, chunkHash: 'sha256' });
     const again = await repo.backupVolume('wednesday', { volume: 'ns.a' }, volumeBytes(a));
     expect(again.bytesUploaded).to.equal(0);
     expect(again.manifest.chunksSha256).to.be.a('string');
