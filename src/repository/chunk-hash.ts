@@ -64,7 +64,12 @@ export function chunkHasher(name: ChunkHashName): ChunkHasher {
   if (name === 'sha256') return createHash('sha256');
   const module = loadBlake3();
   if (!module) throw new RepositoryFormatError(blake3Missing);
-  return new module.Blake3Hasher();
+  const hasher = new module.Blake3Hasher();
+  // The binding declares Buffers: a view over the same memory, no copy.
+  return {
+    update: (data) => hasher.update(Buffer.from(data.buffer, data.byteOffset, data.byteLength)),
+    digest: (encoding) => hasher.digest(encoding),
+  };
 }
 
 export const blake3Missing = 'BLAKE3 names this repository\'s chunks, and its native module (@napi-rs/blake-hash) has no binary for this platform';

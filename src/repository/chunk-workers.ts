@@ -120,7 +120,9 @@ const deps = {
   hasher: (name) => {
     if (name === 'sha256') return createHash('sha256');
     if (!blake3) throw new Error(workerData.blake3Missing);
-    return new blake3.Blake3Hasher();
+    const hasher = new blake3.Blake3Hasher();
+    // The binding takes Buffers: a view over the same memory, no copy.
+    return { update: (d) => hasher.update(Buffer.from(d.buffer, d.byteOffset, d.byteLength)), digest: (e) => hasher.digest(e) };
   },
   zlib,
   scan: (${makeGearScanner.toString()})(workerData.wasm, new Int32Array(workerData.gear)),
