@@ -22,7 +22,7 @@ import { checkName, checksumOf, chunkHashOfConfig, chunkListSha256, defaultPacki
 import { PackWriter } from './pack-writer.js';
 import { LostLeaseError } from './errors.js';
 import { removeIntents, removeUpload, UploadLease } from './uploads.js';
-import { volumeChunks, type VolumeChunk } from './volume-chunks.js';
+import { volumeChunks, type VolumeChunk, type VolumeChunks } from './volume-chunks.js';
 
 export interface BackupVolumeOptions {
   /** Chunks declared per intent record (default 16; a batch also ends at VolumeChunks.batchBytes). */
@@ -104,13 +104,29 @@ export async function backupVolume(
       `repository at ${repo.store.location} has format ${repo.config.format}, which Trellis no longer writes; upgrade it (\`trellis repo upgrade\`, or BackupRepository.upgradeFormat) to take new backups`,
     );
   }
-  await beginBackup(repo, job);
-  const lease = await UploadLease.take(repo, job, volume);
+  // The source is read, cut and hashed, and the chunk index loaded, while the backup's
+  // record and the lease are written: neither writes anything, and a backup's first
+  // milliseconds were otherwise spent waiting for those records' fsyncs (9 ms of 400 for
+  // 256 MB). The index may be loaded before the lease: a chunk is relied on only after its
+  // intent is durable and its blob is then found present (see storeBatch).
+  const chunks = volumeChunks(data, repo.config.chunking, chunkHashOfConfig(repo.config));
+  const early = startedEarly(chunks);
+  const index = ChunkIndex.load(repo.store);
+  index.catch(() => undefined); // met in run()
+  let lease: UploadLease;
+  try {
+    await beginBackup(repo, job);
+    lease = await UploadLease.take(repo, job, volume);
+  } catch (err) {
+    void early.return().catch(() => undefined);
+    await chunks.return();
+    throw err;
+  }
   result.attempt = lease.attempt;
   const upload = new Upload(repo, lease, result, options);
   const stopRenewing = lease.renewWhileRunning((err) => upload.fail(err));
   try {
-    await upload.run(data);
+    await upload.run(chunks, early, index);
   } finally {
     await stopRenewing();
   }
@@ -195,6 +211,27 @@ async function firstMissingChunk(repo: RepositoryContext, refs: ChunkRef[]): Pro
   return undefined;
 }
 
+/**
+ * `chunks`, with the first chunk asked for now: the pipeline reads and scans ahead of it
+ * (readAhead blocks) before anyone consumes it.
+ */
+function startedEarly(chunks: VolumeChunks): AsyncIterableIterator<VolumeChunk> & { return(): Promise<IteratorResult<VolumeChunk>> } {
+  const source = chunks[Symbol.asyncIterator]();
+  let first: Promise<IteratorResult<VolumeChunk>> | undefined = source.next();
+  first.catch(() => undefined); // met by the first next()
+  return {
+    next: () => {
+      const r = first ?? source.next();
+      first = undefined;
+      return r;
+    },
+    return: async () => (source.return ? source.return(undefined) : { done: true, value: undefined }),
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+}
+
 /** Batches of one upload stored at once. */
 const batchesInFlight = 2;
 
@@ -240,10 +277,11 @@ class Upload {
     this.failure ??= err;
   }
 
-  /** Reads the source to its end, storing what is new; a failure is left in `failure`. */
-  async run(data: AsyncIterable<Uint8Array>): Promise<void> {
-    this.index = await ChunkIndex.load(this.repo.store);
-    const chunks = volumeChunks(data, this.repo.config.chunking, chunkHashOfConfig(this.repo.config));
+  /**
+   * Takes `chunks` (through `early`, which has them started) to their end, storing what is
+   * new; a failure is left in `failure`.
+   */
+  async run(chunks: VolumeChunks, early: AsyncIterableIterator<VolumeChunk>, index: Promise<ChunkIndex>): Promise<void> {
     let batch: VolumeChunk[] = [];
     let batchBytes = 0;
     // Batches being stored (declared, looked up, packed) while the next one is chunked.
@@ -267,7 +305,8 @@ class Upload {
       storing.add(task);
     };
     try {
-      for await (const chunk of chunks) {
+      this.index = await index;
+      for await (const chunk of early) {
         this.refs.push(chunk.ref);
         this.result.bytesRead += chunk.size;
         batch.push(chunk);
@@ -287,6 +326,9 @@ class Upload {
       await settle();
       await this.writer.settle();
       await chunks.return();
+      // Ends the pipeline's generator too when the loop was never entered (the index failed
+      // to load); not awaited, like the source's own return.
+      void early.return?.().catch(() => undefined);
     }
   }
 

@@ -115,16 +115,35 @@ export class UploadLease {
 /** Removes the intent records one attempt of an upload wrote. */
 export async function removeIntents(repo: RepositoryContext, job: string, volume: string, attempt: number): Promise<void> {
   const prefix = keys.intentPrefix(job, volume, attempt);
-  for await (const key of repo.store.list(keys.upload(job, volume))) if (key.startsWith(prefix)) await repo.store.delete(key);
+  await deleteAll(repo, await keysOf(repo, keys.upload(job, volume), (key) => key.startsWith(prefix)));
   await repo.store.pruneEmptyFolders?.(keys.upload(job, volume));
 }
 
 /** Removes an upload's intents and then its lease (so a half-removed upload is still seen as one). */
 export async function removeUpload(repo: RepositoryContext, job: string, volume: string): Promise<void> {
   const leaseKey = keys.lease(job, volume);
-  for await (const key of repo.store.list(keys.upload(job, volume))) if (key !== leaseKey) await repo.store.delete(key);
+  await deleteAll(repo, await keysOf(repo, keys.upload(job, volume), (key) => key !== leaseKey));
   await repo.store.delete(leaseKey);
   await repo.store.pruneEmptyFolders?.(keys.upload(job, volume));
+}
+
+async function keysOf(repo: RepositoryContext, prefix: string, wanted: (key: string) => boolean): Promise<string[]> {
+  const found: string[] = [];
+  for await (const key of repo.store.list(prefix)) if (wanted(key)) found.push(key);
+  return found;
+}
+
+/**
+ * Deletes the keys, eight at a time: one at a time, the twenty intents of a 256 MB upload
+ * took 6 ms at the end of every backup. Resolves once all are gone; rejects with the first
+ * failure (the others still run), so what the caller deletes after them stays.
+ */
+async function deleteAll(repo: RepositoryContext, keys: string[]): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < keys.length) await repo.store.delete(keys[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(8, keys.length) }, worker));
 }
 
 /** Every upload in progress (or abandoned), with whether its lease still holds. */

@@ -87,6 +87,26 @@ describe('file bytes (a file or block device as a volume source)', () => {
     expect(error?.message).to.match(/ENOSPC/);
     for (let i = 0; i < 50 && (await openFiles(path)) > 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(await openFiles(path)).to.equal(0);
+
+    // The source is read while the lease is taken: a lease that cannot be written fails the
+    // backup with its own error, and the source, already open, is closed.
+    class NoLease extends FilesystemBlobStore {
+      override async put(key: string, data: Buffer): Promise<void> {
+        if (key.endsWith('/lease.json')) throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' });
+        return super.put(key, data);
+      }
+    }
+    const stuck = await BackupRepository.open(new NoLease((empty.store as FilesystemBlobStore).root));
+    let leaseError: Error | undefined;
+    const opened = fileBytes(path);
+    let reads = 0;
+    const readInto = opened.readInto.bind(opened);
+    opened.readInto = (target) => (reads++, readInto(target));
+    await stuck.backupVolume('job', { volume: 'ns.x' }, opened).catch((e: Error) => (leaseError = e));
+    expect(leaseError?.message).to.match(/EIO/);
+    expect(reads).to.be.above(0);
+    for (let i = 0; i < 50 && (await openFiles(path)) > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(await openFiles(path)).to.equal(0);
   });
 
   it('backs up a source that overwrites its buffer as soon as the next piece is asked for', async () => {
