@@ -12,9 +12,12 @@ const outPath = fileURLToPath(new URL('../src/repository/gear-scan-wasm.ts', imp
 /** The module's bytes, compiled from the .wat. */
 export async function compileGearScan(): Promise<Uint8Array> {
   const tools = await wabt();
-  const module = tools.parseWat('gear-scan.wat', await readFile(watPath, 'utf8'));
+  // threads: the module's memory is shared (imported from block-pool.ts).
+  const features = { threads: true };
+  const module = tools.parseWat('gear-scan.wat', await readFile(watPath, 'utf8'), features);
   try {
-    module.validate();
+    // The typings leave out validate's features argument, which the binding takes.
+    (module as unknown as { validate(features: object): void }).validate(features);
     return module.toBinary({}).buffer;
   } finally {
     module.destroy();

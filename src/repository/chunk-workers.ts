@@ -5,13 +5,15 @@
 //   a worker that dies fails only its own tasks, and later tasks go to the others (or run
 //   inline when none is left, with the same results).
 // - Bytes in a SharedArrayBuffer are read where they are, never copied to a worker; results
-//   the worker made come back transferred, not copied.
+//   the worker made come back transferred, not copied. A block of the block pool is also
+//   scanned where it lies (scanAt): each worker's scanner works in the pool's memory.
 // - Idle workers never keep the process alive.
 // The task code is one self-contained function (runTask) whose source the workers
 // evaluate, as volume-hash.ts does: under tsx a worker cannot load a .ts module by path.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
+import { blockPool } from './block-pool.js';
 import { blake3Missing, blake3ModulePath, chunkHasher, type ChunkHasher, type ChunkHashName } from './chunk-hash.js';
 import { gearTable } from './chunker.js';
 import { decodeStoredSync, encodeStoredSync, looksIncompressible, type CodecName } from './codec.js';
@@ -34,6 +36,7 @@ export type DecodedChunk = { in: 'bytes' | 'out'; offset: number; length: number
 
 type Task =
   | { op: 'scan'; block: Uint8Array; lead: Uint8Array; maskSmall: number; maskLarge: number }
+  | { op: 'scanAt'; at: number; length: number; lead: Uint8Array; maskSmall: number; maskLarge: number }
   | { op: 'hash'; hash: ChunkHashName; parts: Uint8Array[] }
   | { op: 'hashAndSample'; hash: ChunkHashName; parts: Uint8Array[] }
   | { op: 'encode'; codec: CodecName; parts: Uint8Array[] }
@@ -47,7 +50,8 @@ type Task =
 export function runTask(d: TaskDeps, t: Task): unknown {
   // The gear hash of the 32 bytes ending at each position: the lead (the previous block's
   // last 31 bytes) makes positions near the block's start exact too.
-  if (t.op === 'scan') return d.scan(t.block, t.lead, t.maskSmall, t.maskLarge);
+  if (t.op === 'scan') return d.scan.scan(t.block, t.lead, t.maskSmall, t.maskLarge);
+  if (t.op === 'scanAt') return d.scan.scanAt(t.at, t.length, t.lead, t.maskSmall, t.maskLarge);
   if (t.op === 'hash') {
     const hash = d.hasher(t.hash);
     for (const part of t.parts) hash.update(part);
@@ -125,7 +129,7 @@ const deps = {
     return { update: (d) => hasher.update(Buffer.from(d.buffer, d.byteOffset, d.byteLength)), digest: (e) => hasher.digest(e) };
   },
   zlib,
-  scan: (${makeGearScanner.toString()})(workerData.wasm, new Int32Array(workerData.gear)),
+  scan: (${makeGearScanner.toString()})(workerData.wasm, new Int32Array(workerData.gear), { memory: workerData.memory, regionAt: workerData.regionAt }),
   incompressible: (${looksIncompressible.toString()}),
   encode: (${encodeStoredSync.toString()}),
   decode: (${decodeStoredSync.toString()}),
@@ -196,9 +200,10 @@ export class ChunkWorkers {
     // Small heaps: a worker's own allocations are small and short-lived (the bytes it works
     // on are shared or transferred), so frequent young-generation collections keep its
     // memory, and the process's, low.
+    const pool = blockPool();
     const worker = new Worker(workerSource(), {
       eval: true,
-      workerData: { gear: gearTable(), wasm: gearScanWasm, nice: workerNice, blake3: blake3ModulePath(), blake3Missing },
+      workerData: { gear: gearTable(), wasm: gearScanWasm, nice: workerNice, blake3: blake3ModulePath(), blake3Missing, memory: pool.memory, regionAt: pool.region() },
       // Plain JavaScript: none of the parent's loaders (tsx under tests) is needed.
       execArgv: [],
       resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
@@ -229,7 +234,8 @@ export class ChunkWorkers {
 
   private run<T>(task: Task): Promise<T> {
     if (this.slots.length === 0) {
-      this.inlineDeps ??= { hasher: chunkHasher, zlib, scan: makeGearScanner(gearScanWasm, gearTable()), incompressible: looksIncompressible, encode: encodeStoredSync, decode: decodeStoredSync };
+      const pool = blockPool();
+      this.inlineDeps ??= { hasher: chunkHasher, zlib, scan: makeGearScanner(gearScanWasm, gearTable(), { memory: pool.memory, regionAt: pool.region() }), incompressible: looksIncompressible, encode: encodeStoredSync, decode: decodeStoredSync };
       const deps = this.inlineDeps;
       return Promise.resolve().then(() => runTask(deps, task) as T);
     }
@@ -246,6 +252,11 @@ export class ChunkWorkers {
   /** Candidate cut points of one block (see ScanResult). */
   scan(block: Uint8Array, lead: Uint8Array, maskSmall: number, maskLarge: number): Promise<ScanResult> {
     return this.run({ op: 'scan', block: sendable(block), lead, maskSmall, maskLarge });
+  }
+
+  /** Candidate cut points of the `length` bytes (at most a pool block) at address `at` of the block pool, read where they lie. */
+  scanAt(at: number, length: number, lead: Uint8Array, maskSmall: number, maskLarge: number): Promise<ScanResult> {
+    return this.run({ op: 'scanAt', at, length, lead, maskSmall, maskLarge });
   }
 
   /** The chunk hash `hash` (hex) of the parts, one after another. */

@@ -1,8 +1,9 @@
 // Cut-point candidates of a block of bytes, found by the WebAssembly gear scan
 // (gear-scan.wat), about three times the speed of the same loop in JavaScript. Guarantees:
-// the same candidates as the reference loop in chunker.ts for any block and lead; the
-// scanner owns its memory (a block is copied in, 2 MiB at a time), so one scanner serves
-// one thread at a time.
+// the same candidates as the reference loop in chunker.ts for any block and lead, whether
+// the block is scanned where it lies (scanAt: a block of the block pool, block-pool.ts) or
+// copied in first, 2 MiB at a time (scan: bytes anywhere else). A scanner's region of the
+// memory is its own, so one scanner serves one thread at a time.
 
 /** Cut-point candidates of a block: positions (block-relative) whose gear hash has the large mask clear; `small` those with the small mask clear too. */
 export interface ScanResult {
@@ -14,51 +15,92 @@ export interface ScanResult {
 interface WasmApi {
   Module: new (bytes: Uint8Array) => object;
   Instance: new (module: object, imports: object) => { exports: unknown };
+  Memory: new (descriptor: { initial: number; maximum: number; shared: true }) => ScanMemory;
+}
+
+/** A shared WebAssembly.Memory, as the module imports it. */
+export interface ScanMemory {
+  readonly buffer: SharedArrayBuffer;
 }
 
 interface GearScanExports {
-  memory: { buffer: ArrayBuffer; grow(pages: number): number };
   hash: { value: number };
   scan: (p: number, end: number, h: number, maskLarge: number, maskSmall: number, out: number) => number;
 }
 
-export type GearScanner = (block: Uint8Array, lead: Uint8Array, maskSmall: number, maskLarge: number) => ScanResult;
+export interface GearScanner {
+  /** The candidates of a block in any memory: copied into the scanner's region, 2 MiB at a time. */
+  scan(block: Uint8Array, lead: Uint8Array, maskSmall: number, maskLarge: number): ScanResult;
+  /** The candidates of the `length` bytes (at most 2 MiB) at address `at` of the pool's memory, read where they lie. */
+  scanAt(at: number, length: number, lead: Uint8Array, maskSmall: number, maskLarge: number): ScanResult;
+}
 
 /**
- * A scanner over the compiled module (`wasm`: its bytes, base64) and the gear table.
+ * A scanner over the compiled module (`wasm`: its bytes, base64) and the gear table. With a
+ * `pool` (the block pool's memory, which holds the gear table at 0) and a region of it
+ * (`regionAt`: see block-pool.ts), the scanner works in that memory and scanAt reads in
+ * place; without a region, it works in a memory of its own and scanAt copies the bytes in.
  * Self-contained: the chunk workers evaluate it from its source text, so it uses nothing
  * but its arguments.
  */
-export function makeGearScanner(wasm: string, gear: Int32Array): GearScanner {
+export function makeGearScanner(wasm: string, gear: Int32Array, pool?: { memory: ScanMemory; regionAt?: number }): GearScanner {
   const api = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
-  const exports = new api.Instance(new api.Module(Buffer.from(wasm, 'base64')), {}).exports as GearScanExports;
-  const pieceAt = 1024; // after the gear table
   const piece = 2 * 1024 * 1024;
-  const outAt = pieceAt + piece;
-  // Every position may be a candidate (some repeated patterns do that): 4 bytes each.
-  const bytesNeeded = outAt + 4 * piece;
-  const pages = Math.ceil(bytesNeeded / 65536) - exports.memory.buffer.byteLength / 65536;
-  if (pages > 0) exports.memory.grow(pages);
-  const memory = new Uint8Array(exports.memory.buffer);
-  const words = new Int32Array(exports.memory.buffer);
-  new Int32Array(exports.memory.buffer, 0, 256).set(gear);
-  return (block, lead, maskSmall, maskLarge) => {
-    const large: number[] = [];
-    const small: number[] = [];
+  const inPool = pool !== undefined && pool.regionAt !== undefined;
+  let memory: ScanMemory;
+  let regionAt: number;
+  if (inPool) {
+    memory = pool.memory;
+    regionAt = pool.regionAt!;
+  } else {
+    // The gear table's page, then a region: a staging piece and 4 bytes of output per byte
+    // of it (every position may be a candidate: some repeated patterns do that).
+    const pages = 1 + (5 * piece) / 65536;
+    memory = new api.Memory({ initial: pages, maximum: pages, shared: true });
+    new Int32Array(memory.buffer, 0, 256).set(gear);
+    regionAt = 65536;
+  }
+  const exports = new api.Instance(new api.Module(Buffer.from(wasm, 'base64')), { env: { memory } }).exports as GearScanExports;
+  const stagingAt = regionAt;
+  const outAt = regionAt + piece;
+  const leadHash = (lead: Uint8Array): number => {
     let h = 0;
     for (let i = 0; i < lead.length; i++) h = ((h << 1) + gear[lead[i]!]!) | 0;
+    return h;
+  };
+  // Scans [at, at + n) from hash h into `found` (positions counted from `base`); returns the hash after it.
+  const run = (at: number, n: number, h: number, maskSmall: number, maskLarge: number, base: number, found: ScanResult): number => {
+    const outEnd = exports.scan(at, at + n, h, maskLarge, maskSmall, outAt);
+    // A view made now: the memory may have grown (other threads allocate blocks in it).
+    const words = new Int32Array(memory.buffer, outAt, (outEnd - outAt) / 4);
+    for (let w = 0; w < words.length; w++) {
+      const v = words[w]!;
+      const position = (v & 0x7fffffff) - at + base;
+      found.large.push(position);
+      if (v < 0) found.small.push(position);
+    }
+    return exports.hash.value;
+  };
+  const scan = (block: Uint8Array, lead: Uint8Array, maskSmall: number, maskLarge: number): ScanResult => {
+    const found: ScanResult = { large: [], small: [] };
+    const bytes = new Uint8Array(memory.buffer);
+    let h = leadHash(lead);
     for (let start = 0; start < block.length; start += piece) {
       const n = Math.min(piece, block.length - start);
-      memory.set(block.subarray(start, start + n), pieceAt);
-      const outEnd = exports.scan(pieceAt, pieceAt + n, h, maskLarge, maskSmall, outAt);
-      h = exports.hash.value;
-      for (let w = outAt / 4; w < outEnd / 4; w++) {
-        const v = words[w]!;
-        const at = (v & 0x7fffffff) - pieceAt + start;
-        large.push(at);
-        if (v < 0) small.push(at);
-      }
+      bytes.set(block.subarray(start, start + n), stagingAt);
+      h = run(stagingAt, n, h, maskSmall, maskLarge, start, found);
     }
-    return { large, small };
+    return found;
+  };
+  return {
+    scan,
+    scanAt: (at, length, lead, maskSmall, maskLarge) => {
+      if (length > piece) throw new RangeError(`scanAt takes at most ${piece} bytes, not ${length}`);
+      if (!pool) throw new Error('scanAt reads the block pool, and this scanner was made without it');
+      if (!inPool) return scan(new Uint8Array(pool.memory.buffer, at, length), lead, maskSmall, maskLarge);
+      const found: ScanResult = { large: [], small: [] };
+      run(at, length, leadHash(lead), maskSmall, maskLarge, 0, found);
+      return found;
+    },
   };
 }

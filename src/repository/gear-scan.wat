@@ -2,12 +2,13 @@
 ;; chunk-workers.ts runs it). Compiled to gear-scan-wasm.ts by `npm run wasm`; a test checks
 ;; that the committed bytes are this file's.
 ;;
-;; Memory (the caller's layout): the 256-entry gear table as i32 at address 0; the bytes to
-;; scan and the output anywhere after it. For each position whose hash has every bit of
-;; maskLarge clear, scan stores one i32: the position, with bit 31 set when the bits of
-;; maskSmall are clear too. The caller leaves room for 4 bytes per scanned byte.
+;; Memory (the caller's, shared, so that bytes other threads put there are scanned where
+;; they lie; see block-pool.ts): the 256-entry gear table as i32 at address 0; the bytes to
+;; scan and the output anywhere after it, below 2 GiB. For each position whose hash has every
+;; bit of maskLarge clear, scan stores one i32: the position, with bit 31 set when the bits
+;; of maskSmall are clear too. The caller leaves room for 4 bytes per scanned byte.
 (module
-  (memory (export "memory") 1)
+  (import "env" "memory" (memory 1 32767 shared))
   ;; The rolling hash after the last scan, for a scan that goes on where it stopped.
   (global $hash (export "hash") (mut i32) (i32.const 0))
   ;; Scans [p, end) from hash h; returns the end of the output written from `out`.

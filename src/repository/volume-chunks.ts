@@ -7,11 +7,13 @@
 //   minimum size, where the rolling hash has not yet seen 32 bytes.
 // - Chunks come in stream order, each with a promise of its own hash (computed on a
 //   worker) and an encode() that compresses it on a worker.
-// - Memory is bounded: the input is copied once into shared blocks (a VolumeReader, such
-//   as fileBytes, reads straight into them; the workers read them in place), and at most
-//   `maxBlocks` blocks (32 MiB) are held; reading the input waits until the consumer
-//   release()s chunks. A consumer must release every chunk it took and may hold at most
+// - Memory is bounded: the input is copied once into shared blocks of the block pool
+//   (block-pool.ts; a VolumeReader, such as fileBytes, reads straight into them; the workers
+//   hash and scan them in place), and at most `maxBlocks` blocks (32 MiB) are held; reading
+//   the input waits until the consumer release()s chunks. return() gives the blocks back to
+//   the pool once no worker reads them. A consumer must release every chunk it took and may hold at most
 //   `batchBytes` of unreleased chunks per batch, two batches at once.
+import { blockPool, poolBlockSize } from './block-pool.js';
 import type { ChunkHashName } from './chunk-hash.js';
 import type { ChunkerOptions } from './chunker.js';
 import { gearTable, highMask, validateChunkerOptions } from './chunker.js';
@@ -41,17 +43,22 @@ export interface VolumeChunks extends AsyncIterable<VolumeChunk> {
   return(): Promise<void>;
 }
 
-const blockSize = 2 * 1024 * 1024;
+const blockSize = poolBlockSize;
 const maxBlocks = 16;
 /** Blocks read beyond the last cut before cutting waits for their scans. */
 const readAhead = 6;
 /** Window of the gear hash minus one: bytes before a position that its hash still depends on. */
 const lead = 31;
 
-interface Block {
+/** A block's memory: its address in the block pool (-1: memory of its own, the pool being full) and a view of it. */
+interface Memory {
+  at: number;
+  bytes: Uint8Array;
+}
+
+interface Block extends Memory {
   /** Stream offset of the block's first byte. */
   base: number;
-  bytes: Uint8Array;
   filled: number;
   /** The previous block's last `lead` bytes (what the hash at this block's start depends on). */
   lead: Uint8Array;
@@ -82,8 +89,11 @@ class ChunkPipeline implements VolumeChunks {
   /** Live blocks in stream order; blocks[0] starts at stream offset firstBlock * blockSize. */
   private blocks: Block[] = [];
   private firstBlock = 0;
-  private readonly spare: Uint8Array[] = [];
-  private allocated = 0;
+  private readonly spare: Memory[] = [];
+  /** Every block's memory this pipeline took, to give back at the end. */
+  private readonly taken: Memory[] = [];
+  /** Worker tasks that read the blocks (scans, hashes, encodes): the blocks go back to the pool once these settle. */
+  private readonly reading = new Set<Promise<unknown>>();
   /** The last `lead` bytes of the last full block (the next block's scans need them). */
   private tail = new Uint8Array(0);
   /** Bytes received. */
@@ -176,6 +186,19 @@ class ChunkPipeline implements VolumeChunks {
     this.blocks = [];
     this.spare.length = 0;
     this.freed?.();
+    // Workers may still read the blocks (an upload that failed mid-way): the pool gets them
+    // back only after that, so no other pipeline's bytes go where a worker still looks.
+    await Promise.allSettled([...this.reading]);
+    const pool = blockPool();
+    for (const { at } of this.taken.splice(0)) if (at >= 0) pool.release(at);
+  }
+
+  /** Counts a worker task that reads the blocks until it settles; returns it. */
+  private reads<T>(task: Promise<T>): Promise<T> {
+    this.reading.add(task);
+    const done = () => this.reading.delete(task);
+    task.then(done, done);
+    return task;
   }
 
   /**
@@ -201,16 +224,16 @@ class ChunkPipeline implements VolumeChunks {
   private async writableBlock(): Promise<Block> {
     const last = this.blocks.at(-1);
     if (last && last.filled < blockSize) return last;
-    while (this.spare.length === 0 && this.allocated >= maxBlocks) {
+    while (this.spare.length === 0 && this.taken.length >= maxBlocks) {
       await new Promise<void>((resolve) => (this.freed = resolve));
       if (this.ended) throw new Error('volume chunking ended');
     }
-    let bytes = this.spare.pop();
-    if (!bytes) {
-      bytes = new Uint8Array(new SharedArrayBuffer(blockSize));
-      this.allocated++;
+    let memory = this.spare.pop();
+    if (!memory) {
+      memory = blockPool().allocate() ?? { at: -1, bytes: new Uint8Array(new SharedArrayBuffer(blockSize)) };
+      this.taken.push(memory);
     }
-    const block: Block = { base: (this.firstBlock + this.blocks.length) * blockSize, bytes, filled: 0, lead: this.tail, scans: [], scannedTo: 0, scanning: 0 };
+    const block: Block = { ...memory, base: (this.firstBlock + this.blocks.length) * blockSize, filled: 0, lead: this.tail, scans: [], scannedTo: 0, scanning: 0 };
     this.blocks.push(block);
     return block;
   }
@@ -230,7 +253,11 @@ class ChunkPipeline implements VolumeChunks {
     } else {
       before = before.slice();
     }
-    const result = this.workers.scan(block.bytes.subarray(from, to), before, this.maskSmall, this.maskLarge);
+    const result = this.reads(
+      block.at >= 0
+        ? this.workers.scanAt(block.at + from, to - from, before, this.maskSmall, this.maskLarge)
+        : this.workers.scan(block.bytes.subarray(from, to), before, this.maskSmall, this.maskLarge),
+    );
     const scan: Block['scans'][number] = { from, result };
     block.scans.push(scan);
     result.then((value) => (scan.value = value)).catch(() => undefined);
@@ -308,7 +335,7 @@ class ChunkPipeline implements VolumeChunks {
       at = to;
     }
     const ref: ChunkRef = ['', end - start];
-    const sampled = this.workers.hashAndSample(this.hash, parts);
+    const sampled = this.reads(this.workers.hashAndSample(this.hash, parts));
     const hashed = sampled.then(({ hash }) => (ref[0] = hash));
     hashed.catch(() => undefined); // awaited by the consumer; this only keeps an early exit quiet
     const entry: Pending = { end, done: false };
@@ -319,7 +346,7 @@ class ChunkPipeline implements VolumeChunks {
       size: end - start,
       hashed,
       // Stored raw without a second trip to a worker when the hash task found it incompressible.
-      encode: async (codec) => (codec === 'none' || (await sampled).incompressible ? [Uint8Array.of(0), ...parts] : this.workers.encode(codec, parts)),
+      encode: async (codec) => (codec === 'none' || (await sampled).incompressible ? [Uint8Array.of(0), ...parts] : this.reads(this.workers.encode(codec, parts))),
       release: () => {
         if (released) return;
         released = true;
@@ -344,7 +371,7 @@ class ChunkPipeline implements VolumeChunks {
     ) {
       this.blocks.shift();
       this.firstBlock++;
-      this.spare.push(block.bytes);
+      this.spare.push({ at: block.at, bytes: block.bytes });
       freed = true;
     }
     if (freed) {

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
+import { blockPool } from '../../src/repository/block-pool.js';
 import { chunkHasher, type ChunkHashName } from '../../src/repository/chunk-hash.js';
 import { chunkStream, defaultChunkerOptions, type ChunkerOptions } from '../../src/repository/chunker.js';
 import type { VolumeReader } from '../../src/repository/file-source.js';
@@ -138,4 +139,13 @@ describe('volume chunks on the chunk workers', () => {
       expect(sha.hashes).to.deep.equal(want.map(digest));
     });
   }
+
+  it('reads into blocks of the block pool and gives them back at the end: the next volume reuses them', async () => {
+    const data = await bytesOf(40 * 1024 * 1024, 11);
+    await sizesOf(pieces(data, [1 << 20]), defaultChunkerOptions, 'blake3');
+    const size = blockPool().size;
+    await sizesOf(pieces(data, [1 << 20]), defaultChunkerOptions, 'blake3');
+    await sizesOf(reader(data, [3 << 20]), defaultChunkerOptions, 'blake3');
+    expect(blockPool().size).to.equal(size);
+  });
 });

@@ -4,6 +4,7 @@ import { compileGearScan } from '../../hack/build-wasm.js';
 import { gearTable, highMask } from '../../src/repository/chunker.js';
 import { makeGearScanner, type ScanResult } from '../../src/repository/gear-scan.js';
 import { gearScanWasm } from '../../src/repository/gear-scan-wasm.js';
+import { BlockPool, poolBlockSize } from '../../src/repository/block-pool.js';
 
 /** The scan as plain JavaScript: the rules the WebAssembly must keep. */
 function reference(block: Uint8Array, lead: Uint8Array, maskSmall: number, maskLarge: number): ScanResult {
@@ -34,7 +35,8 @@ function bytes(n: number, seed: number): Uint8Array {
 }
 
 describe('gear scan (WebAssembly)', () => {
-  const scan = makeGearScanner(gearScanWasm, gearTable());
+  const scanner = makeGearScanner(gearScanWasm, gearTable());
+  const scan = scanner.scan;
 
   it('the committed module is what gear-scan.wat compiles to', async () => {
     expect(Buffer.from(await compileGearScan()).toString('base64')).to.equal(gearScanWasm, 'run `npm run wasm` after editing gear-scan.wat');
@@ -65,5 +67,37 @@ describe('gear scan (WebAssembly)', () => {
     expect(all.large.length).to.equal(3 * 1024 * 1024);
     expect(all.small.length).to.equal(3 * 1024 * 1024);
     expect(all.large.at(-1)).to.equal(3 * 1024 * 1024 - 1);
+  });
+
+  it('scans a block of the pool where it lies, with the same candidates, and with the same results when its scanner has no region there', () => {
+    const pool = new BlockPool();
+    const inPlace = makeGearScanner(gearScanWasm, gearTable(), { memory: pool.memory, regionAt: pool.region() });
+    const copying = makeGearScanner(gearScanWasm, gearTable(), { memory: pool.memory });
+    const blocks = [pool.allocate()!, pool.allocate()!];
+    expect(blocks[1]!.at - blocks[0]!.at).to.equal(poolBlockSize);
+    const data = bytes(poolBlockSize, 3);
+    blocks[1]!.bytes.set(data);
+    const lead = data.subarray(0, 31);
+    for (const [maskSmall, maskLarge] of [
+      [highMask(22), highMask(18)],
+      [highMask(10), highMask(6)],
+      [0, 0], // every position: a whole block's worth of output
+    ] as const) {
+      for (const [from, to] of [
+        [0, poolBlockSize],
+        [5, 4099],
+        [poolBlockSize - 3, poolBlockSize],
+      ] as const) {
+        const want = reference(data.subarray(from, to), lead, maskSmall, maskLarge);
+        expect(inPlace.scanAt(blocks[1]!.at + from, to - from, lead, maskSmall, maskLarge), `${from}-${to}`).to.deep.equal(want);
+        expect(copying.scanAt(blocks[1]!.at + from, to - from, lead, maskSmall, maskLarge), `${from}-${to}, copied`).to.deep.equal(want);
+      }
+    }
+    // A released block is handed out again before the memory grows.
+    const size = pool.size;
+    pool.release(blocks[0]!.at);
+    expect(pool.allocate()!.at).to.equal(blocks[0]!.at);
+    expect(pool.size).to.equal(size);
+    expect(() => inPlace.scanAt(blocks[1]!.at, poolBlockSize + 1, lead, 0, 0)).to.throw(RangeError);
   });
 });
