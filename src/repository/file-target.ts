@@ -10,7 +10,7 @@
 // - A block device is written in place; a file is created or replaced.
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { RepositoryInputError } from './errors.js';
-import { writeAllAt } from './write-all.js';
+import { WriteBehind, writeAllAt } from './write-all.js';
 
 export interface FileTargetOptions {
   /** Bytes between background syncs (default 32 MiB; 0: only the final fsync). */
@@ -19,14 +19,14 @@ export interface FileTargetOptions {
 
 export class FileTarget {
   private written = 0;
-  private sinceFlush = 0;
-  private flushing?: Promise<void>;
-  private failure: unknown;
+  private readonly behind: WriteBehind;
 
   private constructor(
     private readonly file: FileHandle,
-    private readonly flushBytes: number,
-  ) {}
+    flushBytes: number,
+  ) {
+    this.behind = new WriteBehind(file, flushBytes);
+  }
 
   static async open(path: string, options: FileTargetOptions = {}): Promise<FileTarget> {
     const { flushBytes = 32 * 1024 * 1024 } = options;
@@ -44,27 +44,16 @@ export class FileTarget {
 
   /** Writes the bytes, or the pieces one after another (one writev), after what was written. */
   async write(bytes: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    if (this.failure) throw this.failure;
+    this.behind.check();
     const from = this.written;
     this.written = await writeAllAt(this.file, bytes instanceof Uint8Array ? [bytes] : bytes, from);
-    this.sinceFlush += this.written - from;
-    if (this.flushBytes > 0 && this.sinceFlush >= this.flushBytes && !this.flushing) {
-      this.sinceFlush = 0;
-      this.flushing = this.file.datasync().then(
-        () => (this.flushing = undefined),
-        (err: unknown) => {
-          this.flushing = undefined;
-          this.failure ??= err;
-        },
-      );
-    }
+    this.behind.wrote(this.written - from);
   }
 
   /** Makes every byte durable and closes the file. */
   async finish(): Promise<void> {
     try {
-      await this.flushing;
-      if (this.failure) throw this.failure;
+      await this.behind.settle();
       await this.file.sync();
     } finally {
       await this.file.close();
@@ -73,7 +62,7 @@ export class FileTarget {
 
   /** Closes the file without waiting for it to be durable (after a failure). */
   async abort(): Promise<void> {
-    await this.flushing;
+    await this.behind.settle().catch(() => undefined);
     await this.file.close().catch(() => undefined);
   }
 }

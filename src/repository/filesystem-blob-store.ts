@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { BlobNotFoundError, checkKey, type BlobStat, type BlobStore, type BlobWriter } from './blob-store.js';
-import { writeAllAt } from './write-all.js';
+import { WriteBehind, writeAllAt } from './write-all.js';
 
 const tempPrefix = '.tmp-';
 
@@ -236,15 +236,27 @@ export class FilesystemBlobStore implements BlobStore {
   }
 }
 
-/** A temporary file being written, before it is linked or renamed into place. */
+/**
+ * Bytes between background syncs of a file being written (a pack fills with 16 MiB): its
+ * commit then flushes the last few MiB, not the whole pack, and the fsyncs of the small
+ * records behind it in the journal wait less: a 256 MB backup's last 40-50 ms (after the
+ * source ends) lost about 7 ms, and its wall time won 3 A/B pairs of 3 (1.32-1.50 against
+ * 1.46-1.55 s/GB).
+ */
+const packFlushBytes = 4 * 1024 * 1024;
+
+/** A temporary file being written, before it is linked or renamed into place (in the background, datasynced every packFlushBytes). */
 class TemporaryFile {
   private written = 0;
   private closed = false;
+  private readonly behind: WriteBehind;
 
   constructor(
     readonly path: string,
     private readonly handle: FileHandle,
-  ) {}
+  ) {
+    this.behind = new WriteBehind(handle, packFlushBytes);
+  }
 
   /**
    * Appends the pieces with one writev (a pack's chunk: its codec byte and its bytes); what
@@ -252,12 +264,16 @@ class TemporaryFile {
    * time, each a round trip through libuv's thread pool.
    */
   async append(pieces: Uint8Array[]): Promise<void> {
-    this.written = await writeAllAt(this.handle, pieces, this.written);
+    this.behind.check();
+    const from = this.written;
+    this.written = await writeAllAt(this.handle, pieces, from);
+    this.behind.wrote(this.written - from);
   }
 
   /** Makes the file durable and closes it; on a failure removes it. */
   async finish(): Promise<void> {
     try {
+      await this.behind.settle();
       await this.handle.sync();
       await this.close();
     } catch (err) {
@@ -268,6 +284,7 @@ class TemporaryFile {
 
   /** Closes and removes the file; safe to call more than once. */
   async discard(): Promise<void> {
+    await this.behind.settle().catch(() => undefined);
     await this.close().catch(() => undefined);
     await unlink(this.path).catch(() => undefined);
   }

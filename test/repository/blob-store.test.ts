@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { readdir, utimes, writeFile } from 'node:fs/promises';
+import { open, readdir, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BlobNotFoundError, FilesystemBlobStore, type BlobStore } from '../../src/repository/index.js';
 import { removeTempDirs, tempDir } from './helpers.js';
@@ -90,6 +90,45 @@ describe('filesystem blob store', () => {
     await dropped.write([Buffer.from('partial')]);
     await dropped.abort();
     expect(await readdir(join(store.root, 'packs', 'ab'))).to.deep.equal(['one']);
+  });
+
+  it('syncs a blob written piece by piece in the background every 4 MiB, and a failed background sync fails its commit and leaves nothing', async () => {
+    const proto = Object.getPrototypeOf(await open(process.execPath, 'r').then(async (h) => (await h.close(), h))) as FileHandle;
+    const original = proto.datasync;
+    let syncs = 0;
+    try {
+      proto.datasync = async function (this: FileHandle) {
+        syncs++;
+        return original.call(this);
+      };
+      const store = new FilesystemBlobStore(await tempDir());
+      const writer = await store.createWriter('packs/ab/big');
+      for (let i = 0; i < 10; i++) await writer.write([Buffer.alloc(1024 * 1024, i)]);
+      await new Promise((r) => setImmediate(r));
+      expect(syncs).to.be.within(1, 2); // 4 MiB, then 8 (if the first was done by then)
+      expect(await writer.commit()).to.equal(true);
+      expect((await store.stat('packs/ab/big'))?.size).to.equal(10 * 1024 * 1024);
+
+      proto.datasync = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+      // The sync started after 4 MiB fails: the next write or the commit says so (the pack
+      // writer then aborts), never a commit as if durable.
+      const failing = await store.createWriter('packs/ab/lost');
+      let error: Error | undefined;
+      try {
+        for (let i = 0; i < 6; i++) {
+          await failing.write([Buffer.alloc(1024 * 1024, i)]);
+          await new Promise((r) => setImmediate(r));
+        }
+        await failing.commit();
+      } catch (e) {
+        error = e as Error;
+        await failing.abort();
+      }
+      expect(error?.message).to.match(/EIO/);
+      expect(await readdir(join(store.root, 'packs', 'ab'))).to.deep.equal(['big']);
+    } finally {
+      proto.datasync = original;
+    }
   });
 
   it('never lists its temporary files, and removes only those older than the cut-off', async () => {
