@@ -1,7 +1,7 @@
 // Verified reads. Guarantees:
 // - restoreStream emits a volume's bytes in order, and no byte of a chunk before that
 //   chunk's hash has been checked. A manifest's chunk list is checked against its
-//   chunksSha256 before the first byte (format 3); an older manifest's whole-volume SHA-256
+//   chunksSha256 before the first byte (formats 3 and 4); an older manifest's whole-volume SHA-256
 //   is checked at the end, as is the size. A fault is a RepositoryIntegrityError naming the
 //   volume and the chunk, never silently wrong data.
 // - Reads run ahead of the consumer (up to `readAheadBytes`, default 32 MiB, across pack
