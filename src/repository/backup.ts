@@ -1,7 +1,7 @@
 // Backing up one volume: the upload. Guarantees:
 // - Every chunk is stored once, under the hash of its bytes (the repository's chunk hash,
-//   chunk-hash.ts); a backup of data the
-//   repository already holds writes (almost) nothing but its manifest.
+//   chunk-hash.ts); a backup of data the repository already holds writes (almost) nothing
+//   but its manifest.
 // - Manifest last: the manifest is written only after every chunk it lists is durable (its
 //   pack and the pack's index; chunks found already stored included: their blobs are
 //   synced), so a crash never leaves a manifest pointing at missing data.
