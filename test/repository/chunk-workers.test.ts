@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { readdir, readFile } from 'node:fs/promises';
 import { getPriority } from 'node:os';
+import { blockPool, poolBlockSize } from '../../src/repository/block-pool.js';
+import { gearTable, highMask } from '../../src/repository/chunker.js';
 import { chunkWorkers, workerNice } from '../../src/repository/chunk-workers.js';
 
 /** Nice value of each thread of this process, by thread id (Linux). */
@@ -23,5 +25,32 @@ describe('chunk workers', () => {
     const nices = await threadNices();
     expect(nices.get(process.pid)).to.equal(before);
     expect([...nices.values()].filter((n) => n === workerNice).length).to.be.at.least(workers.size);
+  });
+
+  it('scan a block of the pool where it lies, also in memory the pool grew after they started', async () => {
+    const workers = chunkWorkers();
+    await Promise.all(Array.from({ length: 2 * workers.size }, () => workers.hash('blake3', [Buffer.alloc(16)])));
+    // Past the free blocks earlier tests gave back: a block the memory grew for.
+    const before = blockPool().size;
+    const taken = [blockPool().allocate()!];
+    while (taken.at(-1)!.at < before) taken.push(blockPool().allocate()!);
+    try {
+      const block = taken.at(-1)!;
+      for (let i = 0; i < poolBlockSize; i++) block.bytes[i] = (i * 2654435761) >>> 24;
+      const gear = gearTable();
+      const [maskSmall, maskLarge] = [highMask(12), highMask(8)];
+      const want: number[] = [];
+      let h = 0;
+      for (let i = 0; i < poolBlockSize; i++) {
+        h = ((h << 1) + gear[block.bytes[i]!]!) | 0;
+        if ((h & maskLarge) === 0) want.push(i);
+      }
+      for (let k = 0; k < 2 * workers.size; k++) {
+        const got = await workers.scanAt(block.at, poolBlockSize, new Uint8Array(0), maskSmall, maskLarge);
+        expect(got.large).to.deep.equal(want);
+      }
+    } finally {
+      for (const { at } of taken) blockPool().release(at);
+    }
   });
 });
