@@ -19,7 +19,21 @@ import { ChunkIndex, blobKeys, presenceKey, type ChunkLocation } from './chunk-i
 import { tryRecord, type RepositoryContext } from './context.js';
 import { beginBackup, readManifest } from './catalog.js';
 import { RepositoryFormatError, UploadConflictError } from './errors.js';
-import { checkName, checksumOf, chunkHashOfConfig, chunkListSha256, defaultPacking, encodeRecord, keys, repositoryFormat, type ChunkRef, type Manifest, type VolumeSource } from './format.js';
+import { checkChunkHash } from './chunk-hash.js';
+import {
+  checkName,
+  checksumOf,
+  chunkHashOfConfig,
+  chunkListSha256,
+  defaultPacking,
+  encodeRecord,
+  keys,
+  recordFormat,
+  writableFormats,
+  type ChunkRef,
+  type Manifest,
+  type VolumeSource,
+} from './format.js';
 import { PackWriter } from './pack-writer.js';
 import { LostLeaseError } from './errors.js';
 import { removeIntents, removeUpload, UploadLease } from './uploads.js';
@@ -100,7 +114,8 @@ export async function backupVolume(
     await removeUpload(repo, job, volume);
     return result;
   }
-  if (repo.config.format < repositoryFormat) {
+  checkChunkHash(chunkHashOfConfig(repo.config), repo.store.location);
+  if (!writableFormats.includes(repo.config.format)) {
     throw new RepositoryFormatError(
       `repository at ${repo.store.location} has format ${repo.config.format}, which Trellis no longer writes; upgrade it (\`trellis repo upgrade\`, or BackupRepository.upgradeFormat) to take new backups`,
     );
@@ -143,7 +158,7 @@ export async function backupVolume(
   }
 
   const manifest: Manifest = {
-    format: repositoryFormat,
+    format: recordFormat(repo.config),
     job,
     volume,
     backend: source.backend,

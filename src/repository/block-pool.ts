@@ -62,13 +62,22 @@ export class BlockPool {
   private grow(bytes: number): number | undefined {
     const at = this.memory.buffer.byteLength;
     if (at + bytes > maxPoolBytes) return undefined;
-    this.memory.grow(bytes / pageSize);
+    try {
+      this.memory.grow(bytes / pageSize);
+    } catch {
+      return undefined; // the system would not commit more: the caller uses memory of its own
+    }
     return at;
   }
 
   /** Bytes the memory spans (what it grew to). */
   get size(): number {
     return this.memory.buffer.byteLength;
+  }
+
+  /** Blocks given back and not handed out again. */
+  get freeBlocks(): number {
+    return this.free.length;
   }
 }
 

@@ -7,7 +7,7 @@
 import { BlobNotFoundError } from './blob-store.js';
 import { readRecord, tryRecord, type RepositoryContext } from './context.js';
 import { BackupNotFoundError } from './errors.js';
-import { checkName, encodeRecord, keys, manifestKeyParts, repositoryFormat, type BackupIndex, type JobRecord, type Manifest } from './format.js';
+import { checkName, encodeRecord, keys, manifestKeyParts, recordFormat, type BackupIndex, type JobRecord, type Manifest } from './format.js';
 import { removeUpload } from './uploads.js';
 
 export interface BackupSummary {
@@ -22,7 +22,7 @@ export interface BackupSummary {
 /** Records a backup job (idempotent: a second call keeps the first record). */
 export async function beginBackup(repo: RepositoryContext, job: string, options: { ttlSeconds?: number } = {}): Promise<JobRecord> {
   checkName('job', job);
-  const record: JobRecord = { format: repositoryFormat, job, createdAt: repo.now().toISOString(), ttlSeconds: options.ttlSeconds };
+  const record: JobRecord = { format: recordFormat(repo.config), job, createdAt: repo.now().toISOString(), ttlSeconds: options.ttlSeconds };
   if (await repo.store.putIfAbsent(keys.job(job), encodeRecord(record))) return record;
   return readRecord<JobRecord>(repo.store, keys.job(job));
 }
@@ -37,7 +37,7 @@ export async function finishBackup(repo: RepositoryContext, job: string): Promis
   }
   const completedAt = repo.now();
   const index: BackupIndex = {
-    format: repositoryFormat,
+    format: recordFormat(repo.config),
     job,
     createdAt: record.createdAt,
     completedAt: completedAt.toISOString(),

@@ -5,6 +5,8 @@
 //   a backup or a verified restore hashes every byte, so this is CPU every byte saves.
 // - sha256: formats 1-3 (a repository upgraded to format 4 keeps it, so new backups still
 //   deduplicate against its old chunks), and new repositories where BLAKE3 does not load.
+// Where a repository's hash does not load, it still opens (listing, deleting and GC hash
+// nothing); backups, restores and verify refuse it (checkChunkHash), saying why.
 // Both give 32 bytes, written as 64 hex digits, so keys and records have one shape.
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';

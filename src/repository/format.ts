@@ -27,17 +27,19 @@
 // once. The SHA-256 of a volume's raw bytes, to compare with `sha256sum` of a disk, is
 // computed on demand by reading the backup (`trellis repo checksum`).
 //
-// Format 3 differs only in the config: it names no chunk hash, as chunks are SHA-256.
+// Format 3 differs only in the config: it names no chunk hash, as chunks are SHA-256. Its
+// records are format 4's, so a format-3 repository takes new backups as it is (their records
+// say format 3, and the Trellis that wrote it reads them); only upgrading it writes format 4.
 // Format 2 differs from 3 only in the manifest: `sha256` is the SHA-256 of the volume's bytes,
 // which a backup and a restore computed in a second pass beside the chunk hashes.
 // Format 1 (one file per chunk) also differs in where chunks live:
 //   chunks/<h0h1>/<sha256>                    one chunk: codec byte + payload
 // This code reads both: loose chunks and byte-checksummed manifests restore, verify and
-// are garbage-collected as before. An older repository takes new backups once upgraded
+// are garbage-collected as before. A repository of format 1 or 2 takes new backups once upgraded
 // (BackupRepository.upgradeFormat), so that older Trellis versions, which would misread
 // the new manifests (or miss chunks in packs), refuse it instead.
 import { createHash } from 'node:crypto';
-import { checkChunkHash, type ChunkHashName } from './chunk-hash.js';
+import { checkChunkHash, isChunkHashName, type ChunkHashName } from './chunk-hash.js';
 import type { ChunkerOptions } from './chunker.js';
 import type { CodecName } from './codec.js';
 import { RepositoryFormatError, RepositoryInputError } from './errors.js';
@@ -46,6 +48,17 @@ import { RepositoryFormatError, RepositoryInputError } from './errors.js';
 export const repositoryFormat = 4;
 /** The formats this code reads (and verifies and garbage-collects). */
 export const readableFormats: readonly number[] = [1, 2, 3, 4];
+/**
+ * The formats this code takes new backups into as they are: the current one, and format 3,
+ * whose records are the current format's with SHA-256 chunks (so an update of Trellis does
+ * not stop a format-3 repository's backups, and an older Trellis still reads what it gets).
+ */
+export const writableFormats: readonly number[] = [3, 4];
+
+/** The format a repository's new records say they are: its own where it takes backups as it is (see writableFormats). */
+export function recordFormat(config: RepositoryConfig): number {
+  return writableFormats.includes(config.format) ? config.format : repositoryFormat;
+}
 
 export interface PackingOptions {
   /** A pack is closed once it holds this many stored bytes (default 16 MiB: one object-store PUT). */
@@ -159,7 +172,13 @@ export function checkConfig(config: RepositoryConfig, location: string): void {
     throw new RepositoryFormatError(`repository at ${location} has format ${config.format}; this Trellis reads formats ${readableFormats.join(', ')}`);
   }
   if (config.format >= 4 && config.chunkHash === undefined) throw new RepositoryFormatError(`repository at ${location} has format ${config.format} but names no chunkHash`);
-  checkChunkHash(chunkHashOfConfig(config), location);
+  if (config.format < 4 && (config.chunkHash ?? 'sha256') !== 'sha256') {
+    throw new RepositoryFormatError(`repository at ${location} has format ${config.format}, whose chunks are SHA-256, but names chunkHash ${config.chunkHash}`);
+  }
+  // Known, but not necessarily computable here: a repository whose hash does not load on
+  // this machine still lists, deletes and collects garbage; backups, restores and verify
+  // refuse it then (checkChunkHash).
+  if (!isChunkHashName(chunkHashOfConfig(config))) checkChunkHash(chunkHashOfConfig(config), location);
 }
 
 /** The hash that names a repository's chunks. */

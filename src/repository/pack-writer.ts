@@ -15,7 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import type { BlobStore, BlobWriter } from './blob-store.js';
 import type { RepositoryContext } from './context.js';
-import { encodeRecord, keys, repositoryFormat, type PackEntry, type PackIndex, type PackingOptions } from './format.js';
+import { encodeRecord, keys, recordFormat, type PackEntry, type PackIndex, type PackingOptions } from './format.js';
 
 interface OpenPack {
   id: string;
@@ -141,7 +141,7 @@ export class PackWriter {
     if (pack.entries.length === 0) return pack.writer.abort();
     try {
       await pack.writer.commit();
-      const record: PackIndex = { format: repositoryFormat, pack: pack.id, createdAt: this.repo.now().toISOString(), entries: pack.entries };
+      const record: PackIndex = { format: recordFormat(this.repo.config), pack: pack.id, createdAt: this.repo.now().toISOString(), entries: pack.entries };
       await this.repo.store.putIfAbsent(keys.packIndex(pack.id), encodeRecord(record));
       this.onDurable(record);
     } catch (err) {

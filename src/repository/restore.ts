@@ -17,6 +17,7 @@ import { decodeChunk } from './codec.js';
 import { getManifest } from './catalog.js';
 import type { RepositoryContext } from './context.js';
 import { RepositoryIntegrityError, type IntegrityProblem } from './errors.js';
+import { checkChunkHash } from './chunk-hash.js';
 import { chunkHashOfConfig, chunkListSha256, keys, type Manifest } from './format.js';
 import { startVolumeHash } from './volume-hash.js';
 
@@ -86,6 +87,7 @@ async function decodeChecked(stored: Buffer, size: number, key: string): Promise
 
 /** Reads one stored chunk and checks its codec, size and hash. */
 export async function readChunk(repo: ReadContext, hash: string, size: number): Promise<ChunkReadResult> {
+  checkChunkHash(chunkHashOfConfig(repo.config), repo.store.location);
   const r = await fetchChunk(repo, hash, size);
   if (!r.ok) return r;
   const actual = await chunkWorkers().hash(chunkHashOfConfig(repo.config), [r.data]);
@@ -224,6 +226,7 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
  * run come out first.
  */
 export async function* restoredRuns(repo: ReadContext, job: string, volume: string, options: ChunkOptions = {}): AsyncGenerator<Buffer[]> {
+  checkChunkHash(chunkHashOfConfig(repo.config), repo.store.location);
   const manifest = await getManifest(repo, job, volume);
   checkChunkList(job, volume, manifest);
   const index = await repo.chunkIndex(true);

@@ -11,7 +11,9 @@
 //   (block-pool.ts; a VolumeReader, such as fileBytes, reads straight into them; the workers
 //   hash and scan them in place), and at most `maxBlocks` blocks (32 MiB) are held; reading
 //   the input waits until the consumer release()s chunks. return() gives the blocks back to
-//   the pool once no worker reads them. A consumer must release every chunk it took and may hold at most
+//   the pool once no worker reads them and no read of the source writes into them (without
+//   waiting for that read: a stalled source must not hold up a failed upload); no block is
+//   taken after it. A consumer must release every chunk it took and may hold at most
 //   `batchBytes` of unreleased chunks per batch, two batches at once.
 import { blockPool, poolBlockSize } from './block-pool.js';
 import type { ChunkHashName } from './chunk-hash.js';
@@ -105,6 +107,8 @@ class ChunkPipeline implements VolumeChunks {
   private freed?: () => void;
   private ended = false;
   private source?: AsyncIterator<Uint8Array>;
+  /** A read the source is making straight into a block (readInPlace), until it settles. */
+  private sourceRead?: Promise<unknown>;
 
   constructor(
     private readonly data: AsyncIterable<Uint8Array>,
@@ -145,6 +149,7 @@ class ChunkPipeline implements VolumeChunks {
       const bytes = r.value instanceof Uint8Array ? r.value : new Uint8Array(r.value);
       for (let at = 0; at < bytes.length; ) {
         const block = await this.writableBlock();
+        this.checkNotEnded();
         const n = Math.min(blockSize - block.filled, bytes.length - at);
         const inPlace = bytes.buffer === block.bytes.buffer && bytes.byteOffset + at === block.bytes.byteOffset + block.filled;
         if (!inPlace) block.bytes.set(bytes.subarray(at, at + n), block.filled);
@@ -186,11 +191,18 @@ class ChunkPipeline implements VolumeChunks {
     this.blocks = [];
     this.spare.length = 0;
     this.freed?.();
-    // Workers may still read the blocks (an upload that failed mid-way): the pool gets them
-    // back only after that, so no other pipeline's bytes go where a worker still looks.
+    // Workers may still read the blocks (an upload that failed mid-way), and a read of the
+    // source may still write into one: the pool gets them back only after both, so nothing
+    // of this pipeline lands in, or is read from, another pipeline's bytes. The workers are
+    // waited for (they finish promptly); the source's read is not.
+    const taken = this.taken.splice(0);
     await Promise.allSettled([...this.reading]);
-    const pool = blockPool();
-    for (const { at } of this.taken.splice(0)) if (at >= 0) pool.release(at);
+    const giveBack = () => {
+      const pool = blockPool();
+      for (const { at } of taken) if (at >= 0) pool.release(at);
+    };
+    if (this.sourceRead) this.sourceRead.then(giveBack, giveBack);
+    else giveBack();
   }
 
   /** Counts a worker task that reads the blocks until it settles; returns it. */
@@ -209,8 +221,15 @@ class ChunkPipeline implements VolumeChunks {
     return {
       next: async () => {
         const block = await this.writableBlock();
+        this.checkNotEnded();
         const target = block.bytes.subarray(block.filled);
-        const n = await reader.readInto(target);
+        const read = (this.sourceRead = reader.readInto(target));
+        let n: number;
+        try {
+          n = await read;
+        } finally {
+          if (this.sourceRead === read) this.sourceRead = undefined;
+        }
         return n === 0 ? { done: true, value: undefined } : { done: false, value: target.subarray(0, n) };
       },
       return: async () => {
@@ -220,13 +239,23 @@ class ChunkPipeline implements VolumeChunks {
     };
   }
 
-  /** The block being filled, or a new one (waiting while maxBlocks are held). */
+  /**
+   * Throws once return() has run: its blocks may be on their way back to the pool. Checked
+   * right after each wait for a block, before anything is written into it (return() may run
+   * between the block's promise settling and its caller going on).
+   */
+  private checkNotEnded(): void {
+    if (this.ended) throw new Error('volume chunking ended');
+  }
+
+  /** The block being filled, or a new one (waiting while maxBlocks are held); none once ended. */
   private async writableBlock(): Promise<Block> {
+    this.checkNotEnded();
     const last = this.blocks.at(-1);
     if (last && last.filled < blockSize) return last;
     while (this.spare.length === 0 && this.taken.length >= maxBlocks) {
       await new Promise<void>((resolve) => (this.freed = resolve));
-      if (this.ended) throw new Error('volume chunking ended');
+      this.checkNotEnded();
     }
     let memory = this.spare.pop();
     if (!memory) {

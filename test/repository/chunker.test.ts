@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { blockPool } from '../../src/repository/block-pool.js';
+import { blockPool, poolBlockSize } from '../../src/repository/block-pool.js';
 import { chunkHasher, type ChunkHashName } from '../../src/repository/chunk-hash.js';
 import { chunkStream, defaultChunkerOptions, type ChunkerOptions } from '../../src/repository/chunker.js';
 import type { VolumeReader } from '../../src/repository/file-source.js';
@@ -139,6 +139,48 @@ describe('volume chunks on the chunk workers', () => {
       expect(sha.hashes).to.deep.equal(want.map(digest));
     });
   }
+
+  it('gives a block back only once a read the source started into it has landed: another volume chunked meanwhile keeps its bytes', async () => {
+    const pool = blockPool();
+    const before = { size: pool.size, free: pool.freeBlocks };
+    const outstanding = () => (pool.size - before.size) / poolBlockSize + before.free - pool.freeBlocks;
+    // A slow device: its bytes land in the block 150 ms after the read starts.
+    let landed = false;
+    const slow: VolumeReader & AsyncIterable<Uint8Array> = {
+      readInto: async (target) => {
+        await new Promise((r) => setTimeout(r, 150));
+        target.fill(0xff);
+        landed = true;
+        return target.length;
+      },
+      close: async () => undefined,
+      [Symbol.asyncIterator]: () => {
+        throw new Error('a reader is read in place, not iterated');
+      },
+    };
+    const ended = volumeChunks(slow, defaultChunkerOptions, 'sha256');
+    void ended[Symbol.asyncIterator]()
+      .next()
+      .catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 20)); // the read is under way
+    await ended.return(); // as a failed upload does, without waiting for the source
+    expect(landed).to.equal(false);
+    // Another volume, chunked while the stale read is still to land.
+    const data = await bytesOf(4 * 1024 * 1024, 21);
+    async function* trickle(): AsyncGenerator<Uint8Array> {
+      for (let at = 0; at < data.length; at += 65536) {
+        await new Promise((r) => setTimeout(r, 3));
+        yield data.subarray(at, at + 65536);
+      }
+    }
+    const got = await sizesOf(trickle(), defaultChunkerOptions, 'sha256');
+    expect(landed).to.equal(true);
+    const want: string[] = [];
+    for (let at = 0, i = 0; i < got.sizes.length; at += got.sizes[i]!, i++) want.push(digest(data.subarray(at, at + got.sizes[i]!)));
+    expect(got.hashes).to.deep.equal(want);
+    // Every block of both is back in the pool.
+    expect(outstanding()).to.equal(0);
+  });
 
   it('reads into blocks of the block pool and gives them back at the end: the next volume reuses them', async () => {
     const data = await bytesOf(40 * 1024 * 1024, 11);

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { readdir, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { blockPool, poolBlockSize } from '../../src/repository/block-pool.js';
 import { BackupRepository, fileBytes, FilesystemBlobStore, RepositoryInputError, type BlobWriter } from '../../src/repository/index.js';
 import { sha256Of, volumeBytes } from './data.js';
 import { blobPath, removeTempDirs, tempDir, tempRepository } from './helpers.js';
@@ -96,17 +97,30 @@ describe('file bytes (a file or block device as a volume source)', () => {
         return super.put(key, data);
       }
     }
-    const stuck = await BackupRepository.open(new NoLease((empty.store as FilesystemBlobStore).root));
+    // Default chunks (1 MiB on average): the pipeline reads several blocks before its first cut.
+    const plain = await tempRepository({});
+    const stuck = await BackupRepository.open(new NoLease((plain.store as FilesystemBlobStore).root));
+    const pool = blockPool();
+    const before = { size: pool.size, free: pool.freeBlocks };
     let leaseError: Error | undefined;
     const opened = fileBytes(path);
     let reads = 0;
     const readInto = opened.readInto.bind(opened);
-    opened.readInto = (target) => (reads++, readInto(target));
+    // The first read is slow (a device waking up): it is still under way when the lease fails.
+    opened.readInto = async (target) => {
+      const read = readInto(target);
+      if (reads++ === 0) await new Promise((r) => setTimeout(r, 100));
+      return read;
+    };
     await stuck.backupVolume('job', { volume: 'ns.x' }, opened).catch((e: Error) => (leaseError = e));
     expect(leaseError?.message).to.match(/EIO/);
     expect(reads).to.be.above(0);
     for (let i = 0; i < 50 && (await openFiles(path)) > 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(await openFiles(path)).to.equal(0);
+    // And every block the backup took is back in the pool.
+    const outstanding = () => (pool.size - before.size) / poolBlockSize + before.free - pool.freeBlocks;
+    for (let i = 0; i < 50 && outstanding() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(outstanding()).to.equal(0);
   });
 
   it('backs up a source that overwrites its buffer as soon as the next piece is asked for', async () => {

@@ -82,6 +82,28 @@ describe('repository format', () => {
     await expectRejection(BackupRepository.open(repo.store), /format 4 but names no chunkHash/);
   });
 
+  it('takes new backups into a format-3 repository as it is: format-3 records, SHA-256 chunks, deduplicated against the old', async () => {
+    const repo = await openFilesystemRepository(await golden('repository-v3'));
+    const again = await repo.backupVolume('wednesday', { volume: 'ns.b' }, volumeBytes(b));
+    expect(again.bytesUploaded).to.equal(0);
+    expect(again.manifest.format).to.equal(3);
+    expect(again.manifest.chunks).to.deep.equal((await repo.getManifest('monday', 'ns.b')).chunks);
+    const c: VolumeShape = { seed: 1005, size: 150 * 1024, kind: 'random' };
+    const fresh = await repo.backupVolume('wednesday', { volume: 'ns.c' }, volumeBytes(c));
+    expect(fresh.packs).to.be.above(0);
+    const names: string[] = [];
+    for await (const chunk of repo.restoredChunks('wednesday', 'ns.c')) names.push(createHash('sha256').update(chunk).digest('hex'));
+    expect(names).to.deep.equal(fresh.manifest.chunks.map(([hash]) => hash));
+    await repo.finishBackup('wednesday');
+    expect((await repo.getIndex('wednesday'))?.format).to.equal(3);
+    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.deep.include({ format: 3 });
+    expect((await verifyRepository(repo)).problems).to.deep.equal([]);
+    // A format-3 config that names another hash is not a format-3 repository.
+    const config = JSON.parse((await repo.store.get('config.json')).toString()) as Record<string, unknown>;
+    await repo.store.put('config.json', Buffer.from(JSON.stringify({ ...config, chunkHash: 'blake3' })));
+    await expectRejection(BackupRepository.open(repo.store), /format 3, whose chunks are SHA-256, but names chunkHash blake3/);
+  });
+
   it('upgrades a format-3 repository keeping SHA-256 chunk names: a new backup of the same data stores nothing', async () => {
     const repo = await (await openFilesystemRepository(await golden('repository-v3'))).upgradeFormat();
     expect(repo.config).to.include({ format: 4, chunkHash: 'sha256' });
