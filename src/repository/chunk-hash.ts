@@ -61,17 +61,31 @@ export function defaultChunkHash(): ChunkHashName {
   return chunkHashAvailable('blake3') ? 'blake3' : 'sha256';
 }
 
+/**
+ * Hashers by name, over node:crypto's createHash and the BLAKE3 binding (null where it does
+ * not load: a BLAKE3 hasher then fails with `missing`). Self-contained: the chunk workers
+ * evaluate it from its source text, so it uses nothing but its arguments.
+ */
+export function makeChunkHashers(create: typeof createHash, binding: Blake3Module | null, missing: string): (name: ChunkHashName) => ChunkHasher {
+  return (name) => {
+    if (name === 'sha256') return create('sha256');
+    if (!binding) throw new Error(missing);
+    const hasher = new binding.Blake3Hasher();
+    // The binding declares Buffers: a view over the same memory, no copy.
+    return {
+      update: (data) => hasher.update(Buffer.from(data.buffer, data.byteOffset, data.byteLength)),
+      digest: (encoding) => hasher.digest(encoding),
+    };
+  };
+}
+
+let hashers: ((name: ChunkHashName) => ChunkHasher) | undefined;
+
 /** A fresh hasher of `name`, on this thread. */
 export function chunkHasher(name: ChunkHashName): ChunkHasher {
-  if (name === 'sha256') return createHash('sha256');
-  const module = loadBlake3();
-  if (!module) throw new RepositoryFormatError(blake3Missing);
-  const hasher = new module.Blake3Hasher();
-  // The binding declares Buffers: a view over the same memory, no copy.
-  return {
-    update: (data) => hasher.update(Buffer.from(data.buffer, data.byteOffset, data.byteLength)),
-    digest: (encoding) => hasher.digest(encoding),
-  };
+  if (!chunkHashAvailable(name)) throw new RepositoryFormatError(blake3Missing);
+  hashers ??= makeChunkHashers(createHash, loadBlake3(), blake3Missing);
+  return hashers(name);
 }
 
 export const blake3Missing = 'BLAKE3 names this repository\'s chunks, and its native module (@napi-rs/blake-hash) has no binary for this platform';

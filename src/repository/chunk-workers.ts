@@ -14,7 +14,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { blockPool } from './block-pool.js';
-import { blake3Missing, blake3ModulePath, chunkHasher, type ChunkHasher, type ChunkHashName } from './chunk-hash.js';
+import { blake3Missing, blake3ModulePath, chunkHasher, makeChunkHashers, type ChunkHasher, type ChunkHashName } from './chunk-hash.js';
 import { gearTable } from './chunker.js';
 import { decodeStoredSync, encodeStoredSync, looksIncompressible, type CodecName } from './codec.js';
 import { makeGearScanner, type GearScanner, type ScanResult } from './gear-scan.js';
@@ -114,20 +114,14 @@ try {
   // Not Linux: the same priority as the rest.
 }
 // BLAKE3 from the path the parent found it at; without it, a BLAKE3 task fails saying why.
-let blake3;
+let blake3 = null;
 try {
   if (workerData.blake3) blake3 = require(workerData.blake3);
 } catch {
   // As if absent.
 }
 const deps = {
-  hasher: (name) => {
-    if (name === 'sha256') return createHash('sha256');
-    if (!blake3) throw new Error(workerData.blake3Missing);
-    const hasher = new blake3.Blake3Hasher();
-    // The binding takes Buffers: a view over the same memory, no copy.
-    return { update: (d) => hasher.update(Buffer.from(d.buffer, d.byteOffset, d.byteLength)), digest: (e) => hasher.digest(e) };
-  },
+  hasher: (${makeChunkHashers.toString()})(createHash, blake3, workerData.blake3Missing),
   zlib,
   scan: (${makeGearScanner.toString()})(workerData.wasm, new Int32Array(workerData.gear), { memory: workerData.memory, regionAt: workerData.regionAt }),
   incompressible: (${looksIncompressible.toString()}),
@@ -232,10 +226,16 @@ export class ChunkWorkers {
     return slot;
   }
 
+  /** What tasks run with on this thread, when no worker is left (same results). */
+  private makeInlineDeps(): TaskDeps {
+    const pool = blockPool();
+    const scan = makeGearScanner(gearScanWasm, gearTable(), { memory: pool.memory, regionAt: pool.region() });
+    return { hasher: chunkHasher, zlib, scan, incompressible: looksIncompressible, encode: encodeStoredSync, decode: decodeStoredSync };
+  }
+
   private run<T>(task: Task): Promise<T> {
     if (this.slots.length === 0) {
-      const pool = blockPool();
-      this.inlineDeps ??= { hasher: chunkHasher, zlib, scan: makeGearScanner(gearScanWasm, gearTable(), { memory: pool.memory, regionAt: pool.region() }), incompressible: looksIncompressible, encode: encodeStoredSync, decode: decodeStoredSync };
+      this.inlineDeps ??= this.makeInlineDeps();
       const deps = this.inlineDeps;
       return Promise.resolve().then(() => runTask(deps, task) as T);
     }
