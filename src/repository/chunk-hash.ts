@@ -90,8 +90,13 @@ export function chunkHasher(name: ChunkHashName): ChunkHasher {
 
 export const blake3Missing = 'BLAKE3 names this repository\'s chunks, and its native module (@napi-rs/blake-hash) has no binary for this platform';
 
+/** Throws a RepositoryFormatError unless `name` is a chunk hash this Trellis knows. */
+export function checkChunkHashName(name: string, location: string): asserts name is ChunkHashName {
+  if (!isChunkHashName(name)) throw new RepositoryFormatError(`repository at ${location} names unknown chunk hash ${name}; this Trellis knows ${chunkHashNames.join(', ')}`);
+}
+
 /** Throws a RepositoryFormatError unless this process can hash a repository's chunks with `name`. */
 export function checkChunkHash(name: string, location: string): asserts name is ChunkHashName {
-  if (!isChunkHashName(name)) throw new RepositoryFormatError(`repository at ${location} names unknown chunk hash ${name}; this Trellis knows ${chunkHashNames.join(', ')}`);
+  checkChunkHashName(name, location);
   if (!chunkHashAvailable(name)) throw new RepositoryFormatError(`repository at ${location}: ${blake3Missing} (${process.platform}-${process.arch})`);
 }

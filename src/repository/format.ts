@@ -39,7 +39,7 @@
 // (BackupRepository.upgradeFormat), so that older Trellis versions, which would misread
 // the new manifests (or miss chunks in packs), refuse it instead.
 import { createHash } from 'node:crypto';
-import { checkChunkHash, isChunkHashName, type ChunkHashName } from './chunk-hash.js';
+import { checkChunkHashName, type ChunkHashName } from './chunk-hash.js';
 import type { ChunkerOptions } from './chunker.js';
 import type { CodecName } from './codec.js';
 import { RepositoryFormatError, RepositoryInputError } from './errors.js';
@@ -178,7 +178,7 @@ export function checkConfig(config: RepositoryConfig, location: string): void {
   // Known, but not necessarily computable here: a repository whose hash does not load on
   // this machine still lists, deletes and collects garbage; backups, restores and verify
   // refuse it then (checkChunkHash).
-  if (!isChunkHashName(chunkHashOfConfig(config))) checkChunkHash(chunkHashOfConfig(config), location);
+  checkChunkHashName(chunkHashOfConfig(config), location);
 }
 
 /** The hash that names a repository's chunks. */

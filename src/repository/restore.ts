@@ -87,10 +87,11 @@ async function decodeChecked(stored: Buffer, size: number, key: string): Promise
 
 /** Reads one stored chunk and checks its codec, size and hash. */
 export async function readChunk(repo: ReadContext, hash: string, size: number): Promise<ChunkReadResult> {
-  checkChunkHash(chunkHashOfConfig(repo.config), repo.store.location);
+  const chunkHash = chunkHashOfConfig(repo.config);
+  checkChunkHash(chunkHash, repo.store.location);
   const r = await fetchChunk(repo, hash, size);
   if (!r.ok) return r;
-  const actual = await chunkWorkers().hash(chunkHashOfConfig(repo.config), [r.data]);
+  const actual = await chunkWorkers().hash(chunkHash, [r.data]);
   return actual === hash ? r : corruptChunk(actual);
 }
 
@@ -226,7 +227,8 @@ export async function* restoredChunks(repo: ReadContext, job: string, volume: st
  * run come out first.
  */
 export async function* restoredRuns(repo: ReadContext, job: string, volume: string, options: ChunkOptions = {}): AsyncGenerator<Buffer[]> {
-  checkChunkHash(chunkHashOfConfig(repo.config), repo.store.location);
+  const chunkHash = chunkHashOfConfig(repo.config);
+  checkChunkHash(chunkHash, repo.store.location);
   const manifest = await getManifest(repo, job, volume);
   checkChunkList(job, volume, manifest);
   const index = await repo.chunkIndex(true);
@@ -270,7 +272,7 @@ export async function* restoredRuns(repo: ReadContext, job: string, volume: stri
         let compressed = 0;
         for (let j = 0, at = 0; j < extent.count; at += extent.lengths[j]!, j++) if (bytes[at] !== 0) compressed += sizes[j]!;
         const output = acquire(compressed);
-        const decoded = await chunkWorkers().decodeExtent(chunkHashOfConfig(repo.config), bytes, extent.lengths, sizes, output);
+        const decoded = await chunkWorkers().decodeExtent(chunkHash, bytes, extent.lengths, sizes, output);
         let at = extent.location.offset;
         const results = decoded.map((d, j): Loaded => {
           const key = describeLocation({ ...extent.location!, offset: at });
@@ -287,7 +289,7 @@ export async function* restoredRuns(repo: ReadContext, job: string, volume: stri
     for (let j = 0; j < extent.count; j++) {
       const [hash, size] = manifest.chunks[extent.first + j]!;
       const r = await fetchChunk(repo, hash, size);
-      results.push(r.ok ? { ...r, hash: await chunkWorkers().hash(chunkHashOfConfig(repo.config), [r.data]) } : r);
+      results.push(r.ok ? { ...r, hash: await chunkWorkers().hash(chunkHash, [r.data]) } : r);
     }
     return { results, buffers: [] };
   };
