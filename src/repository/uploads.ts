@@ -10,6 +10,7 @@
 //   times written by the uploader: hosts sharing a repository need clocks within a small
 //   fraction of the ttl.
 import { sleep } from '../core/clock.js';
+import { runAll } from '../core/errors.js';
 import { tryRecord, type RepositoryContext } from './context.js';
 import { LostLeaseError } from './errors.js';
 import { encodeRecord, keys, type IntentRecord, type Lease } from './format.js';
@@ -135,15 +136,12 @@ async function keysOf(repo: RepositoryContext, prefix: string, wanted: (key: str
 
 /**
  * Deletes the keys, eight at a time: one at a time, the twenty intents of a 256 MB upload
- * took 6 ms at the end of every backup. Resolves once all are gone; rejects with the first
- * failure (the others still run), so what the caller deletes after them stays.
+ * took 6 ms at the end of every backup. Resolves once all are gone; otherwise throws, once
+ * every delete has settled, one error naming each key that failed, so what the caller
+ * deletes after them stays.
  */
 async function deleteAll(repo: RepositoryContext, keys: string[]): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < keys.length) await repo.store.delete(keys[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(8, keys.length) }, worker));
+  await runAll(keys, { parallelism: 8, keyOf: (key) => key, what: 'upload records', logger: repo.log }, (key) => repo.store.delete(key));
 }
 
 /** Every upload in progress (or abandoned), with whether its lease still holds. */

@@ -209,6 +209,25 @@ describe('repository retention and garbage collection', function () {
     expect(await repo.listUploads()).to.deep.equal([]);
   });
 
+  it("keeps an upload's lease when one of its intents cannot be removed, naming that intent, and cleans up on the next call", async () => {
+    class StuckIntent extends FilesystemBlobStore {
+      override async delete(key: string): Promise<boolean> {
+        if (key.endsWith('/intent-000001-000000002.json')) throw Object.assign(new Error('EIO: i/o error, unlink'), { code: 'EIO' });
+        return super.delete(key);
+      }
+    }
+    const dir = await tempDir();
+    const repo = await BackupRepository.create(new StuckIntent(dir), { chunking: smallChunks, packing: smallPacks });
+    let error: Error | undefined;
+    await repo.backupVolume('job', { volume: 'ns.v' }, volumeBytes(shared)).catch((e: Error) => (error = e));
+    expect(error?.message).to.match(/1 of \d+ upload records failed: uploads\/job\/ns\.v\/intent-000001-000000002\.json: EIO/);
+    // The lease outlives its intents, so the upload is still seen as one.
+    expect((await repo.listUploads()).map((u) => [u.job, u.volume, u.lease?.attempt])).to.deep.equal([['job', 'ns.v', 1]]);
+    const plain = await BackupRepository.open(new FilesystemBlobStore(dir));
+    expect((await plain.backupVolume('job', { volume: 'ns.v' }, volumeBytes(shared))).alreadyComplete).to.equal(true);
+    expect(await plain.listUploads()).to.deep.equal([]);
+  });
+
   it('refuses to collect anything while a manifest cannot be read', async () => {
     const repo = await tempRepository();
     await backUp(repo, 'keep', 'ns.a', shared);
