@@ -10,7 +10,7 @@
 // - A block device is written in place; a file is created or replaced.
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { RepositoryInputError } from './errors.js';
-import { WriteBehind, writeAllAt } from './write-all.js';
+import { WriteBehind } from './write-all.js';
 
 export interface FileTargetOptions {
   /** Bytes between background syncs (default 32 MiB; 0: only the final fsync). */
@@ -18,7 +18,6 @@ export interface FileTargetOptions {
 }
 
 export class FileTarget {
-  private written = 0;
   private readonly behind: WriteBehind;
 
   private constructor(
@@ -39,15 +38,12 @@ export class FileTarget {
   }
 
   get bytesWritten(): number {
-    return this.written;
+    return this.behind.written;
   }
 
   /** Writes the bytes, or the pieces one after another (one writev), after what was written. */
   async write(bytes: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    this.behind.check();
-    const from = this.written;
-    this.written = await writeAllAt(this.file, bytes instanceof Uint8Array ? [bytes] : bytes, from);
-    this.behind.wrote(this.written - from);
+    await this.behind.append(bytes instanceof Uint8Array ? [bytes] : bytes);
   }
 
   /** Makes every byte durable and closes the file. */

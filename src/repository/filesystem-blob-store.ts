@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { BlobNotFoundError, checkKey, type BlobStat, type BlobStore, type BlobWriter } from './blob-store.js';
-import { WriteBehind, writeAllAt } from './write-all.js';
+import { WriteBehind } from './write-all.js';
 
 const tempPrefix = '.tmp-';
 
@@ -247,7 +247,6 @@ const packFlushBytes = 4 * 1024 * 1024;
 
 /** A temporary file being written, before it is linked or renamed into place (in the background, datasynced every packFlushBytes). */
 class TemporaryFile {
-  private written = 0;
   private closed = false;
   private readonly behind: WriteBehind;
 
@@ -264,10 +263,7 @@ class TemporaryFile {
    * time, each a round trip through libuv's thread pool.
    */
   async append(pieces: Uint8Array[]): Promise<void> {
-    this.behind.check();
-    const from = this.written;
-    this.written = await writeAllAt(this.handle, pieces, from);
-    this.behind.wrote(this.written - from);
+    await this.behind.append(pieces);
   }
 
   /** Makes the file durable and closes it; on a failure removes it. */
