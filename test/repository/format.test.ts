@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { cp } from 'node:fs/promises';
+import { cp, readdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import {
   BackupRepository,
@@ -80,6 +80,10 @@ describe('repository format', () => {
     await expectRejection(BackupRepository.open(repo.store), /names unknown chunk hash md5/);
     await repo.store.put('config.json', Buffer.from(JSON.stringify({ ...config, chunkHash: undefined })));
     await expectRejection(BackupRepository.open(repo.store), /format 4 but names no chunkHash/);
+    // Nor is a repository created with one.
+    const dir = await tempDir();
+    await expectRejection(BackupRepository.create(new FilesystemBlobStore(dir), { chunkHash: 'md5' as 'sha256' }), /names unknown chunk hash md5/);
+    expect(await readdir(dir)).to.deep.equal([]);
   });
 
   it('takes new backups into a format-3 repository as it is: format-3 records, SHA-256 chunks, deduplicated against the old', async () => {
