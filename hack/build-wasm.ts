@@ -12,8 +12,8 @@ const outPath = fileURLToPath(new URL('../src/repository/gear-scan-wasm.ts', imp
 /** The module's bytes, compiled from the .wat. */
 export async function compileGearScan(): Promise<Uint8Array> {
   const tools = await wabt();
-  // threads: the module's memory is shared (imported from block-pool.ts).
-  const features = { threads: true };
+  // threads: the module's memory is shared (imported from block-pool.ts); simd and bulk_memory: scanMul.
+  const features = { threads: true, simd: true, bulk_memory: true };
   const module = tools.parseWat('gear-scan.wat', await readFile(watPath, 'utf8'), features);
   try {
     // The typings leave out validate's features argument, which the binding takes.

@@ -15,7 +15,7 @@ import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import { blockPool } from './block-pool.js';
 import { blake3Missing, blake3ModulePath, chunkHasher, makeChunkHashers, type ChunkHasher, type ChunkHashName } from './chunk-hash.js';
-import { gearTable } from './chunker.js';
+import { gearTable, type RollingHashName } from './chunker.js';
 import { decodeStoredSync, encodeStoredSync, looksIncompressible, type CodecName } from './codec.js';
 import { makeGearScanner, type GearScanner, type ScanResult } from './gear-scan.js';
 import { gearScanWasm } from './gear-scan-wasm.js';
@@ -35,8 +35,8 @@ interface TaskDeps {
 export type DecodedChunk = { in: 'bytes' | 'out'; offset: number; length: number; hash: string } | { error: string };
 
 type Task =
-  | { op: 'scan'; block: Uint8Array; lead: Uint8Array; maskSmall: number; maskLarge: number }
-  | { op: 'scanAt'; at: number; length: number; lead: Uint8Array; maskSmall: number; maskLarge: number }
+  | { op: 'scan'; block: Uint8Array; lead: Uint8Array; maskSmall: number; maskLarge: number; rolling: RollingHashName }
+  | { op: 'scanAt'; at: number; length: number; lead: Uint8Array; maskSmall: number; maskLarge: number; rolling: RollingHashName }
   | { op: 'hash'; hash: ChunkHashName; parts: Uint8Array[] }
   | { op: 'hashAndSample'; hash: ChunkHashName; parts: Uint8Array[] }
   | { op: 'encode'; codec: CodecName; parts: Uint8Array[] }
@@ -50,8 +50,8 @@ type Task =
 export function runTask(d: TaskDeps, t: Task): unknown {
   // The gear hash of the 32 bytes ending at each position: the lead (the previous block's
   // last 31 bytes) makes positions near the block's start exact too.
-  if (t.op === 'scan') return d.scan.scan(t.block, t.lead, t.maskSmall, t.maskLarge);
-  if (t.op === 'scanAt') return d.scan.scanAt(t.at, t.length, t.lead, t.maskSmall, t.maskLarge);
+  if (t.op === 'scan') return d.scan.scan(t.block, t.lead, t.maskSmall, t.maskLarge, t.rolling);
+  if (t.op === 'scanAt') return d.scan.scanAt(t.at, t.length, t.lead, t.maskSmall, t.maskLarge, t.rolling);
   if (t.op === 'hash') {
     const hash = d.hasher(t.hash);
     for (const part of t.parts) hash.update(part);
@@ -250,13 +250,13 @@ export class ChunkWorkers {
   }
 
   /** Candidate cut points of one block (see ScanResult). */
-  scan(block: Uint8Array, lead: Uint8Array, maskSmall: number, maskLarge: number): Promise<ScanResult> {
-    return this.run({ op: 'scan', block: sendable(block), lead, maskSmall, maskLarge });
+  scan(block: Uint8Array, lead: Uint8Array, maskSmall: number, maskLarge: number, rolling: RollingHashName): Promise<ScanResult> {
+    return this.run({ op: 'scan', block: sendable(block), lead, maskSmall, maskLarge, rolling });
   }
 
   /** Candidate cut points of the `length` bytes (at most a pool block) at address `at` of the block pool, read where they lie. */
-  scanAt(at: number, length: number, lead: Uint8Array, maskSmall: number, maskLarge: number): Promise<ScanResult> {
-    return this.run({ op: 'scanAt', at, length, lead, maskSmall, maskLarge });
+  scanAt(at: number, length: number, lead: Uint8Array, maskSmall: number, maskLarge: number, rolling: RollingHashName): Promise<ScanResult> {
+    return this.run({ op: 'scanAt', at, length, lead, maskSmall, maskLarge, rolling });
   }
 
   /** The chunk hash `hash` (hex) of the parts, one after another. */

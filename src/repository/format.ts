@@ -1,9 +1,9 @@
 // The repository's on-storage layout and record shapes. Everything a future reader of a
 // repository needs to know is here; changing a shape means bumping `repositoryFormat`.
 //
-// Format 4 (written by this code):
-//   config.json                               RepositoryConfig: format 4, chunk hash, chunking,
-//                                             codec, packing
+// Format 5 (written by this code):
+//   config.json                               RepositoryConfig: format 5, chunk hash, chunking
+//                                             (with its rolling hash), codec, packing
 //   packs/<p0p1>/<pack>                       a pack: stored chunks one after another, each a
 //                                             codec byte + payload (see codec.ts); written whole
 //   index/<p0p1>/<pack>.json                  PackIndex: where each chunk of the pack lies; written
@@ -21,15 +21,20 @@
 // BLAKE3 in new repositories; SHA-256 in formats 1-3, which have no `chunkHash`, and in a
 // repository upgraded from them (its new chunks must deduplicate against its old ones).
 //
+// Cut points are chosen by the rolling hash that `chunking.rollingHash` names (chunker.ts):
+// gear-mul in new repositories; gear in formats 1-4, which name none, and in a repository
+// upgraded from them (its new chunks must deduplicate against its old ones).
+//
 // A manifest checks its volume with `chunksSha256`, the SHA-256 of its chunk list (see
 // chunkListSha256): each chunk's bytes are checked against their hash as they are read,
 // and the list's hash checks the manifest itself, so a backup or restore hashes each byte
 // once. The SHA-256 of a volume's raw bytes, to compare with `sha256sum` of a disk, is
 // computed on demand by reading the backup (`trellis repo checksum`).
 //
-// Format 3 differs only in the config: it names no chunk hash, as chunks are SHA-256. Its
-// records are format 4's, so a format-3 repository takes new backups as it is (their records
-// say format 3, and the Trellis that wrote it reads them); only upgrading it writes format 4.
+// Format 4 differs only in the config: it names no rolling hash, as it cuts with gear. Format
+// 3 also names no chunk hash, as chunks are SHA-256. Their records are format 5's, so a
+// format-3 or -4 repository takes new backups as it is (their records say its format, and
+// the Trellis that wrote it reads them); only upgrading it writes format 5.
 // Format 2 differs from 3 only in the manifest: `sha256` is the SHA-256 of the volume's bytes,
 // which a backup and a restore computed in a second pass beside the chunk hashes.
 // Format 1 (one file per chunk) also differs in where chunks live:
@@ -40,20 +45,21 @@
 // the new manifests (or miss chunks in packs), refuse it instead.
 import { createHash } from 'node:crypto';
 import { checkChunkHashName, type ChunkHashName } from './chunk-hash.js';
-import type { ChunkerOptions } from './chunker.js';
+import { rollingHashNames, type ChunkerOptions } from './chunker.js';
 import type { CodecName } from './codec.js';
 import { RepositoryFormatError, RepositoryInputError } from './errors.js';
 
 /** The format this code writes. */
-export const repositoryFormat = 4;
+export const repositoryFormat = 5;
 /** The formats this code reads (and verifies and garbage-collects). */
-export const readableFormats: readonly number[] = [1, 2, 3, 4];
+export const readableFormats: readonly number[] = [1, 2, 3, 4, 5];
 /**
- * The formats this code takes new backups into as they are: the current one, and format 3,
- * whose records are the current format's with SHA-256 chunks (so an update of Trellis does
- * not stop a format-3 repository's backups, and an older Trellis still reads what it gets).
+ * The formats this code takes new backups into as they are: the current one, and formats 3
+ * and 4, whose records are the current format's (with SHA-256 chunks, and gear cut points),
+ * so an update of Trellis does not stop their backups, and an older Trellis still reads
+ * what it gets.
  */
-export const writableFormats: readonly number[] = [3, 4];
+export const writableFormats: readonly number[] = [3, 4, 5];
 
 /** The format a repository's new records say they are: its own where it takes backups as it is (see writableFormats). */
 export function recordFormat(config: RepositoryConfig): number {
@@ -72,7 +78,7 @@ export const defaultPacking: PackingOptions = { targetSize: 16 * 1024 * 1024, ma
 export interface RepositoryConfig {
   /**
    * The format version: 1 (a file per chunk), 2 (packs), 3 (packs; manifests checksum their
-   * chunk list) or 4 (the config names the chunk hash).
+   * chunk list), 4 (the config names the chunk hash) or 5 (the chunking names its rolling hash).
    */
   format: number;
   /** Format 4: the hash that names chunks (formats 1-3: sha256). */
@@ -179,6 +185,14 @@ export function checkConfig(config: RepositoryConfig, location: string): void {
   // this machine still lists, deletes and collects garbage; backups, restores and verify
   // refuse it then (checkChunkHash).
   checkChunkHashName(chunkHashOfConfig(config), location);
+  const rolling = config.chunking?.rollingHash;
+  if (config.format >= 5 && rolling === undefined) throw new RepositoryFormatError(`repository at ${location} has format ${config.format} but its chunking names no rollingHash`);
+  if (config.format < 5 && (rolling ?? 'gear') !== 'gear') {
+    throw new RepositoryFormatError(`repository at ${location} has format ${config.format}, which cuts with the gear hash, but names rollingHash ${String(rolling)}`);
+  }
+  if (rolling !== undefined && !rollingHashNames.includes(rolling)) {
+    throw new RepositoryFormatError(`repository at ${location} names rolling hash ${JSON.stringify(rolling)}, which this Trellis does not know (it knows ${rollingHashNames.join(', ')})`);
+  }
 }
 
 /** The hash that names a repository's chunks. */

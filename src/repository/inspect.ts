@@ -4,6 +4,7 @@
 import { ChunkIndex } from './chunk-index.js';
 import type { IntegrityProblem } from './errors.js';
 import type { ChunkHashName } from './chunk-hash.js';
+import { rollingHashOf, type RollingHashName } from './chunker.js';
 import { checksumOf, chunkHashOfConfig, chunkListSha256, keys, manifestKeyParts, type Manifest } from './format.js';
 import type { BackupRepository } from './repository.js';
 
@@ -103,6 +104,8 @@ export interface RepositoryStats {
   format: number;
   /** The hash that names chunks (chunk-hash.ts). */
   chunkHash: ChunkHashName;
+  /** The rolling hash that chooses cut points (chunker.ts). */
+  rollingHash: RollingHashName;
   backups: number;
   completeBackups: number;
   manifests: number;
@@ -160,6 +163,7 @@ export async function repositoryStats(repo: BackupRepository, onProgress?: (chun
   return {
     format: repo.config.format,
     chunkHash: chunkHashOfConfig(repo.config),
+    rollingHash: rollingHashOf(repo.config.chunking),
     backups: backups.length,
     completeBackups: backups.filter((b) => b.complete).length,
     manifests,

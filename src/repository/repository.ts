@@ -17,7 +17,7 @@ import { BlobNotFoundError, type BlobStore } from './blob-store.js';
 import * as catalog from './catalog.js';
 import { checkChunkHash, defaultChunkHash, type ChunkHashName } from './chunk-hash.js';
 import { ChunkIndex } from './chunk-index.js';
-import { defaultChunkerOptions, validateChunkerOptions, type ChunkerOptions } from './chunker.js';
+import { defaultChunkerOptions, defaultRollingHash, rollingHashOf, validateChunkerOptions, type ChunkerOptions } from './chunker.js';
 import { defaultCodec, isCodecName, type CodecName } from './codec.js';
 import { readRecord } from './context.js';
 import { RepositoryFormatError, RepositoryInputError } from './errors.js';
@@ -92,7 +92,8 @@ export class BackupRepository implements ReadContext {
 
   /** Opens the repository in `store`, creating it first (in the current format) if it is empty. */
   static async create(store: BlobStore, create: CreateOptions = {}, options: RepositoryOptions = {}): Promise<BackupRepository> {
-    const chunking = create.chunking ?? defaultChunkerOptions;
+    const chunking = { ...(create.chunking ?? defaultChunkerOptions) };
+    chunking.rollingHash ??= defaultRollingHash;
     validateChunkerOptions(chunking);
     const packing = create.packing ?? defaultPacking;
     checkPacking(packing);
@@ -124,12 +125,19 @@ export class BackupRepository implements ReadContext {
    * Lets an older repository take new backups: its config says the current format from then
    * on, so an older Trellis refuses it rather than miss chunks in packs (format 1) or misread
    * a manifest that checksums its chunk list (formats 1 and 2). Existing chunks and
-   * manifests stay as they are and are read as before; chunks stay named by SHA-256, so new
-   * backups deduplicate against the old. Returns the repository opened anew.
+   * manifests stay as they are and are read as before; chunks stay named by their hash
+   * and cut by the gear hash, so new backups deduplicate against the old. Returns the
+   * repository opened anew.
    */
   async upgradeFormat(options: RepositoryOptions = {}): Promise<BackupRepository> {
     if (this.config.format >= repositoryFormat) return this;
-    const config: RepositoryConfig = { ...this.config, format: repositoryFormat, chunkHash: this.config.chunkHash ?? 'sha256', packing: this.config.packing ?? defaultPacking };
+    const config: RepositoryConfig = {
+      ...this.config,
+      format: repositoryFormat,
+      chunkHash: this.config.chunkHash ?? 'sha256',
+      chunking: { ...this.config.chunking, rollingHash: rollingHashOf(this.config.chunking) },
+      packing: this.config.packing ?? defaultPacking,
+    };
     await this.store.put(keys.config, encodeRecord(config));
     this.log.info({ location: this.store.location, from: this.config.format, to: repositoryFormat }, 'repository format upgraded');
     return BackupRepository.open(this.store, options);

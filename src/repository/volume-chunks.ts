@@ -1,7 +1,7 @@
 // A volume's bytes as hashed content-defined chunks, in order, with the CPU work spread
 // over the chunk workers. Guarantees:
 // - The same cut points as chunkStream (chunker.ts), for any split of the input: the
-//   workers find the candidate cut points of each block in parallel (the gear hash at a
+//   workers find the candidate cut points of each block in parallel (the rolling hash at a
 //   position depends only on the 32 bytes ending there), and the main thread picks the
 //   cuts from them in order, computing exactly only the 31 positions after each chunk's
 //   minimum size, where the rolling hash has not yet seen 32 bytes.
@@ -18,7 +18,7 @@
 import { blockPool, poolBlockSize } from './block-pool.js';
 import type { ChunkHashName } from './chunk-hash.js';
 import type { ChunkerOptions } from './chunker.js';
-import { gearTable, highMask, validateChunkerOptions } from './chunker.js';
+import { gearMulMultiplier, gearTable, highMask, rollingHashOf, validateChunkerOptions, type RollingHashName } from './chunker.js';
 import { chunkWorkers, type ScanResult } from './chunk-workers.js';
 import type { CodecName } from './codec.js';
 import { isVolumeReader, type VolumeReader } from './file-source.js';
@@ -49,7 +49,7 @@ const blockSize = poolBlockSize;
 const maxBlocks = 16;
 /** Blocks read beyond the last cut before cutting waits for their scans. */
 const readAhead = 6;
-/** Window of the gear hash minus one: bytes before a position that its hash still depends on. */
+/** Window of the rolling hash minus one: bytes before a position that its hash still depends on. */
 const lead = 31;
 
 /** A block's memory: its address in the block pool (-1: memory of its own, the pool being full) and a view of it. */
@@ -88,6 +88,7 @@ class ChunkPipeline implements VolumeChunks {
   private readonly gear = gearTable();
   private readonly maskSmall: number;
   private readonly maskLarge: number;
+  private readonly rolling: RollingHashName;
   /** Live blocks in stream order; blocks[0] starts at stream offset firstBlock * blockSize. */
   private blocks: Block[] = [];
   private firstBlock = 0;
@@ -120,6 +121,7 @@ class ChunkPipeline implements VolumeChunks {
     // Normalized chunking, as in chunker.ts.
     this.maskSmall = highMask(bits + 2);
     this.maskLarge = highMask(bits - 2);
+    this.rolling = rollingHashOf(chunking);
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<VolumeChunk> {
@@ -284,8 +286,8 @@ class ChunkPipeline implements VolumeChunks {
     }
     const result = this.reads(
       block.at >= 0
-        ? this.workers.scanAt(block.at + from, to - from, before, this.maskSmall, this.maskLarge)
-        : this.workers.scan(block.bytes.subarray(from, to), before, this.maskSmall, this.maskLarge),
+        ? this.workers.scanAt(block.at + from, to - from, before, this.maskSmall, this.maskLarge, this.rolling)
+        : this.workers.scan(block.bytes.subarray(from, to), before, this.maskSmall, this.maskLarge, this.rolling),
     );
     const scan: Block['scans'][number] = { from, result };
     block.scans.push(scan);
@@ -322,9 +324,17 @@ class ChunkPipeline implements VolumeChunks {
     // workers' window hash, so these positions are computed here.
     const exactEnd = Math.min(from + lead, limit, end);
     let h = 0;
-    for (let i = from; i < exactEnd; i++) {
-      h = ((h << 1) + this.gear[this.byteAt(i)]!) | 0;
-      if ((h & (i < normal ? this.maskSmall : this.maskLarge)) === 0) return i + 1;
+    if (this.rolling === 'gear') {
+      for (let i = from; i < exactEnd; i++) {
+        h = ((h << 1) + this.gear[this.byteAt(i)]!) | 0;
+        if ((h & (i < normal ? this.maskSmall : this.maskLarge)) === 0) return i + 1;
+      }
+    } else {
+      for (let i = from; i < exactEnd; i++) {
+        h = ((h << 1) + Math.imul(this.byteAt(i), gearMulMultiplier)) | 0;
+        const mask = i < normal ? this.maskSmall : this.maskLarge;
+        if ((h & mask) === mask) return i + 1;
+      }
     }
     if (exactEnd === limit) return limit;
     if (exactEnd < from + lead) return more;

@@ -48,7 +48,7 @@ describe('chunk workers', () => {
       }
       expect(want.small.length).to.be.above(0);
       for (let k = 0; k < 2 * workers.size; k++) {
-        expect(await workers.scanAt(block.at, poolBlockSize, new Uint8Array(0), maskSmall, maskLarge)).to.deep.equal(want);
+        expect(await workers.scanAt(block.at, poolBlockSize, new Uint8Array(0), maskSmall, maskLarge, 'gear')).to.deep.equal(want);
       }
     } finally {
       for (const { at } of taken) blockPool().release(at);

@@ -2,14 +2,14 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { blockPool, poolBlockSize } from '../../src/repository/block-pool.js';
 import { chunkHasher, type ChunkHashName } from '../../src/repository/chunk-hash.js';
-import { chunkStream, defaultChunkerOptions, type ChunkerOptions } from '../../src/repository/chunker.js';
+import { chunkStream, defaultChunkerOptions, rollingHashNames, type ChunkerOptions, type RollingHashName } from '../../src/repository/chunker.js';
 import type { VolumeReader } from '../../src/repository/file-source.js';
 import { volumeChunks } from '../../src/repository/volume-chunks.js';
 import { volumeBytes } from './data.js';
 
-const options: ChunkerOptions = { minSize: 2048, avgSize: 8192, maxSize: 32768 };
+const smallOptions: ChunkerOptions = { minSize: 2048, avgSize: 8192, maxSize: 32768 };
 
-async function collect(input: AsyncIterable<Uint8Array>, o = options): Promise<Buffer[]> {
+async function collect(input: AsyncIterable<Uint8Array>, o: ChunkerOptions): Promise<Buffer[]> {
   const out: Buffer[] = [];
   for await (const c of chunkStream(input, o)) out.push(Buffer.from(c));
   return out;
@@ -32,18 +32,27 @@ async function bytesOf(size: number, seed = 1): Promise<Buffer> {
 
 const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-describe('content-defined chunker', () => {
+// The cut points each rolling hash gives for the same random MiB: part of the repository format.
+const pinned: Record<RollingHashName, { count: number; first: number[] }> = {
+  gear: { count: 114, first: [13988, 8433, 3288, 9795, 12066, 9993, 11396, 9064, 13669, 10926, 8401, 6757] },
+  'gear-mul': { count: 110, first: [11935, 13260, 11636, 3380, 2364, 8250, 8652, 2532, 8303, 11481, 10249, 10579] },
+};
+
+for (const rollingHash of rollingHashNames) {
+describe(`content-defined chunker (${rollingHash})`, () => {
+  const options: ChunkerOptions = { ...smallOptions, rollingHash };
+
   it('cuts at the same places however the input is split into pieces', async () => {
     const data = await bytesOf(1024 * 1024);
-    const whole = (await collect(pieces(data, [data.length]))).map(digest);
-    const ragged = (await collect(pieces(data, [1, 7, 4096, 100_000, 3]))).map(digest);
+    const whole = (await collect(pieces(data, [data.length]), options)).map(digest);
+    const ragged = (await collect(pieces(data, [1, 7, 4096, 100_000, 3]), options)).map(digest);
     expect(ragged).to.deep.equal(whole);
-    expect(Buffer.concat(await collect(pieces(data, [999])))).to.deep.equal(data);
+    expect(Buffer.concat(await collect(pieces(data, [999]), options))).to.deep.equal(data);
   });
 
   it('keeps every chunk but the last within min and max, with sizes centred near the average', async () => {
     const data = await bytesOf(4 * 1024 * 1024, 2);
-    const sizes = (await collect(pieces(data, [65536]))).map((c) => c.length);
+    const sizes = (await collect(pieces(data, [65536]), options)).map((c) => c.length);
     for (const s of sizes.slice(0, -1)) expect(s).to.be.within(options.minSize, options.maxSize);
     const mean = data.length / sizes.length;
     expect(mean).to.be.within(options.avgSize * 0.7, options.avgSize * 1.5);
@@ -51,7 +60,7 @@ describe('content-defined chunker', () => {
 
   it('forces a cut at max size on data without cut points (zeros)', async () => {
     const zeros = Buffer.alloc(100_000);
-    const sizes = (await collect(pieces(zeros, [4096]))).map((c) => c.length);
+    const sizes = (await collect(pieces(zeros, [4096]), options)).map((c) => c.length);
     expect(sizes.reduce((a, b) => a + b, 0)).to.equal(zeros.length);
     for (const s of sizes.slice(0, -1)) expect(s).to.be.at.most(options.maxSize);
   });
@@ -60,26 +69,27 @@ describe('content-defined chunker', () => {
     const data = await bytesOf(2 * 1024 * 1024, 3);
     const at = 1024 * 1024 + 123;
     const edited = Buffer.concat([data.subarray(0, at), Buffer.from('an insert of a few bytes'), data.subarray(at)]);
-    const before = new Set((await collect(pieces(data, [65536]))).map(digest));
-    const after = (await collect(pieces(edited, [65536]))).map(digest);
+    const before = new Set((await collect(pieces(data, [65536]), options)).map(digest));
+    const after = (await collect(pieces(edited, [65536]), options)).map(digest);
     const fresh = after.filter((h) => !before.has(h));
     expect(fresh.length).to.be.at.least(1);
     expect(fresh.length).to.be.at.most(3);
   });
 
   it('keeps its cut points: they are part of the repository format (dedup against old backups)', async () => {
-    const sizes = (await collect(volumeBytes({ seed: 1, size: 1 << 20, kind: 'random' }))).map((c) => c.length);
-    expect(sizes).to.have.length(114);
-    expect(sizes.slice(0, 12)).to.deep.equal([13988, 8433, 3288, 9795, 12066, 9993, 11396, 9064, 13669, 10926, 8401, 6757]);
+    const sizes = (await collect(volumeBytes({ seed: 1, size: 1 << 20, kind: 'random' }), options)).map((c) => c.length);
+    expect(sizes).to.have.length(pinned[rollingHash].count);
+    expect(sizes.slice(0, 12)).to.deep.equal(pinned[rollingHash].first);
   });
 
   it('yields nothing for an empty stream and rejects impossible sizes', async () => {
-    expect(await collect(pieces(Buffer.alloc(0), [1]))).to.deep.equal([]);
+    expect(await collect(pieces(Buffer.alloc(0), [1]), options)).to.deep.equal([]);
     let error: Error | undefined;
     await collect(pieces(Buffer.alloc(10), [1]), { minSize: 4096, avgSize: 3000, maxSize: 8192 }).catch((e: Error) => (error = e));
     expect(error?.message).to.match(/min < avg < max/);
   });
 });
+}
 
 /** `data` as a VolumeReader whose reads stop short at the sizes given in turn (and at the target's end). */
 function reader(data: Buffer, sizes: number[]): AsyncIterable<Uint8Array> & VolumeReader {
@@ -114,8 +124,9 @@ describe('volume chunks on the chunk workers', () => {
   }
 
   for (const [name, o, size] of [
-    ['small chunks', options, 5 * 1024 * 1024 + 3],
-    ['default chunks', defaultChunkerOptions, 24 * 1024 * 1024 + 5],
+    ['small chunks, gear', smallOptions, 5 * 1024 * 1024 + 3],
+    ['small chunks, gear-mul', { ...smallOptions, rollingHash: 'gear-mul' }, 5 * 1024 * 1024 + 3],
+    ['default chunks (gear-mul)', defaultChunkerOptions, 24 * 1024 * 1024 + 5],
   ] as const) {
     it(`cuts where chunkStream cuts and hashes each chunk, however the input is split (${name})`, async () => {
       const data = await bytesOf(size, 9);

@@ -39,8 +39,9 @@ describe('trellis repo verify|stats|gc', function () {
     const stats = await trellis('stats', '--path', path, '--json');
     expect(stats.code).to.equal(0);
     expect(JSON.parse(stats.stdout)).to.include({
-      format: 4,
+      format: 5,
       chunkHash: 'blake3',
+      rollingHash: 'gear-mul',
       backups: 1,
       completeBackups: 1,
       manifests: 1,
@@ -48,6 +49,7 @@ describe('trellis repo verify|stats|gc', function () {
       chunks: kept.manifest.chunks.length + gone.manifest.chunks.length,
       unreferencedChunks: gone.manifest.chunks.length,
     });
+    expect((await trellis('stats', '--path', path)).stdout).to.match(/^format +5 \(chunks cut by gear-mul, named by blake3\)$/m);
 
     const dry = await trellis('gc', '--path', path, '--dry-run');
     expect(dry.code).to.equal(0);
@@ -107,8 +109,8 @@ describe('trellis repo verify|stats|gc', function () {
     await cp(fileURLToPath(new URL('./fixtures/repository-v2', import.meta.url)), old, { recursive: true });
     const upgraded = await trellis('upgrade', '--json', '--path', old);
     expect(upgraded.code).to.equal(0);
-    expect(JSON.parse(upgraded.stdout)).to.deep.equal({ from: 2, to: 4 });
-    expect((await trellis('upgrade', '--path', old)).stdout).to.equal('already format 4\n');
+    expect(JSON.parse(upgraded.stdout)).to.deep.equal({ from: 2, to: 5 });
+    expect((await trellis('upgrade', '--path', old)).stdout).to.equal('already format 5\n');
   });
 
   it('fails clearly without a repository and on bad usage', async () => {

@@ -13,7 +13,8 @@ import {
   verifyRepository,
 } from '../../src/repository/index.js';
 import { chunkHasher } from '../../src/repository/chunk-hash.js';
-import { chunkListSha256 } from '../../src/repository/format.js';
+import { chunkListSha256, type RepositoryConfig } from '../../src/repository/format.js';
+import { chunkStream, type RollingHashName } from '../../src/repository/chunker.js';
 import { startVolumeHash, volumeHashesInProgress } from '../../src/repository/volume-hash.js';
 import { sha256Of, volumeBytes, type VolumeShape } from './data.js';
 import { removeTempDirs, smallChunks, smallPacks, tempDir, tempRepository } from './helpers.js';
@@ -21,7 +22,8 @@ import { removeTempDirs, smallChunks, smallPacks, tempDir, tempRepository } from
 // The golden repositories under fixtures/ were written by Trellis itself: format 1 by the
 // code before packs (see fixtures/README.md), format 2 by the code that introduced
 // them, format 3 by the code whose manifests checksum their chunk list, format 4 by the code
-// that names chunks by BLAKE3. Each must restore and verify with today's code, byte for byte.
+// that names chunks by BLAKE3, format 5 by the code that cuts them with gear-mul. Each must
+// restore and verify with today's code, byte for byte.
 const a: VolumeShape = { seed: 1001, size: 96 * 1024 + 17, kind: 'random' };
 const b: VolumeShape = { seed: 1002, size: 320 * 1024, kind: 'structured' };
 const shaA = { sha256: 'b55e90ad9801527ead949c8ade5a604379be3c9e2e0037aad2da77676b490f07', size: 98321 };
@@ -52,13 +54,24 @@ async function golden(name: string): Promise<string> {
 describe('repository format', () => {
   after(removeTempDirs);
 
-  it('writes format 4 (chunks named by BLAKE3; manifests checksum their chunk list), and a new repository says so in its config', async () => {
-    expect(repositoryFormat).to.equal(4);
-    const repo = await tempRepository();
-    expect(repo.config.format).to.equal(4);
-    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 4, chunkHash: 'blake3' });
+  it('writes format 5 (chunks cut by gear-mul and named by BLAKE3; manifests checksum their chunk list), and a new repository says so in its config', async () => {
+    expect(repositoryFormat).to.equal(5);
+    const repo = await tempRepository({ chunking: smallChunks });
+    expect(repo.config.format).to.equal(5);
+    const config = JSON.parse((await repo.store.get('config.json')).toString()) as RepositoryConfig;
+    expect(config).to.include({ format: 5, chunkHash: 'blake3' });
+    expect(config.chunking).to.deep.equal({ ...smallChunks, rollingHash: 'gear-mul' });
     const up = await repo.backupVolume('job', { volume: 'ns.a' }, volumeBytes(a));
-    expect(up.manifest.format).to.equal(4);
+    expect(up.manifest.format).to.equal(5);
+    expect(up.manifest.chunking).to.deep.equal(config.chunking);
+    // Cut where the reference chunker cuts with gear-mul, and not where gear would.
+    const cuts = async (rollingHash: RollingHashName) => {
+      const sizes: number[] = [];
+      for await (const chunk of chunkStream(volumeBytes(a), { ...smallChunks, rollingHash })) sizes.push(chunk.length);
+      return sizes;
+    };
+    expect(up.manifest.chunks.map(([, size]) => size)).to.deep.equal(await cuts('gear-mul'));
+    expect(up.manifest.chunks.map(([, size]) => size)).to.not.deep.equal(await cuts('gear'));
     expect(up.manifest.sha256).to.equal(undefined);
     expect(up.manifest.chunksSha256).to.equal(chunkListSha256(up.manifest.chunks));
     // Each chunk is named by the BLAKE3 of its bytes.
@@ -69,7 +82,7 @@ describe('repository format', () => {
 
   it('names chunks by SHA-256 in a new repository when asked to, and refuses a config naming a hash it does not know', async () => {
     const repo = await tempRepository({ chunkHash: 'sha256', chunking: smallChunks, packing: smallPacks });
-    expect(repo.config).to.include({ format: 4, chunkHash: 'sha256' });
+    expect(repo.config).to.include({ format: 5, chunkHash: 'sha256' });
     const up = await repo.backupVolume('job', { volume: 'ns.a' }, volumeBytes(a));
     const names: string[] = [];
     for await (const chunk of repo.restoredChunks('job', 'ns.a')) names.push(createHash('sha256').update(chunk).digest('hex'));
@@ -79,7 +92,7 @@ describe('repository format', () => {
     await repo.store.put('config.json', Buffer.from(JSON.stringify({ ...config, chunkHash: 'md5' })));
     await expectRejection(BackupRepository.open(repo.store), /names unknown chunk hash md5/);
     await repo.store.put('config.json', Buffer.from(JSON.stringify({ ...config, chunkHash: undefined })));
-    await expectRejection(BackupRepository.open(repo.store), /format 4 but names no chunkHash/);
+    await expectRejection(BackupRepository.open(repo.store), /format 5 but names no chunkHash/);
     // Nor is a repository created with one.
     const dir = await tempDir();
     await expectRejection(BackupRepository.create(new FilesystemBlobStore(dir), { chunkHash: 'md5' as 'sha256' }), /names unknown chunk hash md5/);
@@ -108,13 +121,53 @@ describe('repository format', () => {
     await expectRejection(BackupRepository.open(repo.store), /format 3, whose chunks are SHA-256, but names chunkHash blake3/);
   });
 
-  it('upgrades a format-3 repository keeping SHA-256 chunk names: a new backup of the same data stores nothing', async () => {
+  it('upgrades a format-3 repository keeping SHA-256 chunk names and gear cut points: a new backup of the same data stores nothing', async () => {
     const repo = await (await openFilesystemRepository(await golden('repository-v3'))).upgradeFormat();
-    expect(repo.config).to.include({ format: 4, chunkHash: 'sha256' });
+    expect(repo.config).to.include({ format: 5, chunkHash: 'sha256' });
+    expect(repo.config.chunking.rollingHash).to.equal('gear');
     const again = await repo.backupVolume('wednesday', { volume: 'ns.b' }, volumeBytes(b));
     expect(again.bytesUploaded).to.equal(0);
     expect(again.manifest.chunks).to.deep.equal((await repo.getManifest('monday', 'ns.b')).chunks);
     expect(await sha256Of(repo.restoreStream('wednesday', 'ns.b'))).to.deep.equal(shaB);
+  });
+
+  it('takes new backups into a format-4 repository as it is, cutting with gear: the same data stores nothing', async () => {
+    const repo = await openFilesystemRepository(await golden('repository-v4'));
+    expect(repo.config.chunking.rollingHash).to.equal(undefined);
+    const again = await repo.backupVolume('wednesday', { volume: 'ns.b' }, volumeBytes(b));
+    expect(again.bytesUploaded).to.equal(0);
+    expect(again.manifest.format).to.equal(4);
+    expect(again.manifest.chunks).to.deep.equal((await repo.getManifest('monday', 'ns.b')).chunks);
+    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.deep.include({ format: 4 });
+    // Upgraded, it names gear, and still deduplicates.
+    const upgraded = await repo.upgradeFormat();
+    expect(upgraded.config).to.deep.include({ format: 5, chunkHash: 'blake3', chunking: { ...smallChunks, rollingHash: 'gear' } });
+    expect((await upgraded.backupVolume('thursday', { volume: 'ns.b' }, volumeBytes(b))).bytesUploaded).to.equal(0);
+    expect((await verifyRepository(upgraded)).problems).to.deep.equal([]);
+  });
+
+  it('refuses a config whose rolling hash is missing, unknown, or not its format\'s, naming it; nor creates a repository with one it does not know', async () => {
+    const dir = await golden('repository-v5');
+    const store = new FilesystemBlobStore(dir);
+    const config = JSON.parse((await store.get('config.json')).toString()) as RepositoryConfig;
+    const withRolling = (format: number, rollingHash: string | undefined) =>
+      store.put('config.json', Buffer.from(JSON.stringify({ ...config, format, chunking: { ...config.chunking, rollingHash } })));
+    await withRolling(5, undefined);
+    await expectRejection(BackupRepository.open(store), /format 5 but its chunking names no rollingHash/);
+    await withRolling(5, 'rabin');
+    await expectRejection(BackupRepository.open(store), /names rolling hash "rabin", which this Trellis does not know \(it knows gear, gear-mul\)/);
+    await withRolling(4, 'gear-mul');
+    await expectRejection(BackupRepository.open(store), /format 4, which cuts with the gear hash, but names rollingHash gear-mul/);
+    await withRolling(5, 'gear-mul');
+    expect(await sha256Of((await BackupRepository.open(store)).restoreStream('monday', 'ns.b'))).to.deep.equal(shaB);
+
+    const empty = await tempDir();
+    const error = await BackupRepository.create(new FilesystemBlobStore(empty), { chunking: { ...smallChunks, rollingHash: 'rabin' as RollingHashName } }).then(
+      () => undefined,
+      (err: unknown) => err as Error,
+    );
+    expect(error?.message).to.match(/rollingHash "rabin" is not one of gear, gear-mul/);
+    expect(await readdir(empty)).to.deep.equal([]);
   });
 
   it('keeps the chunk-list checksum of the format: a golden manifest still hashes to what it says', async () => {
@@ -190,7 +243,7 @@ describe('repository format', () => {
     expect(volumeHashesInProgress()).to.equal(0);
   });
 
-  for (const format of [2, 3, 4]) {
+  for (const format of [2, 3, 4, 5]) {
     it(`restores, verifies and garbage-collects a format-${format} repository, packs and all`, async () => {
       const repo = await openFilesystemRepository(await golden(`repository-v${format}`));
       expect(repo.config.format).to.equal(format);
@@ -211,7 +264,7 @@ describe('repository format', () => {
     });
   }
 
-  it('takes no new backup into a format-2 repository until it is upgraded, then writes format-4 manifests beside the old ones, still naming chunks by SHA-256', async () => {
+  it('takes no new backup into a format-2 repository until it is upgraded, then writes format-5 manifests beside the old ones, still naming chunks by SHA-256', async () => {
     const old = await openFilesystemRepository(await golden('repository-v2'));
     let error: Error | undefined;
     await old.backupVolume('wednesday', { volume: 'ns.a' }, volumeBytes(a)).catch((err: Error) => (error = err));
@@ -219,9 +272,9 @@ describe('repository format', () => {
     expect(error?.message).to.match(/format 2.*upgrade/);
 
     const repo = await old.upgradeFormat();
-    expect(repo.config.format).to.equal(4);
+    expect(repo.config.format).to.equal(5);
     // SHA-256 names the old chunks, so it names the new ones: the same data deduplicates.
-    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 4, chunkHash: 'sha256' });
+    expect(JSON.parse((await repo.store.get('config.json')).toString())).to.include({ format: 5, chunkHash: 'sha256' });
     const again = await repo.backupVolume('wednesday', { volume: 'ns.a' }, volumeBytes(a));
     expect(again.bytesUploaded).to.equal(0);
     expect(again.manifest.chunksSha256).to.be.a('string');

@@ -1,23 +1,26 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { compileGearScan } from '../../hack/build-wasm.js';
-import { gearTable, highMask } from '../../src/repository/chunker.js';
+import { gearTable, highMask, rollingHashNames, type RollingHashName } from '../../src/repository/chunker.js';
 import { makeGearScanner, type ScanResult } from '../../src/repository/gear-scan.js';
 import { gearScanWasm } from '../../src/repository/gear-scan-wasm.js';
 import { BlockPool, poolBlockSize } from '../../src/repository/block-pool.js';
 
-/** The scan as plain JavaScript: the rules the WebAssembly must keep. */
-function reference(block: Uint8Array, lead: Uint8Array, maskSmall: number, maskLarge: number): ScanResult {
+/** The scan as plain JavaScript: the rules the WebAssembly must keep (chunker.ts). */
+function reference(block: Uint8Array, lead: Uint8Array, maskSmall: number, maskLarge: number, rolling: RollingHashName): ScanResult {
   const gear = gearTable();
+  const value = (byte: number) => (rolling === 'gear' ? gear[byte]! : Math.imul(byte, 0x9e3779b1));
+  // gear: a candidate where the mask's bits are clear; gear-mul: where they are set.
+  const hit = (h: number, mask: number) => (h & mask) === (rolling === 'gear' ? 0 : mask);
   const large: number[] = [];
   const small: number[] = [];
   let h = 0;
-  for (const byte of lead) h = ((h << 1) + gear[byte]!) | 0;
+  for (const byte of lead) h = ((h << 1) + value(byte)) | 0;
   for (let i = 0; i < block.length; i++) {
-    h = ((h << 1) + gear[block[i]!]!) | 0;
-    if ((h & maskLarge) === 0) {
+    h = ((h << 1) + value(block[i]!)) | 0;
+    if (hit(h, maskLarge)) {
       large.push(i);
-      if ((h & maskSmall) === 0) small.push(i);
+      if (hit(h, maskSmall)) small.push(i);
     }
   }
   return { large, small };
@@ -42,32 +45,35 @@ describe('gear scan (WebAssembly)', () => {
     expect(Buffer.from(await compileGearScan()).toString('base64')).to.equal(gearScanWasm, 'run `npm run wasm` after editing gear-scan.wat');
   });
 
-  it('finds exactly the candidates the JavaScript loop finds, with and without a lead, at every length mod 4', () => {
+  for (const rolling of rollingHashNames) {
+  it(`finds exactly the candidates the JavaScript loop finds, with and without a lead, at every length mod 4 and around the lanes' sizes (${rolling})`, () => {
     // Loose masks, so a small block has many candidates of both kinds.
     const maskSmall = highMask(10);
     const maskLarge = highMask(6);
     const data = bytes(70_003, 1);
-    for (const length of [0, 1, 2, 3, 4, 5, 31, 32, 33, 4099, 70_003]) {
+    // gear-mul's lanes take blocks from 1024 bytes on, in 4 segments of a multiple of 16.
+    for (const length of [0, 1, 2, 3, 4, 5, 31, 32, 33, 1023, 1024, 1025, 1087, 1088, 4099, 70_003]) {
       for (const lead of [new Uint8Array(0), data.subarray(0, 31), data.subarray(0, 7)]) {
         const block = data.subarray(data.length - length);
-        const got = scan(block, lead, maskSmall, maskLarge);
-        expect(got, `length ${length}, lead ${lead.length}`).to.deep.equal(reference(block, lead, maskSmall, maskLarge));
+        const got = scan(block, lead, maskSmall, maskLarge, rolling);
+        expect(got, `length ${length}, lead ${lead.length}`).to.deep.equal(reference(block, lead, maskSmall, maskLarge, rolling));
         expect(got.large.length > 0 || length < 200).to.equal(true);
       }
     }
   });
 
-  it('carries the hash across its 2 MiB pieces, and keeps every candidate of a block where every position is one', () => {
+  it(`carries the hash across its 2 MiB pieces, and keeps every candidate of a block where every position is one (${rolling})`, () => {
     const maskSmall = highMask(22);
     const maskLarge = highMask(18);
     const big = bytes(5 * 1024 * 1024 + 77, 2);
-    expect(scan(big, new Uint8Array(0), maskSmall, maskLarge)).to.deep.equal(reference(big, new Uint8Array(0), maskSmall, maskLarge));
+    expect(scan(big, new Uint8Array(0), maskSmall, maskLarge, rolling)).to.deep.equal(reference(big, new Uint8Array(0), maskSmall, maskLarge, rolling));
     // With empty masks every position is a candidate: 4 bytes of output per byte scanned.
-    const all = scan(big.subarray(0, 3 * 1024 * 1024), new Uint8Array(0), 0, 0);
+    const all = scan(big.subarray(0, 3 * 1024 * 1024), new Uint8Array(0), 0, 0, rolling);
     expect(all.large.length).to.equal(3 * 1024 * 1024);
     expect(all.small.length).to.equal(3 * 1024 * 1024);
     expect(all.large.at(-1)).to.equal(3 * 1024 * 1024 - 1);
   });
+  }
 
   it('scans a block of the pool where it lies, with the same candidates, and with the same results when its scanner has no region there', () => {
     const pool = new BlockPool();
@@ -88,9 +94,11 @@ describe('gear scan (WebAssembly)', () => {
         [5, 4099],
         [poolBlockSize - 3, poolBlockSize],
       ] as const) {
-        const want = reference(data.subarray(from, to), lead, maskSmall, maskLarge);
-        expect(inPlace.scanAt(blocks[1]!.at + from, to - from, lead, maskSmall, maskLarge), `${from}-${to}`).to.deep.equal(want);
-        expect(copying.scanAt(blocks[1]!.at + from, to - from, lead, maskSmall, maskLarge), `${from}-${to}, copied`).to.deep.equal(want);
+        for (const rolling of rollingHashNames) {
+          const want = reference(data.subarray(from, to), lead, maskSmall, maskLarge, rolling);
+          expect(inPlace.scanAt(blocks[1]!.at + from, to - from, lead, maskSmall, maskLarge, rolling), `${from}-${to}`).to.deep.equal(want);
+          expect(copying.scanAt(blocks[1]!.at + from, to - from, lead, maskSmall, maskLarge, rolling), `${from}-${to}, copied`).to.deep.equal(want);
+        }
       }
     }
     // A released block is handed out again before the memory grows.
@@ -98,6 +106,6 @@ describe('gear scan (WebAssembly)', () => {
     pool.release(blocks[0]!.at);
     expect(pool.allocate()!.at).to.equal(blocks[0]!.at);
     expect(pool.size).to.equal(size);
-    expect(() => inPlace.scanAt(blocks[1]!.at, poolBlockSize + 1, lead, 0, 0)).to.throw(RangeError);
+    expect(() => inPlace.scanAt(blocks[1]!.at, poolBlockSize + 1, lead, 0, 0, 'gear-mul')).to.throw(RangeError);
   });
 });

@@ -110,7 +110,7 @@ export async function run(argv: string[]): Promise<number> {
       print(
         s,
         [
-          `format               ${s.format} (chunks named by ${s.chunkHash})`,
+          `format               ${s.format} (chunks cut by ${s.rollingHash}, named by ${s.chunkHash})`,
           `backups              ${s.backups} (${s.completeBackups} complete)`,
           `manifests            ${s.manifests}`,
           `chunks               ${s.chunks} (${s.referencedChunks} referenced, ${s.unreferencedChunks} unreferenced)`,
