@@ -3,8 +3,8 @@
 // - gear: h = 2h + gear[byte], a cut candidate where the mask's bits are all clear; the gear
 //   table is derived from SHA-256 (below). Formats 1-4 cut with it.
 // - gear-mul: h = 2h + byte * 0x9E3779B1, a candidate where the mask's bits are all set. No
-//   table lookup, so the WebAssembly scan runs four positions at once in SIMD lanes (about
-//   four times gear's speed; gear-scan.wat). New repositories cut with it.
+//   table lookup, so the WebAssembly scan runs eight positions at once in SIMD lanes (about
+//   three times gear's speed; gear-scan.wat). New repositories cut with it.
 // Guarantees:
 // - Deterministic: the same bytes with the same options always give the same cut points,
 //   however the input is split into pieces, so chunks deduplicate across backups.

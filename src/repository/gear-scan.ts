@@ -1,6 +1,6 @@
 // Cut-point candidates of a block of bytes, found by the WebAssembly scans (gear-scan.wat)
 // of either rolling hash (chunker.ts): gear, about three times the speed of the same loop in
-// JavaScript, and gear-mul, four SIMD lanes at once and about four times gear's speed.
+// JavaScript, and gear-mul, eight SIMD lanes at once and about three times gear's speed.
 // Guarantees: the same candidates as the reference loop in chunker.ts for any block and lead, whether
 // the block is scanned where it lies (scanAt: a block of the block pool, block-pool.ts) or
 // copied in first, 2 MiB at a time (scan: bytes anywhere else). A scanner's region of the

@@ -51,9 +51,9 @@ describe('gear scan (WebAssembly)', () => {
     const maskSmall = highMask(10);
     const maskLarge = highMask(6);
     const data = bytes(70_003, 1);
-    // gear-mul's lanes take blocks from 256 bytes on, in 4 segments of a multiple of 16 bytes
-    // (at least 64), and scan the last bytes (fewer than 64) one at a time.
-    for (const length of [0, 1, 2, 3, 4, 5, 31, 32, 33, 255, 256, 257, 319, 320, 1023, 1024, 1087, 4099, 70_003]) {
+    // gear-mul's lanes take blocks from 512 bytes on, in 8 segments of a multiple of 16 bytes
+    // (at least 64), and scan the last bytes (fewer than 128) one at a time.
+    for (const length of [0, 1, 2, 3, 4, 5, 31, 32, 33, 511, 512, 513, 639, 640, 1023, 1024, 1151, 4099, 70_003]) {
       for (const lead of [new Uint8Array(0), data.subarray(0, 31), data.subarray(0, 7)]) {
         const block = data.subarray(data.length - length);
         const got = scan(block, lead, maskSmall, maskLarge, rolling);
