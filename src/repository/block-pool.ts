@@ -1,5 +1,5 @@
 // The memory the chunk pipeline reads volumes into: one shared WebAssembly.Memory for the
-// process, so the chunk workers' gear scan (WebAssembly, gear-scan.ts) reads a block where
+// process, so the chunk workers' cut-point scan (WebAssembly, gear-scan.ts) reads a block where
 // it lies instead of first copying it into a memory of its own (3.6% of a backup's CPU).
 // Guarantees:
 // - A block is `poolBlockSize` bytes, page-aligned, and stays the caller's until it is

@@ -48,7 +48,7 @@ type Task =
  * its arguments, and no inner functions.
  */
 export function runTask(d: TaskDeps, t: Task): unknown {
-  // The gear hash of the 32 bytes ending at each position: the lead (the previous block's
+  // The rolling hash of the 32 bytes ending at each position: the lead (the previous block's
   // last 31 bytes) makes positions near the block's start exact too.
   if (t.op === 'scan') return d.scan.scan(t.block, t.lead, t.maskSmall, t.maskLarge, t.rolling);
   if (t.op === 'scanAt') return d.scan.scanAt(t.at, t.length, t.lead, t.maskSmall, t.maskLarge, t.rolling);

@@ -20,7 +20,7 @@ export type RollingHashName = 'gear' | 'gear-mul';
 export const rollingHashNames: readonly RollingHashName[] = ['gear', 'gear-mul'];
 /** What new repositories cut with. */
 export const defaultRollingHash: RollingHashName = 'gear-mul';
-/** gear-mul's multiplier: 2^32 divided by the golden ratio, odd (so every byte value gets its own). */
+/** gear-mul's multiplier: a prime near 2^32 divided by the golden ratio (odd, so every byte value gets its own multiple). */
 export const gearMulMultiplier = 0x9e3779b1;
 
 export interface ChunkerOptions {

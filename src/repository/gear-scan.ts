@@ -6,7 +6,7 @@
 // copied in first, 2 MiB at a time (scan: bytes anywhere else). A scanner's region of the
 // memory is its own, so one scanner serves one thread at a time.
 
-/** Cut-point candidates of a block: positions (block-relative) whose gear hash has the large mask clear; `small` those with the small mask clear too. */
+/** Cut-point candidates of a block: positions (block-relative) whose rolling hash is a candidate for the large mask (gear: its bits clear; gear-mul: set); `small` those that are for the small mask too. */
 export interface ScanResult {
   large: number[];
   small: number[];

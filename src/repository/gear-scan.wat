@@ -11,7 +11,7 @@
   (import "env" "memory" (memory 1 32767 shared))
   ;; The rolling hash after the last scan, for a scan that goes on where it stopped.
   (global $hash (export "hash") (mut i32) (i32.const 0))
-  ;; gear-mul's multiplier (2^32 / the golden ratio, odd).
+  ;; gear-mul's multiplier (a prime near 2^32 divided by the golden ratio).
   (global $mul i32 (i32.const 0x9E3779B1))
   ;; Scans [p, end) from hash h; returns the end of the output written from `out`.
   (func (export "scan")
@@ -175,8 +175,9 @@
         (local.set $w2_1 (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $ab23_1) (local.get $cd23_1)))
         (local.set $w3_1 (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab23_1) (local.get $cd23_1)))
         ;; 16 steps, the two vectors' interleaved (two dependency chains); top keeps each lane's
-        ;; highest hash: a hash with every bit of maskLarge set is at least maskLarge (its bits
-        ;; are the top ones), and one that is not, is below it.
+        ;; highest hash: a hash with every bit of maskLarge set is at least maskLarge, so a
+        ;; group where no lane's top reached it has no candidate (with the chunker's masks, the
+        ;; top bits, the converse holds too, so the check below rarely runs for nothing).
         (local.set $g0 (i32x4.add (i32x4.add (local.get $g0) (local.get $g0)) (i32x4.mul (v128.and (local.get $w0_0) (local.get $byte)) (local.get $mul))))
         (local.set $top0 (i32x4.max_u (local.get $top0) (local.get $g0)))
         (local.set $g1 (i32x4.add (i32x4.add (local.get $g1) (local.get $g1)) (i32x4.mul (v128.and (local.get $w0_1) (local.get $byte)) (local.get $mul))))

@@ -56,6 +56,11 @@ export interface RepositoryOptions {
 export interface CreateOptions {
   /** The hash that names chunks (default BLAKE3 where it loads, else SHA-256; see chunk-hash.ts). */
   chunkHash?: ChunkHashName;
+  /**
+   * Chunk sizes and rolling hash (default defaultChunkerOptions). A rolling hash left out is
+   * the default one, gear-mul; options without one mean gear elsewhere (chunkStream, and
+   * the configs of formats 1-4), so the config always names it.
+   */
   chunking?: ChunkerOptions;
   codec?: CodecName;
   /** How uploads group chunks into packs (default 16 MiB or 4096 chunks). */

@@ -151,6 +151,16 @@ describe('volume chunks on the chunk workers', () => {
     });
   }
 
+  for (const rollingHash of rollingHashNames) {
+    it(`cuts where chunkStream cuts with tiny chunks, whose first hashed positions (before the hash has seen 32 bytes) decide most cuts, across block edges (${rollingHash})`, async () => {
+      const tiny: ChunkerOptions = { minSize: 64, avgSize: 128, maxSize: 512, rollingHash };
+      const data = await bytesOf(poolBlockSize + 4099, 11);
+      const want = (await collect(pieces(data, [65536]), tiny)).map((c) => c.length);
+      expect(want.length).to.be.above(10_000);
+      expect((await sizesOf(reader(data, [1 << 20, 1 << 19]), tiny, 'blake3')).sizes).to.deep.equal(want);
+    });
+  }
+
   it('gives a block back only once a read the source started into it has landed: another volume chunked meanwhile keeps its bytes', async () => {
     const pool = blockPool();
     const before = { size: pool.size, free: pool.freeBlocks };

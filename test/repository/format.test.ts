@@ -146,6 +146,15 @@ describe('repository format', () => {
     expect((await verifyRepository(upgraded)).problems).to.deep.equal([]);
   });
 
+  it('takes new backups into a format-5 repository cutting with gear-mul: the same data stores nothing', async () => {
+    const repo = await openFilesystemRepository(await golden('repository-v5'));
+    expect(repo.config.chunking.rollingHash).to.equal('gear-mul');
+    const again = await repo.backupVolume('wednesday', { volume: 'ns.b' }, volumeBytes(b));
+    expect(again.bytesUploaded).to.equal(0);
+    expect(again.manifest.format).to.equal(5);
+    expect(again.manifest.chunks).to.deep.equal((await repo.getManifest('monday', 'ns.b')).chunks);
+  });
+
   it('refuses a config whose rolling hash is missing, unknown, or not its format\'s, naming it; nor creates a repository with one it does not know', async () => {
     const dir = await golden('repository-v5');
     const store = new FilesystemBlobStore(dir);
