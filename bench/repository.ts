@@ -69,11 +69,6 @@ async function copyFile(from: string, to: string, writeBehind = false): Promise<
   await target.finish();
 }
 
-/** As `trellis repo restore` does it: each verified chunk written from where it was read (no copy), flushing as it goes. */
-async function restoreTo(repo: BackupRepository, job: string, to: string): Promise<void> {
-  await repo.restoreToFile(job, 'bench.volume', to);
-}
-
 const mbps = (bytes: number, seconds: number) => bytes / 1e6 / seconds;
 /** This program's peak RSS: /proc's VmHWM (getrusage's maxrss starts at the parent's on Linux). */
 const peakRss = () => {
@@ -140,7 +135,9 @@ for (const size of sizes) {
       const copy = copyFirst ? await copyStep() : undefined;
       const backup = await backupStep();
       const copied = copy ?? (await copyStep());
-      const restoreStep = () => step(() => restoreTo(repo, 'first', join(work, 'restored.img')));
+      // As `trellis repo restore` does it: each verified chunk written from where it was read
+      // (no copy), flushing as it goes.
+      const restoreStep = () => step(() => repo.restoreToFile('first', 'bench.volume', join(work, 'restored.img')));
       const restore = copyFirst ? await restoreStep() : undefined;
       const copyBack = await step(() => copyFile(join(work, 'copy.img'), join(work, 'copy-back.img')));
       // The copy with write-behind: what the restore's writing alone can reach.

@@ -71,6 +71,21 @@ export function gearTable(): Int32Array {
   return gear.slice();
 }
 
+/**
+ * Each rolling hash's rules, a position at a time: the hash after one more byte, and whether
+ * a hash is a cut candidate for a mask. For code that looks at a few positions; the hot
+ * loops (chunkStream's scans below, gear-scan.wat) keep the same rules inline.
+ */
+export interface RollingRules {
+  next(h: number, byte: number): number;
+  isCandidate(h: number, mask: number): boolean;
+}
+
+export const rollingRules: Record<RollingHashName, RollingRules> = {
+  gear: { next: (h, byte) => ((h << 1) + gear[byte]!) | 0, isCandidate: (h, mask) => (h & mask) === 0 },
+  'gear-mul': { next: (h, byte) => ((h << 1) + Math.imul(byte, gearMulMultiplier)) | 0, isCandidate: (h, mask) => (h & mask) === mask },
+};
+
 /** A mask of `bits` ones in the high half of the hash, where a gear hash mixes the most bytes. */
 export function highMask(bits: number): number {
   return ((2 ** bits - 1) * 2 ** (32 - bits)) | 0;

@@ -56,9 +56,8 @@ export const readableFormats: readonly number[] = [1, 2, 3, 4, 5];
 /**
  * The formats this code takes new backups into as they are: the current one, and formats 3
  * and 4, whose records are the current format's (format 3's naming chunks by SHA-256; both
- * cutting with gear),
- * so an update of Trellis does not stop their backups, and an older Trellis still reads
- * what it gets.
+ * cutting with gear), so an update of Trellis does not stop their backups, and an older
+ * Trellis still reads what it gets.
  */
 export const writableFormats: readonly number[] = [3, 4, 5];
 

@@ -18,7 +18,7 @@
 import { blockPool, poolBlockSize } from './block-pool.js';
 import type { ChunkHashName } from './chunk-hash.js';
 import type { ChunkerOptions } from './chunker.js';
-import { gearMulMultiplier, gearTable, highMask, rollingHashOf, validateChunkerOptions, type RollingHashName } from './chunker.js';
+import { highMask, rollingHashOf, rollingRules, validateChunkerOptions, type RollingHashName, type RollingRules } from './chunker.js';
 import { chunkWorkers, type ScanResult } from './chunk-workers.js';
 import type { CodecName } from './codec.js';
 import { isVolumeReader, type VolumeReader } from './file-source.js';
@@ -85,10 +85,10 @@ export function volumeChunks(data: AsyncIterable<Uint8Array>, chunking: ChunkerO
 class ChunkPipeline implements VolumeChunks {
   readonly batchBytes = 12 * 1024 * 1024;
   private readonly workers = chunkWorkers();
-  private readonly gear = gearTable();
   private readonly maskSmall: number;
   private readonly maskLarge: number;
   private readonly rolling: RollingHashName;
+  private readonly rules: RollingRules;
   /** Live blocks in stream order; blocks[0] starts at stream offset firstBlock * blockSize. */
   private blocks: Block[] = [];
   private firstBlock = 0;
@@ -122,6 +122,7 @@ class ChunkPipeline implements VolumeChunks {
     this.maskSmall = highMask(bits + 2);
     this.maskLarge = highMask(bits - 2);
     this.rolling = rollingHashOf(chunking);
+    this.rules = rollingRules[this.rolling];
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<VolumeChunk> {
@@ -324,17 +325,9 @@ class ChunkPipeline implements VolumeChunks {
     // workers' window hash, so these positions are computed here.
     const exactEnd = Math.min(from + lead, limit, end);
     let h = 0;
-    if (this.rolling === 'gear') {
-      for (let i = from; i < exactEnd; i++) {
-        h = ((h << 1) + this.gear[this.byteAt(i)]!) | 0;
-        if ((h & (i < normal ? this.maskSmall : this.maskLarge)) === 0) return i + 1;
-      }
-    } else {
-      for (let i = from; i < exactEnd; i++) {
-        h = ((h << 1) + Math.imul(this.byteAt(i), gearMulMultiplier)) | 0;
-        const mask = i < normal ? this.maskSmall : this.maskLarge;
-        if ((h & mask) === mask) return i + 1;
-      }
+    for (let i = from; i < exactEnd; i++) {
+      h = this.rules.next(h, this.byteAt(i));
+      if (this.rules.isCandidate(h, i < normal ? this.maskSmall : this.maskLarge)) return i + 1;
     }
     if (exactEnd === limit) return limit;
     if (exactEnd < from + lead) return more;

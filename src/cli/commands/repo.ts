@@ -16,8 +16,8 @@ commands:
            of its bytes, to compare with sha256sum of a disk
   restore JOB VOLUME --to FILE   write one backed-up volume, verified, into FILE
            (created or replaced; a block device is written in place), then fsync it
-  upgrade  let a repository of format 1 or 2 take new backups (format 3 takes them
-           as it is); older Trellis versions then refuse it
+  upgrade  let a repository of format 1 or 2 take new backups (formats 3 and 4 take
+           them as they are); older Trellis versions then refuse it
 
 options:
   --path DIR    the repository (required)
